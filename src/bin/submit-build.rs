@@ -1,0 +1,24 @@
+//! `submit-build`: a build request in, an AWS Batch job (or a cached artifact) out.
+
+use std::sync::Arc;
+
+use lambda_runtime::{Error, LambdaEvent, run, service_fn};
+use layerforge::{aws, config::Config, submit};
+use serde_json::Value;
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    aws::init_tracing();
+    let config = Arc::new(Config::from_env()?);
+    let sdk = aws::sdk_config().await;
+    let state = submit::SubmitState {
+        config,
+        s3: aws::s3_client(&sdk),
+        batch: aws::batch_client(&sdk),
+    };
+    run(service_fn(move |event: LambdaEvent<Value>| {
+        let state = state.clone();
+        async move { submit::handle(&state, event.payload).await }
+    }))
+    .await
+}

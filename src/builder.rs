@@ -1,0 +1,1 @@
+//! Layer builder (issue 4).

@@ -1,0 +1,20 @@
+//! layerforge builds Python AWS Lambda layers in the cloud and publishes them exactly once.
+//!
+//! A caller invokes `submit-build` with a JSON build request ([`request`]); it is validated, fingerprinted
+//! ([`artifact`]) and, unless an identical pinned build already exists in S3, submitted as an AWS Batch
+//! Fargate job ([`submit`]) whose command runs `layer-builder` ([`builder`]) in the Lambda build image of the
+//! runtime. The builder installs the requirements, writes a deterministic zip in the layer layout and uploads it
+//! with metadata. The upload's S3 event triggers `publish-layer` ([`publish`]), which checks the zip by ranged
+//! reads of its central directory ([`zipcheck`]) and publishes a layer version, once per object version.
+//!
+//! The three binaries are thin: configuration ([`config`]) and SDK clients ([`aws`]) are built once, and all
+//! logic lives here so that tests reach it.
+
+pub mod artifact;
+pub mod aws;
+pub mod builder;
+pub mod config;
+pub mod publish;
+pub mod request;
+pub mod submit;
+pub mod zipcheck;

@@ -1,0 +1,681 @@
+//! The build request (DESIGN section 1): raw JSON in, a [`BuildRequest`] whose fields can't hold a bad value out.
+//!
+//! Parsing happens in two steps because requirements may live in S3: [`RequestDraft::parse`] checks every field
+//! and leaves [`RequirementsInput::S3`] to be fetched; [`RequestDraft::into_request`] takes the validated
+//! [`Requirements`] and yields the final request. Every error is an [`InvalidRequest`] naming the field, the
+//! rule and the offending value.
+
+use std::{fmt, str::FromStr};
+
+use pep508_rs::{Requirement, VersionOrUrl, pep440_rs::Operator};
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::config::Config;
+
+/// The most requirement text accepted inline: keeps the SubmitJob payload well under Batch's 30 KiB.
+pub const MAX_REQUIREMENTS_BYTES: usize = 16 * 1024;
+/// The most requirement lines accepted.
+pub const MAX_REQUIREMENT_LINES: usize = 500;
+pub const MAX_LAYER_NAME: usize = 64;
+pub const MAX_DESCRIPTION: usize = 256;
+pub const MAX_LICENSE: usize = 512;
+/// Longest requirements object read from S3 before validation (the text cap applies after).
+pub const MAX_REQUIREMENTS_OBJECT_BYTES: i64 = 64 * 1024;
+
+/// Fields a build request may carry; anything else (a typo such as `licence`) is refused.
+pub const FIELDS: &[&str] = &[
+    "layer_name",
+    "requirements",
+    "requirements_s3_uri",
+    "runtime",
+    "architecture",
+    "description",
+    "license",
+    "force",
+    "vcpu",
+    "memory_mib",
+];
+
+/// A request that breaks a rule: names the field, the rule and the value (truncated).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {rule} (got {value})")]
+pub struct InvalidRequest {
+    pub field: String,
+    pub rule: String,
+    /// The offending value, JSON-quoted and truncated to [`VALUE_PREVIEW`] characters.
+    pub value: String,
+}
+
+const VALUE_PREVIEW: usize = 80;
+
+impl InvalidRequest {
+    pub fn new(field: impl Into<String>, rule: impl Into<String>, value: &str) -> Self {
+        Self {
+            field: field.into(),
+            rule: rule.into(),
+            value: preview(value),
+        }
+    }
+
+    fn json(field: &str, rule: impl Into<String>, value: &Value) -> Self {
+        Self::new(field, rule, &value.to_string())
+    }
+}
+
+fn preview(value: &str) -> String {
+    let mut out: String = value.chars().take(VALUE_PREVIEW).collect();
+    if value.chars().count() > VALUE_PREVIEW {
+        out.push('…');
+    }
+    format!("{out:?}")
+}
+
+/// A Lambda Python runtime layerforge builds for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub enum Runtime {
+    #[serde(rename = "python3.10")]
+    Python310,
+    #[serde(rename = "python3.11")]
+    Python311,
+    #[serde(rename = "python3.12")]
+    Python312,
+    #[serde(rename = "python3.13")]
+    Python313,
+    #[serde(rename = "python3.14")]
+    Python314,
+}
+
+impl Runtime {
+    pub const ALL: [Runtime; 5] = [
+        Runtime::Python310,
+        Runtime::Python311,
+        Runtime::Python312,
+        Runtime::Python313,
+        Runtime::Python314,
+    ];
+
+    /// The Lambda identifier, e.g. `python3.12`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Runtime::Python310 => "python3.10",
+            Runtime::Python311 => "python3.11",
+            Runtime::Python312 => "python3.12",
+            Runtime::Python313 => "python3.13",
+            Runtime::Python314 => "python3.14",
+        }
+    }
+
+    /// `X.Y`, e.g. `3.12`: the site-packages folder and pip's `--python-version`.
+    pub fn python_version(self) -> &'static str {
+        &self.as_str()["python".len()..]
+    }
+
+    /// Without the dot, e.g. `python312` (job names allow no dots).
+    pub fn compact(self) -> String {
+        self.as_str().replace('.', "")
+    }
+}
+
+impl fmt::Display for Runtime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Runtime {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Runtime::ALL
+            .into_iter()
+            .find(|r| r.as_str() == s)
+            .ok_or_else(|| format!("unknown runtime {s:?}; expected one of python3.10 … python3.14"))
+    }
+}
+
+/// A Lambda instruction set architecture.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub enum Architecture {
+    #[serde(rename = "arm64")]
+    Arm64,
+    #[serde(rename = "x86_64")]
+    X86_64,
+}
+
+impl Architecture {
+    pub const ALL: [Architecture; 2] = [Architecture::Arm64, Architecture::X86_64];
+
+    /// The Lambda identifier: `arm64` or `x86_64`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Architecture::Arm64 => "arm64",
+            Architecture::X86_64 => "x86_64",
+        }
+    }
+
+    /// The machine name in wheel tags and `uname -m`: `aarch64` or `x86_64`.
+    pub fn machine(self) -> &'static str {
+        match self {
+            Architecture::Arm64 => "aarch64",
+            Architecture::X86_64 => "x86_64",
+        }
+    }
+
+    /// The manylinux platform tag pip's `--platform` takes for cross builds.
+    pub fn manylinux_platform(self) -> String {
+        format!("manylinux2014_{}", self.machine())
+    }
+}
+
+impl fmt::Display for Architecture {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Architecture {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "arm64" => Ok(Architecture::Arm64),
+            "x86_64" => Ok(Architecture::X86_64),
+            _ => Err(format!("unknown architecture {s:?}; expected arm64 or x86_64")),
+        }
+    }
+}
+
+/// A layer name: `[A-Za-z0-9_-]{1,64}`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(transparent)]
+pub struct LayerName(String);
+
+impl LayerName {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        if s.is_empty() || s.len() > MAX_LAYER_NAME {
+            return Err(format!("must be 1 to {MAX_LAYER_NAME} characters"));
+        }
+        if let Some(c) = s.chars().find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_')) {
+            return Err(format!("may hold only letters, digits, '-' and '_' (found {c:?})"));
+        }
+        Ok(Self(s.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for LayerName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// An `s3://bucket/key` location.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3Uri {
+    pub bucket: String,
+    pub key: String,
+}
+
+impl S3Uri {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let rest = s
+            .strip_prefix("s3://")
+            .ok_or_else(|| "must be an s3://bucket/key URI".to_owned())?;
+        let (bucket, key) = rest
+            .split_once('/')
+            .ok_or_else(|| "must name a key after the bucket (s3://bucket/key)".to_owned())?;
+        let bucket_ok = (3..=63).contains(&bucket.len())
+            && bucket
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.');
+        if !bucket_ok {
+            return Err("the bucket must be a valid S3 bucket name (3-63 of a-z 0-9 . -)".to_owned());
+        }
+        if key.is_empty() || key.ends_with('/') {
+            return Err("must name an object, not a folder".to_owned());
+        }
+        Ok(Self {
+            bucket: bucket.to_owned(),
+            key: key.to_owned(),
+        })
+    }
+}
+
+impl fmt::Display for S3Uri {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "s3://{}/{}", self.bucket, self.key)
+    }
+}
+
+/// One validated requirement line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequirementLine {
+    /// The line as the caller wrote it (comment and surrounding blanks removed): what pip is given.
+    pub text: String,
+    /// A normalized form (PEP 508 rendering plus sorted hashes): what the fingerprint covers.
+    pub canonical: String,
+    /// Pinned with `==`/`===` to one version, or hashed.
+    pub pinned: bool,
+}
+
+/// A validated requirements set: at least one line, within the size caps, nothing but PEP 508 specifiers
+/// and `--hash=` options.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Requirements {
+    lines: Vec<RequirementLine>,
+}
+
+const HASH_ALGORITHMS: &[(&str, usize)] = &[("sha256", 64), ("sha384", 96), ("sha512", 128)];
+
+impl Requirements {
+    /// Parses requirements.txt text; `|` separates lines too (the original tool's `-r`). Errors name
+    /// `requirements`, the line number and the line.
+    pub fn parse(text: &str) -> Result<Self, InvalidRequest> {
+        const FIELD: &str = "requirements";
+        if text.len() > MAX_REQUIREMENTS_BYTES {
+            return Err(InvalidRequest::new(
+                FIELD,
+                format!("at most {MAX_REQUIREMENTS_BYTES} bytes of text ({} given)", text.len()),
+                text,
+            ));
+        }
+        let physical: Vec<&str> = text.split(['\n', '|']).collect();
+        if physical.len() > MAX_REQUIREMENT_LINES {
+            return Err(InvalidRequest::new(
+                FIELD,
+                format!("at most {MAX_REQUIREMENT_LINES} lines ({} given)", physical.len()),
+                text,
+            ));
+        }
+
+        let mut lines = Vec::new();
+        let mut pending = String::new();
+        let mut pending_start = 0;
+        for (index, raw) in physical.iter().enumerate() {
+            let raw = raw.strip_suffix('\r').unwrap_or(raw);
+            if pending.is_empty() {
+                pending_start = index + 1;
+            }
+            // A trailing backslash continues the line (pip-compile writes hashes that way).
+            if let Some(head) = raw.strip_suffix('\\') {
+                pending.push_str(head);
+                pending.push(' ');
+                continue;
+            }
+            pending.push_str(raw);
+            let logical = std::mem::take(&mut pending);
+            if let Some(line) = parse_line(&logical)
+                .map_err(|rule| InvalidRequest::new(FIELD, format!("line {pending_start}: {rule}"), logical.trim()))?
+            {
+                lines.push(line);
+            }
+        }
+        if !pending.trim().is_empty() {
+            return Err(InvalidRequest::new(
+                FIELD,
+                format!("line {pending_start}: ends with a line continuation '\\' and nothing after it"),
+                pending.trim(),
+            ));
+        }
+        if lines.is_empty() {
+            return Err(InvalidRequest::new(FIELD, "must list at least one requirement", text));
+        }
+        Ok(Self { lines })
+    }
+
+    pub fn lines(&self) -> &[RequirementLine] {
+        &self.lines
+    }
+
+    /// The text handed to the builder: one requirement per line, as written.
+    pub fn to_text(&self) -> String {
+        let mut out = String::new();
+        for line in &self.lines {
+            out.push_str(&line.text);
+            out.push('\n');
+        }
+        out
+    }
+
+    /// Whether every line is pinned (so a cached artifact is known to be the same build).
+    pub fn all_pinned(&self) -> bool {
+        self.lines.iter().all(|l| l.pinned)
+    }
+}
+
+/// Parses one logical line; `Ok(None)` for blank and comment lines.
+fn parse_line(line: &str) -> Result<Option<RequirementLine>, String> {
+    let content = strip_comment(line).trim();
+    if content.is_empty() {
+        return Ok(None);
+    }
+    if content.starts_with('-') {
+        let option = content.split([' ', '\t', '=']).next().unwrap_or(content);
+        return Err(if option == "--hash" {
+            "a --hash option must follow a requirement on the same line".to_owned()
+        } else {
+            format!(
+                "pip option {option} is not allowed (the package index and install options are the operator's \
+                 setting; only --hash= may follow a requirement)"
+            )
+        });
+    }
+
+    // The requirement ends where the first option (a blank-preceded token starting with '-') begins.
+    let (spec, options) = split_options(content);
+    let mut hashes = Vec::new();
+    for option in options.split_whitespace() {
+        let Some(hash) = option.strip_prefix("--hash=") else {
+            let name = option.split('=').next().unwrap_or(option);
+            return Err(format!(
+                "pip option {name} is not allowed after a requirement (only --hash=ALGORITHM:HEX)"
+            ));
+        };
+        let (algorithm, hex) = hash
+            .split_once(':')
+            .ok_or_else(|| format!("--hash needs ALGORITHM:HEX, got {hash:?}"))?;
+        let Some((_, len)) = HASH_ALGORITHMS.iter().find(|(a, _)| *a == algorithm) else {
+            return Err(format!("--hash algorithm {algorithm:?} is not one of sha256, sha384, sha512"));
+        };
+        if hex.len() != *len || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Err(format!("--hash={algorithm}: expects {len} hex digits"));
+        }
+        hashes.push(format!("--hash={algorithm}:{}", hex.to_ascii_lowercase()));
+    }
+
+    let requirement = Requirement::<pep508_rs::VerbatimUrl>::from_str(spec).map_err(|e| {
+        let message = e.to_string();
+        format!(
+            "not a PEP 508 requirement: {}",
+            message.lines().next().unwrap_or("unparseable")
+        )
+    })?;
+    let pinned_version = match &requirement.version_or_url {
+        Some(VersionOrUrl::Url(_)) => {
+            return Err(
+                "direct URL references are not allowed (packages come from the configured package index)"
+                    .to_owned(),
+            );
+        }
+        Some(VersionOrUrl::VersionSpecifier(specifiers)) => {
+            specifiers.len() == 1
+                && matches!(specifiers[0].operator(), Operator::Equal | Operator::ExactEqual)
+        }
+        None => false,
+    };
+    hashes.sort();
+    hashes.dedup();
+    let mut canonical = requirement.to_string();
+    for hash in &hashes {
+        canonical.push(' ');
+        canonical.push_str(hash);
+    }
+    Ok(Some(RequirementLine {
+        text: if options.is_empty() {
+            spec.to_owned()
+        } else {
+            format!("{spec} {}", hashes.join(" "))
+        },
+        canonical,
+        pinned: pinned_version || !hashes.is_empty(),
+    }))
+}
+
+/// pip's comment rule: `#` at the start of a line or after whitespace starts a comment.
+fn strip_comment(line: &str) -> &str {
+    let bytes = line.as_bytes();
+    for (i, b) in bytes.iter().enumerate() {
+        if *b == b'#' && (i == 0 || bytes[i - 1].is_ascii_whitespace()) {
+            return &line[..i];
+        }
+    }
+    line
+}
+
+fn split_options(content: &str) -> (&str, &str) {
+    let bytes = content.as_bytes();
+    for i in 1..bytes.len() {
+        if bytes[i] == b'-' && bytes[i - 1].is_ascii_whitespace() {
+            return (content[..i].trim_end(), content[i..].trim());
+        }
+    }
+    (content, "")
+}
+
+/// Where the requirements of a draft come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RequirementsInput {
+    Inline(Requirements),
+    /// Fetched by the handler, then validated with [`Requirements::parse`].
+    S3(S3Uri),
+}
+
+/// Compute asked for the build job (both optional, bounded by the deployment's `MAX_VCPU`/`MAX_MEMORY_MIB`).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Resources {
+    pub vcpu: Option<f64>,
+    pub memory_mib: Option<u32>,
+}
+
+/// A request whose every field is valid; inline requirements are parsed, S3 ones not yet read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RequestDraft {
+    pub layer_name: LayerName,
+    pub requirements: RequirementsInput,
+    pub runtime: Runtime,
+    pub architecture: Architecture,
+    pub description: Option<String>,
+    pub license: Option<String>,
+    pub force: bool,
+    pub resources: Resources,
+}
+
+/// A complete, valid build request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BuildRequest {
+    pub layer_name: LayerName,
+    pub requirements: Requirements,
+    /// Where the requirements were read from, if not inline.
+    pub requirements_source: Option<S3Uri>,
+    pub runtime: Runtime,
+    pub architecture: Architecture,
+    pub description: Option<String>,
+    pub license: Option<String>,
+    pub force: bool,
+    pub resources: Resources,
+}
+
+impl RequestDraft {
+    /// Validates every field of a raw request against the rules of DESIGN section 1 and this deployment.
+    pub fn parse(event: &Value, config: &Config) -> Result<Self, InvalidRequest> {
+        let Value::Object(map) = event else {
+            return Err(InvalidRequest::json("request", "must be a JSON object", event));
+        };
+        if let Some(unknown) = map.keys().find(|k| !FIELDS.contains(&k.as_str())) {
+            return Err(InvalidRequest::new(
+                unknown.as_str(),
+                format!("unknown field; expected one of {}", FIELDS.join(", ")),
+                unknown,
+            ));
+        }
+
+        let layer_name = match string_field(map, "layer_name")? {
+            Some(s) => LayerName::parse(s.trim()).map_err(|rule| InvalidRequest::new("layer_name", rule, s))?,
+            None => return Err(InvalidRequest::new("layer_name", "required", "")),
+        };
+
+        let requirements = match (present(map, "requirements"), present(map, "requirements_s3_uri")) {
+            (Some(_), Some(_)) => {
+                return Err(InvalidRequest::new(
+                    "requirements_s3_uri",
+                    "give exactly one of requirements and requirements_s3_uri, not both",
+                    "",
+                ));
+            }
+            (None, None) => {
+                return Err(InvalidRequest::new(
+                    "requirements",
+                    "required (or requirements_s3_uri)",
+                    "",
+                ));
+            }
+            (Some(value), None) => RequirementsInput::Inline(Requirements::parse(&requirements_text(value)?)?),
+            (None, Some(_)) => {
+                let raw = string_field(map, "requirements_s3_uri")?.unwrap_or_default();
+                let uri = S3Uri::parse(raw.trim())
+                    .map_err(|rule| InvalidRequest::new("requirements_s3_uri", rule, raw))?;
+                if !config.requirements_bucket_allowed(&uri.bucket) {
+                    return Err(InvalidRequest::new(
+                        "requirements_s3_uri",
+                        format!(
+                            "bucket {} is not allowed; use the artifact bucket or one listed in \
+                             ALLOWED_REQUIREMENTS_BUCKETS",
+                            uri.bucket
+                        ),
+                        raw,
+                    ));
+                }
+                RequirementsInput::S3(uri)
+            }
+        };
+
+        let runtime = match string_field(map, "runtime")? {
+            Some(s) => s.parse().map_err(|rule| InvalidRequest::new("runtime", rule, s))?,
+            None => config.default_runtime,
+        };
+        let architecture: Architecture = match string_field(map, "architecture")? {
+            Some(s) => s.parse().map_err(|rule| InvalidRequest::new("architecture", rule, s))?,
+            None => config.default_architecture,
+        };
+        if config.build_target(architecture).is_none() {
+            return Err(InvalidRequest::new(
+                "architecture",
+                format!("this deployment has no build target for {architecture} (BUILD_TARGETS)"),
+                architecture.as_str(),
+            ));
+        }
+
+        let description = text_field(map, "description", MAX_DESCRIPTION)?;
+        let license = text_field(map, "license", MAX_LICENSE)?;
+        let force = match present(map, "force") {
+            Some(Value::Bool(b)) => *b,
+            Some(other) => return Err(InvalidRequest::json("force", "must be true or false", other)),
+            None => false,
+        };
+
+        let vcpu = match present(map, "vcpu") {
+            Some(value) => match value.as_f64() {
+                Some(n) if n > 0.0 && n <= config.max_vcpu => Some(n),
+                _ => {
+                    return Err(InvalidRequest::json(
+                        "vcpu",
+                        format!("must be a number greater than 0 and at most {} (MAX_VCPU)", config.max_vcpu),
+                        value,
+                    ));
+                }
+            },
+            None => None,
+        };
+        let memory_mib = match present(map, "memory_mib") {
+            Some(value) => match value.as_u64().and_then(|n| u32::try_from(n).ok()) {
+                Some(n) if (512..=config.max_memory_mib).contains(&n) => Some(n),
+                _ => {
+                    return Err(InvalidRequest::json(
+                        "memory_mib",
+                        format!(
+                            "must be a whole number of MiB from 512 to {} (MAX_MEMORY_MIB)",
+                            config.max_memory_mib
+                        ),
+                        value,
+                    ));
+                }
+            },
+            None => None,
+        };
+
+        Ok(Self {
+            layer_name,
+            requirements,
+            runtime,
+            architecture,
+            description,
+            license,
+            force,
+            resources: Resources { vcpu, memory_mib },
+        })
+    }
+
+    /// Completes the draft with validated requirements (for S3 input, read from `source`).
+    pub fn into_request(self, requirements: Requirements, source: Option<S3Uri>) -> BuildRequest {
+        BuildRequest {
+            layer_name: self.layer_name,
+            requirements,
+            requirements_source: source,
+            runtime: self.runtime,
+            architecture: self.architecture,
+            description: self.description,
+            license: self.license,
+            force: self.force,
+            resources: self.resources,
+        }
+    }
+}
+
+/// A field that is present and not `null`.
+fn present<'a>(map: &'a Map<String, Value>, field: &str) -> Option<&'a Value> {
+    map.get(field).filter(|v| !v.is_null())
+}
+
+fn string_field<'a>(map: &'a Map<String, Value>, field: &str) -> Result<Option<&'a str>, InvalidRequest> {
+    match present(map, field) {
+        None => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(other) => Err(InvalidRequest::json(field, "must be a string", other)),
+    }
+}
+
+fn text_field(map: &Map<String, Value>, field: &str, max: usize) -> Result<Option<String>, InvalidRequest> {
+    let Some(s) = string_field(map, field)? else {
+        return Ok(None);
+    };
+    let s = s.trim();
+    if s.chars().count() > max {
+        return Err(InvalidRequest::new(field, format!("at most {max} characters"), s));
+    }
+    if s.chars().any(char::is_control) {
+        return Err(InvalidRequest::new(field, "must not contain control characters", s));
+    }
+    Ok((!s.is_empty()).then(|| s.to_owned()))
+}
+
+/// `requirements` is requirements.txt text or an array of lines.
+fn requirements_text(value: &Value) -> Result<String, InvalidRequest> {
+    match value {
+        Value::String(s) => Ok(s.clone()),
+        Value::Array(items) => {
+            let mut lines = Vec::with_capacity(items.len());
+            for (i, item) in items.iter().enumerate() {
+                match item {
+                    Value::String(s) => lines.push(s.as_str()),
+                    other => {
+                        return Err(InvalidRequest::json(
+                            "requirements",
+                            format!("element {} must be a string", i + 1),
+                            other,
+                        ));
+                    }
+                }
+            }
+            Ok(lines.join("\n"))
+        }
+        other => Err(InvalidRequest::json(
+            "requirements",
+            "must be requirements.txt text or an array of lines",
+            other,
+        )),
+    }
+}

@@ -1,0 +1,1 @@
+//! Zip central-directory checks (issue 3).

@@ -1,0 +1,8 @@
+//! The one integration-test binary: every test talks to moto's server over HTTP (see `helpers`).
+
+mod builder;
+mod helpers;
+mod pipeline;
+mod publish;
+mod submit;
+mod template;
