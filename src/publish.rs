@@ -117,7 +117,11 @@ pub struct PublishState {
 }
 
 impl PublishState {
-    pub fn new(config: Arc<Config>, s3: aws_sdk_s3::Client, lambda: aws_sdk_lambda::Client) -> Self {
+    pub fn new(
+        config: Arc<Config>,
+        s3: aws_sdk_s3::Client,
+        lambda: aws_sdk_lambda::Client,
+    ) -> Self {
         Self {
             config,
             s3,
@@ -136,7 +140,10 @@ pub struct PublishResponse {
 impl PublishResponse {
     /// How many records ended with `status`.
     pub fn count(&self, status: &str) -> usize {
-        self.records.iter().filter(|r| r.outcome.status() == status).count()
+        self.records
+            .iter()
+            .filter(|r| r.outcome.status() == status)
+            .count()
     }
 }
 
@@ -158,7 +165,10 @@ pub struct RecordResult {
 #[serde(tag = "status", rename_all = "lowercase")]
 pub enum Outcome {
     /// This delivery published the layer version.
-    Published { layer_version_arn: String, version: i64 },
+    Published {
+        layer_version_arn: String,
+        version: i64,
+    },
     /// The object version was already published (by an earlier or concurrent delivery).
     Duplicate { layer_version_arn: String },
     /// The artifact is permanently unfit; it was tagged `layerforge-status=rejected`.
@@ -183,9 +193,10 @@ impl Outcome {
     /// The layer version ARN of a published or duplicate record.
     pub fn layer_version_arn(&self) -> Option<&str> {
         match self {
-            Outcome::Published { layer_version_arn, .. } | Outcome::Duplicate { layer_version_arn } => {
-                Some(layer_version_arn)
+            Outcome::Published {
+                layer_version_arn, ..
             }
+            | Outcome::Duplicate { layer_version_arn } => Some(layer_version_arn),
             _ => None,
         }
     }
@@ -253,7 +264,9 @@ impl From<Rejection> for RecordError {
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
     /// Throttling, 5xx, timeouts, a claim still held: Lambda's retry can succeed.
-    #[error("{failed} of {total} records hit a transient AWS failure (the event will be retried): {first}")]
+    #[error(
+        "{failed} of {total} records hit a transient AWS failure (the event will be retried): {first}"
+    )]
     Transient {
         failed: usize,
         total: usize,
@@ -306,7 +319,10 @@ pub async fn handle(state: &PublishState, event: Value) -> Result<PublishRespons
             });
         }
         EventShape::Other(why) => {
-            warn!(why, "not an S3 event notification; acknowledged and ignored");
+            warn!(
+                why,
+                "not an S3 event notification; acknowledged and ignored"
+            );
             return Ok(PublishResponse {
                 records: vec![ignored_result(why)],
             });
@@ -338,13 +354,16 @@ pub async fn handle(state: &PublishState, event: Value) -> Result<PublishRespons
                     bucket: record.s3.bucket.name.clone(),
                     key: ignore.key,
                     version_id: record.s3.object.version_id.clone(),
-                    outcome: Outcome::Ignored { reason: ignore.reason },
+                    outcome: Outcome::Ignored {
+                        reason: ignore.reason,
+                    },
                 });
                 continue;
             }
         };
-        let (version_id, outcome) = match process(state, &target).await {
-            Ok((version_id, outcome)) => (version_id, outcome),
+        let (version_id, result) = process(state, &target).await;
+        let outcome = match result {
+            Ok(outcome) => outcome,
             Err(e) => {
                 warn!(
                     bucket = target.bucket,
@@ -358,7 +377,7 @@ pub async fn handle(state: &PublishState, event: Value) -> Result<PublishRespons
                     error: e.to_string(),
                 };
                 failures.push(e);
-                (target.version_id.clone(), outcome)
+                outcome
             }
         };
         results.push(RecordResult {
@@ -374,7 +393,11 @@ pub async fn handle(state: &PublishState, event: Value) -> Result<PublishRespons
     }
     let total = results.len();
     let failed = failures.len();
-    let first = failures.iter().map(ToString::to_string).next().unwrap_or_default();
+    let first = failures
+        .iter()
+        .map(ToString::to_string)
+        .next()
+        .unwrap_or_default();
     if failures.iter().any(|f| f.error_type() == "Transient") {
         Err(PublishError::Transient {
             failed,
@@ -428,7 +451,8 @@ fn parse_record(raw: &Value) -> Result<S3EventRecord, serde_json::Error> {
     let mut raw = raw.clone();
     if let Some(obj) = raw.as_object_mut() {
         for field in ["userIdentity", "requestParameters"] {
-            obj.entry(field).or_insert_with(|| Value::Object(Default::default()));
+            obj.entry(field)
+                .or_insert_with(|| Value::Object(Default::default()));
         }
     }
     serde_json::from_value(raw)
@@ -463,22 +487,37 @@ impl Target {
         let event_name = record.event_name.as_deref().unwrap_or("");
         let event_name = event_name.strip_prefix("s3:").unwrap_or(event_name);
         let raw_key = record.s3.object.key.as_deref().unwrap_or("");
-        let key = form_decode(raw_key).map_err(|_| ignore("the key is not UTF-8".to_owned(), None))?;
+        let key =
+            form_decode(raw_key).map_err(|_| ignore("the key is not UTF-8".to_owned(), None))?;
         if !event_name.starts_with("ObjectCreated:") {
-            return Err(ignore(format!("event {event_name:?} is not ObjectCreated:*"), Some(key)));
+            return Err(ignore(
+                format!("event {event_name:?} is not ObjectCreated:*"),
+                Some(key),
+            ));
         }
         let bucket = record.s3.bucket.name.clone().unwrap_or_default();
         if bucket != config.artifact_bucket {
-            return Err(ignore(format!("bucket {bucket:?} is not the artifact bucket"), Some(key)));
+            return Err(ignore(
+                format!("bucket {bucket:?} is not the artifact bucket"),
+                Some(key),
+            ));
         }
         let prefix = format!("{}/", config.artifact_prefix);
         if !key.starts_with(&prefix) || !key.ends_with(".zip") {
-            return Err(ignore(format!("key is not a .zip under {prefix}"), Some(key)));
+            return Err(ignore(
+                format!("key is not a .zip under {prefix}"),
+                Some(key),
+            ));
         }
         Ok(Self {
             bucket,
             key,
-            version_id: record.s3.object.version_id.clone().filter(|v| !v.is_empty()),
+            version_id: record
+                .s3
+                .object
+                .version_id
+                .clone()
+                .filter(|v| !v.is_empty()),
             etag: record.s3.object.e_tag.clone().filter(|v| !v.is_empty()),
         })
     }
@@ -494,21 +533,32 @@ struct Head {
     checksum_sha256: Option<String>,
 }
 
-/// One record, start to finish. Returns the object version handled and the outcome.
-async fn process(state: &PublishState, target: &Target) -> Result<(Option<String>, Outcome), RecordError> {
-    let head = match head_object(state, target).await? {
-        Some(h) => h,
-        None => {
-            info!(bucket = target.bucket, key = target.key, "object no longer exists; ignored");
+/// One record, start to finish. Returns the object version handled (once known) and the outcome.
+async fn process(
+    state: &PublishState,
+    target: &Target,
+) -> (Option<String>, Result<Outcome, RecordError>) {
+    let head = match head_object(state, target).await {
+        Ok(Some(h)) => h,
+        Err(fault) => return (target.version_id.clone(), Err(fault.into())),
+        Ok(None) => {
+            info!(
+                bucket = target.bucket,
+                key = target.key,
+                "object no longer exists; ignored"
+            );
             let outcome = Outcome::Ignored {
                 reason: "the object (version) no longer exists".to_owned(),
             };
-            return Ok((target.version_id.clone(), outcome));
+            return (target.version_id.clone(), Ok(outcome));
         }
     };
     // Without a versionId in the record (unversioned bucket, or an emitter that omits it) the version HeadObject
     // saw is the one checked, claimed and published.
-    let version_id = target.version_id.clone().or_else(|| head.version_id.clone());
+    let version_id = target
+        .version_id
+        .clone()
+        .or_else(|| head.version_id.clone());
     let object = ObjectRef {
         bucket: target.bucket.clone(),
         key: target.key.clone(),
@@ -520,12 +570,11 @@ async fn process(state: &PublishState, target: &Target) -> Result<(Option<String
             .unwrap_or_else(|| "unversioned".to_owned()),
     };
 
-    let outcome = match check_and_publish(state, &object, &head).await {
-        Ok(outcome) => outcome,
-        Err(RecordError::Rejected(rejection)) => reject(state, &object, &rejection).await?,
-        Err(e) => return Err(e),
+    let result = match check_and_publish(state, &object, &head).await {
+        Err(RecordError::Rejected(rejection)) => reject(state, &object, &rejection).await,
+        other => other,
     };
-    Ok((version_id, outcome))
+    (version_id, result)
 }
 
 /// The object version being handled.
@@ -538,7 +587,11 @@ struct ObjectRef {
     identity: String,
 }
 
-async fn check_and_publish(state: &PublishState, object: &ObjectRef, head: &Head) -> Result<Outcome, RecordError> {
+async fn check_and_publish(
+    state: &PublishState,
+    object: &ObjectRef,
+    head: &Head,
+) -> Result<Outcome, RecordError> {
     let metadata = ArtifactMetadata::from_s3_metadata(&head.metadata).map_err(Rejection::from)?;
     let parsed_key = ArtifactKey::parse(&state.config.artifact_prefix, &object.key);
     if let Some(k) = &parsed_key
@@ -582,26 +635,41 @@ async fn check_and_publish(state: &PublishState, object: &ObjectRef, head: &Head
     let layer = LayerSpec::new(&metadata, parsed_key.as_ref(), object);
     let outcome = publish_once(state, object, &layer, code_sha256.as_deref()).await?;
     if let Some(arn) = outcome.layer_version_arn() {
-        merge_tags(state, object, &[(LAYER_VERSION_ARN_TAG, arn.to_owned())], &[STATUS_TAG, REASON_TAG]).await?;
+        merge_tags(
+            state,
+            object,
+            &[(LAYER_VERSION_ARN_TAG, arn.to_owned())],
+            &[STATUS_TAG, REASON_TAG],
+        )
+        .await?;
     }
     Ok(outcome)
 }
 
 /// Tags a rejected zip and logs why; a tagging fault that is not transient does not hide the rejection.
-async fn reject(state: &PublishState, object: &ObjectRef, rejection: &Rejection) -> Result<Outcome, RecordError> {
+async fn reject(
+    state: &PublishState,
+    object: &ObjectRef,
+    rejection: &Rejection,
+) -> Result<Outcome, RecordError> {
     let code = rejection.code();
     warn!(bucket = object.bucket, key = object.key, code, reason = %rejection, "artifact rejected");
     match merge_tags(
         state,
         object,
-        &[(STATUS_TAG, "rejected".to_owned()), (REASON_TAG, code.clone())],
+        &[
+            (STATUS_TAG, "rejected".to_owned()),
+            (REASON_TAG, code.clone()),
+        ],
         &[],
     )
     .await
     {
         Ok(()) => {}
         Err(fault) if fault.is_transient() => return Err(fault.into()),
-        Err(fault) => warn!(bucket = object.bucket, key = object.key, error = %fault, "tagging the rejected zip failed"),
+        Err(fault) => {
+            warn!(bucket = object.bucket, key = object.key, error = %fault, "tagging the rejected zip failed")
+        }
     }
     Ok(Outcome::Rejected {
         code,
@@ -629,7 +697,9 @@ impl LayerSpec {
         if architectures.is_empty()
             && let Some(k) = key
         {
-            architectures.push(aws_sdk_lambda::types::Architecture::from(k.architecture.as_str()));
+            architectures.push(aws_sdk_lambda::types::Architecture::from(
+                k.architecture.as_str(),
+            ));
         }
         let fingerprint = metadata
             .fingerprint
@@ -638,7 +708,10 @@ impl LayerSpec {
         let description = match (&metadata.description, &fingerprint) {
             (Some(d), _) => d.clone(),
             (None, Some(fp)) => format!("layerforge {fp}: {}", metadata.requirements),
-            (None, None) => format!("from s3://{}/{}: {}", object.bucket, object.key, metadata.requirements),
+            (None, None) => format!(
+                "from s3://{}/{}: {}",
+                object.bucket, object.key, metadata.requirements
+            ),
         };
         Self {
             name: metadata.layer_name.clone(),
@@ -653,7 +726,10 @@ impl LayerSpec {
                 .as_deref()
                 .map(|l| truncate_chars(l, MAX_LICENSE_CHARS))
                 .filter(|l| !l.is_empty()),
-            description: truncate_chars(description.trim_end_matches([':', ' ']), MAX_DESCRIPTION_CHARS),
+            description: truncate_chars(
+                description.trim_end_matches([':', ' ']),
+                MAX_DESCRIPTION_CHARS,
+            ),
         }
     }
 }
@@ -695,7 +771,12 @@ impl RangeReader for S3Range<'_> {
             .send()
             .await
             .map_err(|e| AwsFault::from_sdk("GetObject", &e))?;
-        let bytes = out.body.collect().await.map_err(|e| body_fault("GetObject", &e))?.into_bytes();
+        let bytes = out
+            .body
+            .collect()
+            .await
+            .map_err(|e| body_fault("GetObject", &e))?
+            .into_bytes();
         if bytes.len() as u64 != len {
             // The object changed, or the server ignored the range: not a property of the zip.
             return Err(AwsFault {
@@ -735,14 +816,19 @@ async fn head_object(state: &PublishState, target: &Target) -> Result<Option<Hea
         Ok(o) => o,
         Err(e) => {
             let fault = AwsFault::from_sdk("HeadObject", &e);
-            if e.as_service_error().is_some_and(|s| s.is_not_found()) || fault.http_status == Some(404) {
+            if e.as_service_error().is_some_and(|s| s.is_not_found())
+                || fault.http_status == Some(404)
+            {
                 return Ok(None);
             }
             return Err(fault);
         }
     };
     Ok(Some(Head {
-        version_id: out.version_id().filter(|v| !v.is_empty() && *v != "null").map(str::to_owned),
+        version_id: out
+            .version_id()
+            .filter(|v| !v.is_empty() && *v != "null")
+            .map(str::to_owned),
         etag: out.e_tag().map(|e| e.trim_matches('"').to_owned()),
         len: u64::try_from(out.content_length().unwrap_or(0)).unwrap_or(0),
         metadata: out.metadata().cloned().unwrap_or_default(),
@@ -794,7 +880,13 @@ async fn merge_tags(
     };
     let tags = merged
         .into_iter()
-        .map(|(k, v)| Tag::builder().key(k).value(v).build().map_err(|e| build_fault(&e)))
+        .map(|(k, v)| {
+            Tag::builder()
+                .key(k)
+                .value(v)
+                .build()
+                .map_err(|e| build_fault(&e))
+        })
         .collect::<Result<Vec<_>, _>>()?;
     let tagging = Tagging::builder()
         .set_tag_set(Some(tags))
@@ -867,8 +959,8 @@ fn new_owner() -> String {
 
 /// The result of a conditional claim write.
 enum Write {
-    /// Written; the new ETag.
-    Done(String),
+    /// Written.
+    Done,
     /// The precondition failed: someone else's write came first.
     Lost,
 }
@@ -907,7 +999,7 @@ async fn write_claim(
         Condition::Matches(etag) => request.if_match(etag),
     };
     match request.send().await {
-        Ok(out) => Ok(Write::Done(out.e_tag().unwrap_or_default().trim_matches('"').to_owned())),
+        Ok(_) => Ok(Write::Done),
         Err(e) => {
             let fault = AwsFault::from_sdk("PutObject", &e);
             if is_precondition_failure(&fault) {
@@ -928,8 +1020,19 @@ enum Condition<'a> {
 }
 
 /// The claim and its ETag, or `None` when there is none.
-async fn read_claim(state: &PublishState, bucket: &str, claim_key: &str) -> Result<Option<(Claim, String)>, AwsFault> {
-    let out = match state.s3.get_object().bucket(bucket).key(claim_key).send().await {
+async fn read_claim(
+    state: &PublishState,
+    bucket: &str,
+    claim_key: &str,
+) -> Result<Option<(Claim, String)>, AwsFault> {
+    let out = match state
+        .s3
+        .get_object()
+        .bucket(bucket)
+        .key(claim_key)
+        .send()
+        .await
+    {
         Ok(o) => o,
         Err(e) => {
             if e.as_service_error().is_some_and(|s| s.is_no_such_key()) {
@@ -943,7 +1046,12 @@ async fn read_claim(state: &PublishState, bucket: &str, claim_key: &str) -> Resu
         }
     };
     let etag = out.e_tag().unwrap_or_default().trim_matches('"').to_owned();
-    let bytes = out.body.collect().await.map_err(|e| body_fault("GetObject", &e))?.into_bytes();
+    let bytes = out
+        .body
+        .collect()
+        .await
+        .map_err(|e| body_fault("GetObject", &e))?
+        .into_bytes();
     match serde_json::from_slice::<Claim>(&bytes) {
         Ok(claim) => Ok(Some((claim, etag))),
         Err(e) => {
@@ -988,23 +1096,58 @@ async fn publish_once(
     };
 
     // Create, or else read what is there.
-    let mut attempt = write_claim(state, &object.bucket, &key, &fresh(now_millis()), Condition::Absent).await?;
+    let mut attempt = write_claim(
+        state,
+        &object.bucket,
+        &key,
+        &fresh(now_millis()),
+        Condition::Absent,
+    )
+    .await?;
     loop {
-        if let Write::Done(_) = attempt {
+        if let Write::Done = attempt {
             match confirm_owner(state, &object.bucket, &key, &owner).await? {
-                Some(etag) => return win(state, object, layer, code_sha256, &key, fresh(now_millis()), &etag).await,
-                None => info!(claim = key, owner, "claim write was overtaken by a concurrent one"),
+                Some(etag) => {
+                    return win(
+                        state,
+                        object,
+                        layer,
+                        code_sha256,
+                        &key,
+                        fresh(now_millis()),
+                        &etag,
+                    )
+                    .await;
+                }
+                None => info!(
+                    claim = key,
+                    owner, "claim write was overtaken by a concurrent one"
+                ),
             }
         }
 
         let Some((claim, etag)) = read_claim(state, &object.bucket, &key).await? else {
             // Gone (deleted by an operator or a lifecycle rule): claim again.
-            attempt = write_claim(state, &object.bucket, &key, &fresh(now_millis()), Condition::Absent).await?;
+            attempt = write_claim(
+                state,
+                &object.bucket,
+                &key,
+                &fresh(now_millis()),
+                Condition::Absent,
+            )
+            .await?;
             continue;
         };
         if let Some(arn) = claim.layer_version_arn {
-            info!(bucket = object.bucket, key = object.key, layer_version_arn = arn, "already published");
-            return Ok(Outcome::Duplicate { layer_version_arn: arn });
+            info!(
+                bucket = object.bucket,
+                key = object.key,
+                layer_version_arn = arn,
+                "already published"
+            );
+            return Ok(Outcome::Duplicate {
+                layer_version_arn: arn,
+            });
         }
         if let Some(r) = claim.rejected {
             return Err(Rejection::Recorded {
@@ -1022,7 +1165,14 @@ async fn publish_once(
                 claimed_at = claim.claimed_at,
                 "claim lease expired without an outcome; taking it over"
             );
-            attempt = write_claim(state, &object.bucket, &key, &fresh(now), Condition::Matches(&etag)).await?;
+            attempt = write_claim(
+                state,
+                &object.bucket,
+                &key,
+                &fresh(now),
+                Condition::Matches(&etag),
+            )
+            .await?;
             continue;
         }
         let waited = now.saturating_sub(started);
@@ -1046,10 +1196,17 @@ async fn publish_once(
 }
 
 /// Reads the claim back: `Some(etag)` when it names `owner`.
-async fn confirm_owner(state: &PublishState, bucket: &str, key: &str, owner: &str) -> Result<Option<String>, AwsFault> {
+async fn confirm_owner(
+    state: &PublishState,
+    bucket: &str,
+    key: &str,
+    owner: &str,
+) -> Result<Option<String>, AwsFault> {
     Ok(read_claim(state, bucket, key)
         .await?
-        .filter(|(claim, _)| claim.owner == owner && claim.layer_version_arn.is_none() && claim.rejected.is_none())
+        .filter(|(claim, _)| {
+            claim.owner == owner && claim.layer_version_arn.is_none() && claim.rejected.is_none()
+        })
         .map(|(_, etag)| etag))
 }
 
@@ -1069,8 +1226,14 @@ async fn win(
     };
     let result = match published {
         Ok(Some(arn)) => {
-            info!(layer = layer.name, layer_version_arn = arn, "an identical layer version exists; adopted");
-            Ok(Outcome::Duplicate { layer_version_arn: arn })
+            info!(
+                layer = layer.name,
+                layer_version_arn = arn,
+                "an identical layer version exists; adopted"
+            );
+            Ok(Outcome::Duplicate {
+                layer_version_arn: arn,
+            })
         }
         Ok(None) => publish(state, object, layer, code_sha256).await,
         Err(fault) => Err(RecordError::from(fault)),
@@ -1087,8 +1250,16 @@ async fn win(
         // Release: a retry (this event's or a concurrent delivery's) may take over at once.
         Err(RecordError::Aws(_)) => claim.claimed_at = 0,
     }
-    match write_claim(state, &object.bucket, claim_key, &claim, Condition::Matches(etag)).await {
-        Ok(Write::Done(_)) => {}
+    match write_claim(
+        state,
+        &object.bucket,
+        claim_key,
+        &claim,
+        Condition::Matches(etag),
+    )
+    .await
+    {
+        Ok(Write::Done) => {}
         Ok(Write::Lost) => warn!(
             claim = claim_key,
             "the claim changed hands while this delivery held it (lease expired?); outcome not recorded"
@@ -1105,7 +1276,11 @@ async fn win(
 }
 
 /// The newest layer version (among the last few) whose CodeSha256 is `sha`.
-async fn existing_version(state: &PublishState, layer_name: &str, sha: &str) -> Result<Option<String>, AwsFault> {
+async fn existing_version(
+    state: &PublishState,
+    layer_name: &str,
+    sha: &str,
+) -> Result<Option<String>, AwsFault> {
     let list = state
         .lambda
         .list_layer_versions()
@@ -1114,7 +1289,11 @@ async fn existing_version(state: &PublishState, layer_name: &str, sha: &str) -> 
         .send()
         .await
         .map_err(|e| AwsFault::from_sdk("ListLayerVersions", &e))?;
-    for item in list.layer_versions().iter().take(VERSIONS_TO_COMPARE as usize) {
+    for item in list
+        .layer_versions()
+        .iter()
+        .take(VERSIONS_TO_COMPARE as usize)
+    {
         let version = item.version();
         let got = state
             .lambda
@@ -1223,26 +1402,53 @@ mod tests {
 
     #[test]
     fn keys_are_form_decoded() {
-        assert_eq!(form_decode("layers/a+b/c%2Bd%20e.zip").unwrap(), "layers/a b/c+d e.zip");
-        assert_eq!(form_decode("layers/caf%C3%A9.zip").unwrap(), "layers/café.zip");
+        assert_eq!(
+            form_decode("layers/a+b/c%2Bd%20e.zip").unwrap(),
+            "layers/a b/c+d e.zip"
+        );
+        assert_eq!(
+            form_decode("layers/caf%C3%A9.zip").unwrap(),
+            "layers/café.zip"
+        );
         assert!(form_decode("layers/%FF.zip").is_err());
     }
 
     #[test]
     fn only_created_zips_under_the_prefix_of_the_bucket_are_targets() {
         let c = config();
-        let t = Target::from_record(&c, &record("ObjectCreated:Put", "artifacts", "layers/x/python3.12-arm64/a.zip"))
-            .ok()
-            .unwrap();
+        let t = Target::from_record(
+            &c,
+            &record(
+                "ObjectCreated:Put",
+                "artifacts",
+                "layers/x/python3.12-arm64/a.zip",
+            ),
+        )
+        .ok()
+        .unwrap();
         assert_eq!(t.key, "layers/x/python3.12-arm64/a.zip");
         assert_eq!(t.version_id.as_deref(), Some("v1"));
-        assert!(Target::from_record(&c, &record("s3:ObjectCreated:CompleteMultipartUpload", "artifacts", "layers/a.zip")).is_ok());
+        assert!(
+            Target::from_record(
+                &c,
+                &record(
+                    "s3:ObjectCreated:CompleteMultipartUpload",
+                    "artifacts",
+                    "layers/a.zip"
+                )
+            )
+            .is_ok()
+        );
         for (name, bucket, key) in [
             ("ObjectRemoved:Delete", "artifacts", "layers/a.zip"),
             ("ObjectCreated:Put", "other", "layers/a.zip"),
             ("ObjectCreated:Put", "artifacts", "layers/a.txt"),
             ("ObjectCreated:Put", "artifacts", "layersx/a.zip"),
-            ("ObjectCreated:Put", "artifacts", ".layerforge/claims/x.json"),
+            (
+                "ObjectCreated:Put",
+                "artifacts",
+                ".layerforge/claims/x.json",
+            ),
         ] {
             let ignored = Target::from_record(&c, &record(name, bucket, key));
             assert!(ignored.is_err(), "{name} {bucket} {key}");
@@ -1251,10 +1457,16 @@ mod tests {
 
     #[test]
     fn event_shapes_are_told_apart() {
-        let test = serde_json::json!({"Service": "Amazon S3", "Event": "s3:TestEvent", "Bucket": "b"});
+        let test =
+            serde_json::json!({"Service": "Amazon S3", "Event": "s3:TestEvent", "Bucket": "b"});
         assert!(matches!(classify_event(&test), EventShape::Test));
-        assert!(matches!(classify_event(&serde_json::json!({"Records": []})), EventShape::Records(r) if r.is_empty()));
-        assert!(matches!(classify_event(&serde_json::json!({"hello": 1})), EventShape::Other(_)));
+        assert!(
+            matches!(classify_event(&serde_json::json!({"Records": []})), EventShape::Records(r) if r.is_empty())
+        );
+        assert!(matches!(
+            classify_event(&serde_json::json!({"hello": 1})),
+            EventShape::Other(_)
+        ));
     }
 
     #[test]
@@ -1264,9 +1476,16 @@ mod tests {
             panic!("no records")
         };
         let record = parse_record(&records[0]).unwrap();
-        let c = Config::from_lookup(|k| (k == "ARTIFACT_BUCKET").then(|| "layerforge-artifacts".to_owned())).unwrap();
+        let c = Config::from_lookup(|k| {
+            (k == "ARTIFACT_BUCKET").then(|| "layerforge-artifacts".to_owned())
+        })
+        .unwrap();
         let target = Target::from_record(&c, &record).ok().unwrap();
-        assert!(ArtifactKey::parse("layers", &target.key).is_some(), "{}", target.key);
+        assert!(
+            ArtifactKey::parse("layers", &target.key).is_some(),
+            "{}",
+            target.key
+        );
     }
 
     #[test]
@@ -1281,7 +1500,11 @@ mod tests {
             fingerprint: Some("0123456789abcdef".into()),
             ..ArtifactMetadata::default()
         };
-        let key = ArtifactKey::parse("layers", "layers/http/python3.12-x86_64/0123456789abcdef.zip").unwrap();
+        let key = ArtifactKey::parse(
+            "layers",
+            "layers/http/python3.12-x86_64/0123456789abcdef.zip",
+        )
+        .unwrap();
         let object = ObjectRef {
             bucket: "b".into(),
             key: key.to_string(),
@@ -1289,16 +1512,31 @@ mod tests {
             identity: "e".into(),
         };
         let spec = LayerSpec::new(&metadata, Some(&key), &object);
-        assert_eq!(spec.description, "layerforge 0123456789abcdef: requests==2.32.3");
+        assert_eq!(
+            spec.description,
+            "layerforge 0123456789abcdef: requests==2.32.3"
+        );
         assert_eq!(spec.license.as_ref().map(|l| l.chars().count()), Some(512));
-        assert_eq!(spec.architectures, vec![aws_sdk_lambda::types::Architecture::X8664]);
-        assert_eq!(spec.runtimes, vec![aws_sdk_lambda::types::Runtime::Python312]);
+        assert_eq!(
+            spec.architectures,
+            vec![aws_sdk_lambda::types::Architecture::X8664]
+        );
+        assert_eq!(
+            spec.runtimes,
+            vec![aws_sdk_lambda::types::Runtime::Python312]
+        );
 
         let long = ArtifactMetadata {
             description: Some("é".repeat(300)),
             ..metadata
         };
-        assert_eq!(LayerSpec::new(&long, None, &object).description.chars().count(), 256);
+        assert_eq!(
+            LayerSpec::new(&long, None, &object)
+                .description
+                .chars()
+                .count(),
+            256
+        );
     }
 
     #[test]
@@ -1319,7 +1557,10 @@ mod tests {
         let d = Diagnostic::from(err);
         assert_eq!(d.error_type, "Transient");
         assert!(d.error_message.contains("1 of 2"));
-        assert_eq!(RecordError::Rejected(Rejection::Zip(ZipProblem::Empty)).error_type(), "Rejected");
+        assert_eq!(
+            RecordError::Rejected(Rejection::Zip(ZipProblem::Empty)).error_type(),
+            "Rejected"
+        );
         assert_eq!(Rejection::Zip(ZipProblem::Empty).code(), "empty-object");
     }
 
@@ -1328,17 +1569,13 @@ mod tests {
     mod mocked {
         use std::sync::Mutex;
 
-        use aws_sdk_lambda::{
-            operation::{
-                list_layer_versions::ListLayerVersionsOutput,
-                publish_layer_version::PublishLayerVersionError,
-            },
-            types::error::TooManyRequestsException,
-        };
+        use aws_sdk_lambda::operation::list_layer_versions::ListLayerVersionsOutput;
         use aws_sdk_s3::operation::{
             get_object::GetObjectOutput, head_object::HeadObjectOutput, put_object::PutObjectOutput,
         };
-        use aws_smithy_mocks::{MockResponseInterceptor, Rule, RuleMode, create_mock_http_client, mock};
+        use aws_smithy_mocks::{
+            MockResponseInterceptor, Rule, RuleMode, create_mock_http_client, mock,
+        };
 
         use super::*;
 
@@ -1377,7 +1614,8 @@ mod tests {
         fn zip() -> Vec<u8> {
             use std::io::Write;
             let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
-            w.start_file("python/six.py", zip::write::SimpleFileOptions::default()).unwrap();
+            w.start_file("python/six.py", zip::write::SimpleFileOptions::default())
+                .unwrap();
             w.write_all(b"# six").unwrap();
             w.finish().unwrap().into_inner()
         }
@@ -1420,7 +1658,10 @@ mod tests {
                         let (a, b) = range.split_once('-').unwrap();
                         zip[a.parse::<usize>().unwrap()..=b.parse::<usize>().unwrap()].to_vec()
                     };
-                    GetObjectOutput::builder().e_tag("\"claim-etag\"").body(ByteStream::from(body)).build()
+                    GetObjectOutput::builder()
+                        .e_tag("\"claim-etag\"")
+                        .body(ByteStream::from(body))
+                        .build()
                 })
             };
             let put = {
@@ -1432,18 +1673,23 @@ mod tests {
             };
             let list = mock!(aws_sdk_lambda::Client::list_layer_versions)
                 .then_output(|| ListLayerVersionsOutput::builder().build());
-            let throttled = mock!(aws_sdk_lambda::Client::publish_layer_version).then_error(|| {
-                PublishLayerVersionError::TooManyRequestsException(
-                    TooManyRequestsException::builder().message("Rate exceeded").build(),
+            // Lambda's throttling answer on the wire: HTTP 429.
+            let throttled = mock!(aws_sdk_lambda::Client::publish_layer_version)
+                .sequence()
+                .http_status(
+                    429,
+                    Some(r#"{"Type":"User","message":"Rate exceeded"}"#.to_owned()),
                 )
-            });
+                .times(3)
+                .build();
 
             let state = PublishState::new(
                 Arc::new(config()),
                 s3(&[&head, &get, &put]),
                 lambda(&[&list, &throttled]),
             );
-            let mut event: Value = serde_json::from_str(include_str!("../events/s3-put.json")).unwrap();
+            let mut event: Value =
+                serde_json::from_str(include_str!("../events/s3-put.json")).unwrap();
             event["Records"][0]["s3"]["bucket"]["name"] = Value::from("artifacts");
             event["Records"][0]["s3"]["object"]["key"] = Value::from(key);
 
@@ -1453,10 +1699,15 @@ mod tests {
             assert_eq!(err.results()[0].version_id.as_deref(), Some("v1"));
             let diagnostic = Diagnostic::from(err);
             assert_eq!(diagnostic.error_type, "Transient");
-            assert!(diagnostic.error_message.contains("TooManyRequestsException"), "{}", diagnostic.error_message);
+            assert!(
+                diagnostic.error_message.contains("PublishLayerVersion"),
+                "{}",
+                diagnostic.error_message
+            );
 
             // The claim was released, not left to block the retry for a whole lease.
-            let stored: Claim = serde_json::from_slice(&claim.lock().unwrap().clone().unwrap()).unwrap();
+            let stored: Claim =
+                serde_json::from_slice(&claim.lock().unwrap().clone().unwrap()).unwrap();
             assert_eq!(stored.claimed_at, 0);
             assert_eq!(stored.layer_version_arn, None);
             assert_eq!(stored.key, key);

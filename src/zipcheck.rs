@@ -89,7 +89,11 @@ pub trait RangeReader {
     }
 
     /// Exactly the bytes `start..start + len` (the caller never asks beyond [`RangeReader::len`]).
-    fn read(&self, start: u64, len: u64) -> impl Future<Output = Result<Vec<u8>, Self::Error>> + Send;
+    fn read(
+        &self,
+        start: u64,
+        len: u64,
+    ) -> impl Future<Output = Result<Vec<u8>, Self::Error>> + Send;
 }
 
 /// An in-memory object, e.g. a zip built by a test.
@@ -104,7 +108,9 @@ impl RangeReader for [u8] {
         // `inspect` only asks for ranges inside the object; clamp anyway so a bug can't panic here.
         let total = <[u8]>::len(self);
         let start = usize::try_from(start).unwrap_or(total).min(total);
-        let end = start.saturating_add(usize::try_from(len).unwrap_or(total)).min(total);
+        let end = start
+            .saturating_add(usize::try_from(len).unwrap_or(total))
+            .min(total);
         Ok(self[start..end].to_vec())
     }
 }
@@ -152,7 +158,9 @@ pub enum ZipProblem {
     DuplicateEntry { name: String },
     #[error("entry {name:?} is encrypted")]
     Encrypted { name: String },
-    #[error("entry {name:?} uses compression method {method} (only stored and deflate are supported)")]
+    #[error(
+        "entry {name:?} uses compression method {method} (only stored and deflate are supported)"
+    )]
     UnsupportedMethod { name: String, method: u16 },
     #[error("declared uncompressed size {declared} bytes is over the {limit}-byte limit")]
     TooLarge { declared: u64, limit: u64 },
@@ -203,9 +211,14 @@ struct Tracked<'a, R: RangeReader + ?Sized> {
 impl<R: RangeReader + ?Sized + Sync> Tracked<'_, R> {
     async fn read(&mut self, start: u64, len: u64) -> Result<Vec<u8>, InspectError<R::Error>> {
         let total = self.reader.len();
-        let end = start.checked_add(len).filter(|&e| e <= total).ok_or_else(|| {
-            ZipProblem::Truncated(format!("a record at {start}+{len} lies beyond the end of the {total}-byte object"))
-        })?;
+        let end = start
+            .checked_add(len)
+            .filter(|&e| e <= total)
+            .ok_or_else(|| {
+                ZipProblem::Truncated(format!(
+                    "a record at {start}+{len} lies beyond the end of the {total}-byte object"
+                ))
+            })?;
         if start >= self.tail_start && !self.tail.is_empty() {
             let from = to_usize(start - self.tail_start)?;
             let to = to_usize(end - self.tail_start)?;
@@ -213,18 +226,27 @@ impl<R: RangeReader + ?Sized + Sync> Tracked<'_, R> {
                 return Ok(bytes.to_vec());
             }
         }
-        let bytes = self.reader.read(start, len).await.map_err(InspectError::Read)?;
+        let bytes = self
+            .reader
+            .read(start, len)
+            .await
+            .map_err(InspectError::Read)?;
         self.bytes_read += bytes.len() as u64;
         self.reads += 1;
         if bytes.len() as u64 != len {
-            return Err(ZipProblem::Truncated(format!("asked for {len} bytes at {start}, got {}", bytes.len())).into());
+            return Err(ZipProblem::Truncated(format!(
+                "asked for {len} bytes at {start}, got {}",
+                bytes.len()
+            ))
+            .into());
         }
         Ok(bytes)
     }
 }
 
 fn to_usize(n: u64) -> Result<usize, ZipProblem> {
-    usize::try_from(n).map_err(|_| ZipProblem::Malformed(format!("offset {n} does not fit in memory")))
+    usize::try_from(n)
+        .map_err(|_| ZipProblem::Malformed(format!("offset {n} does not fit in memory")))
 }
 
 fn u16_at(b: &[u8], at: usize) -> u16 {
@@ -281,9 +303,9 @@ fn find_eocd(tail: &[u8]) -> Option<usize> {
     if len < EOCD_LEN as usize {
         return None;
     }
-    (0..=len - EOCD_LEN as usize)
-        .rev()
-        .find(|&p| u32_at(tail, p) == SIG_EOCD && p + EOCD_LEN as usize + u16_at(tail, p + 20) as usize == len)
+    (0..=len - EOCD_LEN as usize).rev().find(|&p| {
+        u32_at(tail, p) == SIG_EOCD && p + EOCD_LEN as usize + u16_at(tail, p + 20) as usize == len
+    })
 }
 
 fn parse_eocd(b: &[u8]) -> Eocd {
@@ -347,7 +369,10 @@ where
     let directory = if has_locator {
         zip64_directory(&mut io, eocd_at).await?
     } else if eocd.needs_zip64() {
-        return Err(ZipProblem::Malformed("ZIP64 fields but no ZIP64 end of central directory locator".to_owned()).into());
+        return Err(ZipProblem::Malformed(
+            "ZIP64 fields but no ZIP64 end of central directory locator".to_owned(),
+        )
+        .into());
     } else {
         if eocd.disk != 0 || eocd.cd_disk != 0 || eocd.entries_on_disk != eocd.entries {
             return Err(ZipProblem::MultiDisk.into());
@@ -405,27 +430,42 @@ where
 }
 
 /// Reads the ZIP64 locator just before the EOCD at `eocd_at`, then the ZIP64 EOCD record it points to.
-async fn zip64_directory<R>(io: &mut Tracked<'_, R>, eocd_at: u64) -> Result<Directory, InspectError<R::Error>>
+async fn zip64_directory<R>(
+    io: &mut Tracked<'_, R>,
+    eocd_at: u64,
+) -> Result<Directory, InspectError<R::Error>>
 where
     R: RangeReader + ?Sized + Sync,
 {
-    let locator_at = eocd_at
-        .checked_sub(ZIP64_LOCATOR_LEN)
-        .ok_or_else(|| ZipProblem::Malformed("ZIP64 fields without room for a ZIP64 locator".to_owned()))?;
+    let locator_at = eocd_at.checked_sub(ZIP64_LOCATOR_LEN).ok_or_else(|| {
+        ZipProblem::Malformed("ZIP64 fields without room for a ZIP64 locator".to_owned())
+    })?;
     let locator = io.read(locator_at, ZIP64_LOCATOR_LEN).await?;
     if u32_at(&locator, 0) != SIG_ZIP64_LOCATOR {
-        return Err(ZipProblem::Malformed("ZIP64 fields but no ZIP64 end of central directory locator".to_owned()).into());
+        return Err(ZipProblem::Malformed(
+            "ZIP64 fields but no ZIP64 end of central directory locator".to_owned(),
+        )
+        .into());
     }
     if u32_at(&locator, 4) != 0 || u32_at(&locator, 16) > 1 {
         return Err(ZipProblem::MultiDisk.into());
     }
     let record_at = u64_at(&locator, 8);
-    if record_at.checked_add(ZIP64_EOCD_LEN).is_none_or(|end| end > locator_at) {
-        return Err(ZipProblem::Malformed(format!("ZIP64 end record offset {record_at} overlaps the locator")).into());
+    if record_at
+        .checked_add(ZIP64_EOCD_LEN)
+        .is_none_or(|end| end > locator_at)
+    {
+        return Err(ZipProblem::Malformed(format!(
+            "ZIP64 end record offset {record_at} overlaps the locator"
+        ))
+        .into());
     }
     let record = io.read(record_at, ZIP64_EOCD_LEN).await?;
     if u32_at(&record, 0) != SIG_ZIP64_EOCD {
-        return Err(ZipProblem::Malformed(format!("no ZIP64 end of central directory record at {record_at}")).into());
+        return Err(ZipProblem::Malformed(format!(
+            "no ZIP64 end of central directory record at {record_at}"
+        ))
+        .into());
     }
     let (disk, cd_disk) = (u32_at(&record, 16), u32_at(&record, 20));
     let (entries_on_disk, entries) = (u64_at(&record, 24), u64_at(&record, 32));
@@ -453,11 +493,13 @@ fn check_entries(cd: &[u8], expected: u64, limits: &Limits) -> Result<Totals, Zi
     let mut seen: HashSet<&str> = HashSet::new();
     let mut at = 0usize;
     for index in 0..expected {
-        let header = cd
-            .get(at..at + CENTRAL_HEADER_LEN)
-            .ok_or_else(|| ZipProblem::Malformed(format!("central directory ends inside entry {index}")))?;
+        let header = cd.get(at..at + CENTRAL_HEADER_LEN).ok_or_else(|| {
+            ZipProblem::Malformed(format!("central directory ends inside entry {index}"))
+        })?;
         if u32_at(header, 0) != SIG_CENTRAL {
-            return Err(ZipProblem::Malformed(format!("entry {index} has no central directory signature")));
+            return Err(ZipProblem::Malformed(format!(
+                "entry {index} has no central directory signature"
+            )));
         }
         let flags = u16_at(header, 8);
         let method = u16_at(header, 10);
@@ -470,14 +512,22 @@ fn check_entries(cd: &[u8], expected: u64, limits: &Limits) -> Result<Totals, Zi
         let name_start = at + CENTRAL_HEADER_LEN;
         let extra_start = name_start + name_len;
         let next = extra_start + extra_len + comment_len;
-        let raw_name = cd
-            .get(name_start..extra_start)
-            .ok_or_else(|| ZipProblem::Malformed(format!("central directory ends inside entry {index}'s name")))?;
+        let raw_name = cd.get(name_start..extra_start).ok_or_else(|| {
+            ZipProblem::Malformed(format!(
+                "central directory ends inside entry {index}'s name"
+            ))
+        })?;
         let extra = cd
             .get(extra_start..extra_start + extra_len)
-            .ok_or_else(|| ZipProblem::Malformed(format!("central directory ends inside entry {index}'s extra field")))?;
+            .ok_or_else(|| {
+                ZipProblem::Malformed(format!(
+                    "central directory ends inside entry {index}'s extra field"
+                ))
+            })?;
         if next > cd.len() {
-            return Err(ZipProblem::Malformed(format!("central directory ends inside entry {index}'s comment")));
+            return Err(ZipProblem::Malformed(format!(
+                "central directory ends inside entry {index}'s comment"
+            )));
         }
         let name = std::str::from_utf8(raw_name).map_err(|_| ZipProblem::UnsafePath {
             name: String::from_utf8_lossy(raw_name).into_owned(),
@@ -485,8 +535,14 @@ fn check_entries(cd: &[u8], expected: u64, limits: &Limits) -> Result<Totals, Zi
         })?;
 
         if compressed == u64::from(u32::MAX) || uncompressed == u64::from(u32::MAX) {
-            let sizes = zip64_sizes(extra, uncompressed == u64::from(u32::MAX), compressed == u64::from(u32::MAX))
-                .ok_or_else(|| ZipProblem::Malformed(format!("entry {name:?} lacks its ZIP64 extra field")))?;
+            let sizes = zip64_sizes(
+                extra,
+                uncompressed == u64::from(u32::MAX),
+                compressed == u64::from(u32::MAX),
+            )
+            .ok_or_else(|| {
+                ZipProblem::Malformed(format!("entry {name:?} lacks its ZIP64 extra field"))
+            })?;
             if let Some(u) = sizes.0 {
                 uncompressed = u;
             }
@@ -496,10 +552,14 @@ fn check_entries(cd: &[u8], expected: u64, limits: &Limits) -> Result<Totals, Zi
         }
         check_name(name)?;
         if !seen.insert(name) {
-            return Err(ZipProblem::DuplicateEntry { name: name.to_owned() });
+            return Err(ZipProblem::DuplicateEntry {
+                name: name.to_owned(),
+            });
         }
         if flags & 0x1 != 0 {
-            return Err(ZipProblem::Encrypted { name: name.to_owned() });
+            return Err(ZipProblem::Encrypted {
+                name: name.to_owned(),
+            });
         }
         if method != 0 && method != 8 {
             return Err(ZipProblem::UnsupportedMethod {
@@ -528,7 +588,11 @@ fn check_entries(cd: &[u8], expected: u64, limits: &Limits) -> Result<Totals, Zi
 
 /// The ZIP64 extended information: (uncompressed, compressed) for the fields that saturated, in the order the
 /// format fixes (uncompressed first). `None` when the field is missing or too short.
-fn zip64_sizes(extra: &[u8], want_uncompressed: bool, want_compressed: bool) -> Option<(Option<u64>, Option<u64>)> {
+fn zip64_sizes(
+    extra: &[u8],
+    want_uncompressed: bool,
+    want_compressed: bool,
+) -> Option<(Option<u64>, Option<u64>)> {
     let mut at = 0usize;
     while at + 4 <= extra.len() {
         let id = u16_at(extra, at);
@@ -589,7 +653,9 @@ fn check_name(name: &str) -> Result<(), ZipProblem> {
     // A root directory's own entry (`python/`) is fine; a file named `python` at the top is not.
     let under_root = LAYER_ROOTS.contains(&root) && name.len() > root.len();
     if !under_root {
-        return Err(ZipProblem::OutsideLayerRoots { name: name.to_owned() });
+        return Err(ZipProblem::OutsideLayerRoots {
+            name: name.to_owned(),
+        });
     }
     Ok(())
 }
@@ -646,8 +712,14 @@ mod tests {
     fn layer() -> Vec<(&'static str, &'static [u8])> {
         vec![
             ("python/", b""),
-            ("python/lib/python3.12/site-packages/six.py", b"# six\nimport sys\n"),
-            ("python/lib/python3.12/site-packages/six-1.16.0.dist-info/METADATA", b"Name: six\n"),
+            (
+                "python/lib/python3.12/site-packages/six.py",
+                b"# six\nimport sys\n",
+            ),
+            (
+                "python/lib/python3.12/site-packages/six-1.16.0.dist-info/METADATA",
+                b"Name: six\n",
+            ),
             ("bin/tool", b"#!/bin/sh\n"),
             ("lib/libfoo.so.1", b"\x7fELF"),
         ]
@@ -662,12 +734,16 @@ mod tests {
 
     /// The tests' futures never wait on I/O (memory reads): a current-thread runtime drives them.
     fn block_on<F: Future>(f: F) -> F::Output {
-        tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f)
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(f)
     }
 
     /// Offsets of the central-directory headers, found through the EOCD.
     fn central_headers(zip: &[u8]) -> Vec<usize> {
-        let eocd = find_eocd(&zip[zip.len().saturating_sub(65_557)..]).unwrap() + zip.len().saturating_sub(65_557);
+        let eocd = find_eocd(&zip[zip.len().saturating_sub(65_557)..]).unwrap()
+            + zip.len().saturating_sub(65_557);
         let entries = u16_at(zip, eocd + 10) as usize;
         let mut at = u32_at(zip, eocd + 16) as usize;
         let mut out = Vec::new();
@@ -696,7 +772,14 @@ mod tests {
 
     #[test]
     fn zip64_entries_and_end_records_are_read() {
-        let zip = make(&layer(), Make { large_file: true, zip64_end: true, ..Make::default() });
+        let zip = make(
+            &layer(),
+            Make {
+                large_file: true,
+                zip64_end: true,
+                ..Make::default()
+            },
+        );
         // The fixture really is ZIP64: locator before the EOCD and saturated sizes in the central headers.
         let headers = central_headers(&zip);
         assert_eq!(u32_at(&zip, headers[1] + 24), u32::MAX);
@@ -709,25 +792,43 @@ mod tests {
     #[test]
     fn a_large_zip_costs_the_same_reads_as_a_small_one() {
         // 24 MiB of stored (incompressible or not, stored keeps it big) content in three files.
-        let chunk: Vec<u8> = (0..8 * 1024 * 1024u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+        let chunk: Vec<u8> = (0..8 * 1024 * 1024u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
         let names = [
             "python/lib/python3.12/site-packages/big/a.bin",
             "python/lib/python3.12/site-packages/big/b.bin",
             "python/lib/python3.12/site-packages/big/c.bin",
         ];
         let big: Vec<(&str, &[u8])> = names.iter().map(|n| (*n, chunk.as_slice())).collect();
-        let zip = make(&big, Make { stored: true, ..Make::default() });
+        let zip = make(
+            &big,
+            Make {
+                stored: true,
+                ..Make::default()
+            },
+        );
         assert!(zip.len() > 24 * 1024 * 1024);
         let summary = check(&zip).unwrap();
         assert_eq!(summary.uncompressed_bytes, 3 * 8 * 1024 * 1024);
         // The tail (EOCD + maximal comment), the locator probe is served from it, the CD too.
         assert!(summary.bytes_read <= EOCD_LEN + MAX_COMMENT_LEN + summary.central_directory_bytes);
-        assert!(summary.bytes_read < 70_000, "read {} bytes", summary.bytes_read);
+        assert!(
+            summary.bytes_read < 70_000,
+            "read {} bytes",
+            summary.bytes_read
+        );
         assert!(summary.reads <= 2, "{} reads", summary.reads);
 
         // The same names with 1/128 of the content: exactly the same bytes read.
         let small: Vec<(&str, &[u8])> = names.iter().map(|n| (*n, &chunk[..64 * 1024])).collect();
-        let small_zip = make(&small, Make { stored: true, ..Make::default() });
+        let small_zip = make(
+            &small,
+            Make {
+                stored: true,
+                ..Make::default()
+            },
+        );
         let small_summary = check(&small_zip).unwrap();
         assert_eq!(small_summary.reads, summary.reads);
         assert_eq!(small_summary.bytes_read, summary.bytes_read);
@@ -737,8 +838,15 @@ mod tests {
     fn empty_object_and_non_zips_are_refused() {
         assert_eq!(check(b""), Err(ZipProblem::Empty));
         assert_eq!(check(b"PK").unwrap_err().code(), "not-a-zip");
-        assert_eq!(check(b"hello, this is plain text and not a zip at all").unwrap_err().code(), "not-a-zip");
-        let noise: Vec<u8> = (0..200_000u32).map(|i| (i.wrapping_mul(2_246_822_519) >> 7) as u8).collect();
+        assert_eq!(
+            check(b"hello, this is plain text and not a zip at all")
+                .unwrap_err()
+                .code(),
+            "not-a-zip"
+        );
+        let noise: Vec<u8> = (0..200_000u32)
+            .map(|i| (i.wrapping_mul(2_246_822_519) >> 7) as u8)
+            .collect();
         assert_eq!(check(&noise).unwrap_err().code(), "not-a-zip");
         // A zip with no entries at all.
         let empty = make(&[], Make::default());
@@ -749,14 +857,21 @@ mod tests {
     fn truncated_zips_are_named_truncated() {
         let zip = make(&layer(), Make::default());
         for cut in [zip.len() / 2, zip.len() - 10, zip.len() - 1] {
-            assert_eq!(check(&zip[..cut]).unwrap_err().code(), "truncated", "cut at {cut}");
+            assert_eq!(
+                check(&zip[..cut]).unwrap_err().code(),
+                "truncated",
+                "cut at {cut}"
+            );
         }
         // Bytes missing from the middle: the central directory now runs into the end record.
         let headers = central_headers(&zip);
         let mut spliced = zip[..headers[0]].to_vec();
         spliced.extend_from_slice(&zip[headers[0] + 30..]);
         let err = check(&spliced).unwrap_err();
-        assert!(matches!(err, ZipProblem::Truncated(_) | ZipProblem::Malformed(_)), "{err}");
+        assert!(
+            matches!(err, ZipProblem::Truncated(_) | ZipProblem::Malformed(_)),
+            "{err}"
+        );
     }
 
     #[test]
@@ -778,16 +893,23 @@ mod tests {
             // Written under a same-length placeholder, then renamed in the central directory, since zip
             // writers sanitise names.
             let placeholder = "p".repeat(name.len());
-            let mut zip = make(&[("python/ok.py", b"x"), (&placeholder, b"y")], Make::default());
+            let mut zip = make(
+                &[("python/ok.py", b"x"), (&placeholder, b"y")],
+                Make::default(),
+            );
             let h = central_headers(&zip)[1];
-            zip[h + CENTRAL_HEADER_LEN..h + CENTRAL_HEADER_LEN + name.len()].copy_from_slice(name.as_bytes());
+            zip[h + CENTRAL_HEADER_LEN..h + CENTRAL_HEADER_LEN + name.len()]
+                .copy_from_slice(name.as_bytes());
             assert_eq!(check(&zip).unwrap_err().code(), *code, "{name}");
         }
     }
 
     #[test]
     fn duplicates_encryption_and_odd_methods_are_refused() {
-        let base = make(&[("python/a.py", b"1"), ("python/b.py", b"2")], Make::default());
+        let base = make(
+            &[("python/a.py", b"1"), ("python/b.py", b"2")],
+            Make::default(),
+        );
         let second = central_headers(&base)[1];
 
         let mut dup = base.clone();
@@ -802,38 +924,58 @@ mod tests {
         bzip2[second + 10..second + 12].copy_from_slice(&12u16.to_le_bytes());
         assert_eq!(
             check(&bzip2),
-            Err(ZipProblem::UnsupportedMethod { name: "python/b.py".into(), method: 12 })
+            Err(ZipProblem::UnsupportedMethod {
+                name: "python/b.py".into(),
+                method: 12
+            })
         );
     }
 
     #[test]
     fn bombs_declaring_huge_sizes_are_refused() {
         // Classic headers: two entries declaring ~4 GiB each.
-        let mut zip = make(&[("python/a.py", b"1"), ("python/b.py", b"2")], Make::default());
+        let mut zip = make(
+            &[("python/a.py", b"1"), ("python/b.py", b"2")],
+            Make::default(),
+        );
         for h in central_headers(&zip) {
             zip[h + 24..h + 28].copy_from_slice(&0xFFFF_FFF0u32.to_le_bytes());
         }
         assert!(matches!(check(&zip), Err(ZipProblem::TooLarge { .. })));
 
         // Just over the limit in total across many small declarations.
-        let mut zip = make(&[("python/a.py", b"1"), ("python/b.py", b"2")], Make::default());
+        let mut zip = make(
+            &[("python/a.py", b"1"), ("python/b.py", b"2")],
+            Make::default(),
+        );
         let half = (MAX_UNZIPPED_BYTES / 2 + 1) as u32;
         for h in central_headers(&zip) {
             zip[h + 24..h + 28].copy_from_slice(&half.to_le_bytes());
         }
         assert_eq!(
             check(&zip),
-            Err(ZipProblem::TooLarge { declared: 2 * u64::from(half), limit: MAX_UNZIPPED_BYTES })
+            Err(ZipProblem::TooLarge {
+                declared: 2 * u64::from(half),
+                limit: MAX_UNZIPPED_BYTES
+            })
         );
 
         // ZIP64: one entry whose extra field declares a terabyte.
-        let mut zip = make(&[("python/a.py", b"1")], Make { large_file: true, ..Make::default() });
+        let mut zip = make(
+            &[("python/a.py", b"1")],
+            Make {
+                large_file: true,
+                ..Make::default()
+            },
+        );
         let h = central_headers(&zip)[0];
         let name_len = u16_at(&zip, h + 28) as usize;
         let extra = h + CENTRAL_HEADER_LEN + name_len;
         assert_eq!(u16_at(&zip, extra), ZIP64_EXTRA_ID);
         zip[extra + 4..extra + 12].copy_from_slice(&(1u64 << 40).to_le_bytes());
-        assert!(matches!(check(&zip), Err(ZipProblem::TooLarge { declared, .. }) if declared >= 1 << 40));
+        assert!(
+            matches!(check(&zip), Err(ZipProblem::TooLarge { declared, .. }) if declared >= 1 << 40)
+        );
 
         // An entry count that can't fit in the directory's size is refused before anything is allocated.
         let mut zip = make(&[("python/a.py", b"1")], Make::default());
@@ -845,15 +987,22 @@ mod tests {
     #[test]
     fn the_central_directory_size_is_bounded() {
         let zip = make(&layer(), Make::default());
-        let limits = Limits { max_central_directory_bytes: 100, ..Limits::default() };
+        let limits = Limits {
+            max_central_directory_bytes: 100,
+            ..Limits::default()
+        };
         let err = block_on(inspect(zip.as_slice(), &limits)).unwrap_err();
-        assert!(matches!(err, InspectError::Invalid(ZipProblem::CentralDirectoryTooLarge { limit: 100, .. })));
+        assert!(matches!(
+            err,
+            InspectError::Invalid(ZipProblem::CentralDirectoryTooLarge { limit: 100, .. })
+        ));
     }
 
     #[test]
     fn a_comment_is_allowed_and_multi_disk_is_not() {
         let mut w = ZipWriter::new(Cursor::new(Vec::new()));
-        w.start_file("python/x.py", SimpleFileOptions::default()).unwrap();
+        w.start_file("python/x.py", SimpleFileOptions::default())
+            .unwrap();
         w.write_all(b"x").unwrap();
         // A comment that itself contains an EOCD signature must not be taken for the record.
         w.set_raw_comment(b"built by PK\x05\x06 test".to_vec().into_boxed_slice());
