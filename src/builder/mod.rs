@@ -69,7 +69,7 @@ pub enum BuildError {
     Install(#[from] InstallError),
     #[error(
         "{} ELF file(s) are not built for {architecture} ({}): {}{}; the native interpreter built or picked \
-         wheels for another machine: use --platform-mode cross (wheels only) or build on a {architecture} host",
+         wheels for another machine: use --platform-mode cross (wheels only) or build on an {architecture} host",
         files.len(),
         elf::machine_name(elf::expected_machine(*architecture)),
         files.iter().take(LISTED_FILES).map(|(f, m)| format!("{f} ({})", elf::machine_name(*m))).collect::<Vec<_>>().join(", "),
