@@ -3,13 +3,12 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
-use layerforge::builder::{self, cli::Args};
+use layerforge::builder::{self, cli};
 
 #[tokio::main]
 async fn main() -> ExitCode {
     // Bad arguments exit here with 2 and the usage line; --help and --version with 0.
-    let args = Args::parse();
+    let args = cli::parse_or_exit();
     builder::init_tracing();
     builder::main(args).await
 }

@@ -108,7 +108,12 @@ pub fn write_zip(sources: &[ZipSource], out: &Path) -> io::Result<ZipSummary> {
         write_central_header(&mut writer, source, entry)?;
     }
     let central_size = writer.position - central_start;
-    write_end(&mut writer, written.len() as u64, central_size, central_start)?;
+    write_end(
+        &mut writer,
+        written.len() as u64,
+        central_size,
+        central_start,
+    )?;
 
     let zipped_bytes = writer.position;
     let (inner, sha256) = writer.finish();
@@ -141,7 +146,8 @@ fn batches(sources: &[ZipSource]) -> io::Result<Vec<&[ZipSource]>> {
 
 /// Compresses every source of a batch on `workers` threads; results keep the batch's order.
 fn compress_all(batch: &[ZipSource], workers: usize) -> io::Result<Vec<Compressed>> {
-    let slots: Vec<OnceLock<io::Result<Compressed>>> = batch.iter().map(|_| OnceLock::new()).collect();
+    let slots: Vec<OnceLock<io::Result<Compressed>>> =
+        batch.iter().map(|_| OnceLock::new()).collect();
     let next = AtomicUsize::new(0);
     std::thread::scope(|scope| {
         for _ in 0..workers.min(batch.len()) {
@@ -167,7 +173,8 @@ fn compress_all(batch: &[ZipSource], workers: usize) -> io::Result<Vec<Compresse
 fn compress(path: &Path) -> io::Result<Compressed> {
     let raw = std::fs::read(path)?;
     let crc = crc32fast::hash(&raw);
-    let mut encoder = DeflateEncoder::new(Vec::with_capacity(raw.len() / 2), Compression::new(LEVEL));
+    let mut encoder =
+        DeflateEncoder::new(Vec::with_capacity(raw.len() / 2), Compression::new(LEVEL));
     encoder.write_all(&raw)?;
     let deflated = encoder.finish()?;
     let size = raw.len() as u64;
@@ -197,10 +204,19 @@ fn mode(executable: bool) -> u32 {
 }
 
 fn name_len(name: &str) -> io::Result<u16> {
-    u16::try_from(name.len()).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, format!("path too long: {name}")))
+    u16::try_from(name.len()).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("path too long: {name}"),
+        )
+    })
 }
 
-fn write_local_header<W: Write>(w: &mut W, source: &ZipSource, entry: &Compressed) -> io::Result<()> {
+fn write_local_header<W: Write>(
+    w: &mut W,
+    source: &ZipSource,
+    entry: &Compressed,
+) -> io::Result<()> {
     let compressed_size = entry.data.len() as u64;
     let zip64 = entry.size >= u64::from(u32::MAX) || compressed_size >= u64::from(u32::MAX);
     let mut extra = Vec::new();
@@ -211,7 +227,14 @@ fn write_local_header<W: Write>(w: &mut W, source: &ZipSource, entry: &Compresse
         extra.extend(compressed_size.to_le_bytes());
     }
     put32(w, LOCAL_HEADER)?;
-    put16(w, if zip64 { VERSION_ZIP64 } else { VERSION_DEFAULT })?;
+    put16(
+        w,
+        if zip64 {
+            VERSION_ZIP64
+        } else {
+            VERSION_DEFAULT
+        },
+    )?;
     put16(w, flags(&source.name))?;
     put16(w, entry.method)?;
     put16(w, DOS_TIME)?;
@@ -225,7 +248,11 @@ fn write_local_header<W: Write>(w: &mut W, source: &ZipSource, entry: &Compresse
     w.write_all(&extra)
 }
 
-fn write_central_header<W: Write>(w: &mut W, source: &ZipSource, entry: &Written) -> io::Result<()> {
+fn write_central_header<W: Write>(
+    w: &mut W,
+    source: &ZipSource,
+    entry: &Written,
+) -> io::Result<()> {
     // ZIP64 extra: only the fields that overflow, in the order the spec fixes.
     let mut extra = Vec::new();
     for value in [entry.size, entry.compressed_size, entry.offset] {
@@ -239,7 +266,11 @@ fn write_central_header<W: Write>(w: &mut W, source: &ZipSource, entry: &Written
         header.extend((extra.len() as u16).to_le_bytes());
         extra.splice(0..0, header);
     }
-    let version = if zip64 { VERSION_ZIP64 } else { VERSION_DEFAULT };
+    let version = if zip64 {
+        VERSION_ZIP64
+    } else {
+        VERSION_DEFAULT
+    };
     put32(w, CENTRAL_HEADER)?;
     put16(w, MADE_BY_UNIX | version)?;
     put16(w, version)?;
@@ -248,7 +279,13 @@ fn write_central_header<W: Write>(w: &mut W, source: &ZipSource, entry: &Written
     put16(w, DOS_TIME)?;
     put16(w, DOS_DATE)?;
     put32(w, entry.crc)?;
-    put32(w, clamp32(entry.compressed_size, entry.compressed_size >= u64::from(u32::MAX)))?;
+    put32(
+        w,
+        clamp32(
+            entry.compressed_size,
+            entry.compressed_size >= u64::from(u32::MAX),
+        ),
+    )?;
     put32(w, clamp32(entry.size, entry.size >= u64::from(u32::MAX)))?;
     put16(w, name_len(&source.name)?)?;
     put16(w, extra.len() as u16)?;
@@ -256,12 +293,20 @@ fn write_central_header<W: Write>(w: &mut W, source: &ZipSource, entry: &Written
     put16(w, 0)?; // disk number
     put16(w, 0)?; // internal attributes
     put32(w, mode(source.executable) << 16)?;
-    put32(w, clamp32(entry.offset, entry.offset >= u64::from(u32::MAX)))?;
+    put32(
+        w,
+        clamp32(entry.offset, entry.offset >= u64::from(u32::MAX)),
+    )?;
     w.write_all(source.name.as_bytes())?;
     w.write_all(&extra)
 }
 
-fn write_end<W: Write>(w: &mut HashingWriter<W>, entries: u64, central_size: u64, central_start: u64) -> io::Result<()> {
+fn write_end<W: Write>(
+    w: &mut HashingWriter<W>,
+    entries: u64,
+    central_size: u64,
+    central_start: u64,
+) -> io::Result<()> {
     let zip64 = entries >= u64::from(u16::MAX)
         || central_size >= u64::from(u32::MAX)
         || central_start >= u64::from(u32::MAX);
@@ -369,7 +414,16 @@ mod tests {
     fn archive_reads_back_with_fixed_times_and_modes() {
         let dir = tempfile::tempdir().unwrap();
         let big = b"abcdefgh".repeat(10_000);
-        let random: Vec<u8> = (0..4096u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let random: Vec<u8> = (0..4096)
+            .map(|_| {
+                // xorshift64: incompressible enough that deflate can't shrink it.
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                (state >> 24) as u8
+            })
+            .collect();
         let sources = tree(
             dir.path(),
             &[
@@ -384,31 +438,62 @@ mod tests {
         let out = dir.path().join("out.zip");
         let summary = write_zip(&sources, &out).unwrap();
         assert_eq!(summary.entries, 6);
-        assert_eq!(summary.unzipped_bytes, (11 + 18 + big.len() + 4096 + 9) as u64);
+        assert_eq!(
+            summary.unzipped_bytes,
+            (11 + 18 + big.len() + 4096 + 9) as u64
+        );
         let bytes = std::fs::read(&out).unwrap();
         assert_eq!(summary.zipped_bytes, bytes.len() as u64);
         assert_eq!(summary.sha256, <[u8; 32]>::from(Sha256::digest(&bytes)));
-        assert!(bytes.len() < big.len() / 10, "the repetitive file is deflated");
+        assert!(
+            bytes.len() < big.len() / 10,
+            "the repetitive file is deflated"
+        );
 
         let mut archive = ::zip::ZipArchive::new(std::fs::File::open(&out).unwrap()).unwrap();
         for (i, source) in sources.iter().enumerate() {
             let mut entry = archive.by_index(i).unwrap();
             assert_eq!(entry.name(), source.name);
-            assert_eq!(entry.unix_mode(), Some(if source.executable { 0o100_755 } else { 0o100_644 }));
+            assert_eq!(
+                entry.unix_mode(),
+                Some(if source.executable {
+                    0o100_755
+                } else {
+                    0o100_644
+                })
+            );
             let t = entry.last_modified().unwrap();
-            assert_eq!((t.year(), t.month(), t.day(), t.hour(), t.minute()), (1980, 1, 1, 0, 0));
+            assert_eq!(
+                (t.year(), t.month(), t.day(), t.hour(), t.minute()),
+                (1980, 1, 1, 0, 0)
+            );
             let mut content = Vec::new();
             entry.read_to_end(&mut content).unwrap();
-            assert_eq!(content, std::fs::read(&source.path).unwrap(), "{}", source.name);
+            assert_eq!(
+                content,
+                std::fs::read(&source.path).unwrap(),
+                "{}",
+                source.name
+            );
         }
         let noise = archive.by_name("python/noise.bin").unwrap();
-        assert_eq!(noise.compression(), ::zip::CompressionMethod::Stored, "incompressible data is stored");
+        assert_eq!(
+            noise.compression(),
+            ::zip::CompressionMethod::Stored,
+            "incompressible data is stored"
+        );
     }
 
     #[test]
     fn same_input_gives_same_bytes_whatever_the_file_times() {
         let dir = tempfile::tempdir().unwrap();
-        let sources = tree(dir.path(), &[("python/x.py", b"x = 1\n", false), ("python/y.py", b"y = 2\n", false)]);
+        let sources = tree(
+            dir.path(),
+            &[
+                ("python/x.py", b"x = 1\n", false),
+                ("python/y.py", b"y = 2\n", false),
+            ],
+        );
         let first = dir.path().join("1.zip");
         let a = write_zip(&sources, &first).unwrap();
         std::thread::sleep(std::time::Duration::from_millis(1100));
@@ -418,7 +503,10 @@ mod tests {
         let second = dir.path().join("2.zip");
         let b = write_zip(&sources, &second).unwrap();
         assert_eq!(a, b);
-        assert_eq!(std::fs::read(first).unwrap(), std::fs::read(second).unwrap());
+        assert_eq!(
+            std::fs::read(first).unwrap(),
+            std::fs::read(second).unwrap()
+        );
     }
 
     #[test]
@@ -439,16 +527,26 @@ mod tests {
         assert_eq!(summary.entries, count);
         let bytes = std::fs::read(&out).unwrap();
         let eocd = &bytes[bytes.len() - 22..];
-        assert_eq!(&eocd[8..10], &[0xff, 0xff], "the classic record defers to ZIP64");
+        assert_eq!(
+            &eocd[8..10],
+            &[0xff, 0xff],
+            "the classic record defers to ZIP64"
+        );
         let archive = ::zip::ZipArchive::new(std::fs::File::open(&out).unwrap()).unwrap();
         assert_eq!(archive.len(), count);
-        assert_eq!(archive.name_for_index(count - 1), Some(format!("python/f{:06}", count - 1).as_str()));
+        assert_eq!(
+            archive.name_for_index(count - 1),
+            Some(format!("python/f{:06}", count - 1).as_str())
+        );
     }
 
     #[test]
     fn batches_cover_every_source_in_order() {
         let dir = tempfile::tempdir().unwrap();
-        let sources = tree(dir.path(), &[("a", b"1", false), ("b", b"2", false), ("c", b"3", false)]);
+        let sources = tree(
+            dir.path(),
+            &[("a", b"1", false), ("b", b"2", false), ("c", b"3", false)],
+        );
         let batches = batches(&sources).unwrap();
         let flat: Vec<&ZipSource> = batches.iter().flat_map(|b| b.iter()).collect();
         assert_eq!(flat, sources.iter().collect::<Vec<_>>());

@@ -78,7 +78,12 @@ pub struct Args {
     pub bucket: Option<String>,
 
     /// The exact object key (submit-build passes PREFIX/NAME/RUNTIME-ARCH/FINGERPRINT.zip).
-    #[arg(long, value_name = "KEY", requires = "bucket", conflicts_with = "key_prefix")]
+    #[arg(
+        long,
+        value_name = "KEY",
+        requires = "bucket",
+        conflicts_with = "key_prefix"
+    )]
     pub key: Option<String>,
 
     /// Key prefix: the key becomes PREFIX/NAME/RUNTIME-ARCH/FINGERPRINT.zip [default: $ARTIFACT_PREFIX or
@@ -144,7 +149,9 @@ impl Args {
         }
         if let Some(key) = &self.key {
             if key.is_empty() || key.starts_with('/') || key.len() > 1024 {
-                return Err(format!("--key: must be a relative S3 key of 1 to 1024 bytes (got {key:?})"));
+                return Err(format!(
+                    "--key: must be a relative S3 key of 1 to 1024 bytes (got {key:?})"
+                ));
             }
         }
         Ok(())
@@ -165,6 +172,37 @@ pub fn host_architecture() -> Architecture {
     }
 }
 
+/// Parses the process arguments; on a bad argument prints clap's error followed by the usage line (clap
+/// omits it for some error kinds) and exits with 2. `--help` and `--version` print and exit with 0.
+pub fn parse_or_exit() -> Args {
+    match Args::try_parse() {
+        Ok(args) => args,
+        Err(err) => match usage_message(&err) {
+            Some(message) => {
+                eprint!("{message}");
+                std::process::exit(2)
+            }
+            None => err.exit(),
+        },
+    }
+}
+
+/// The text printed for an argument error, always with the usage line; `None` for help and version output.
+pub fn usage_message(err: &clap::Error) -> Option<String> {
+    use clap::error::ErrorKind;
+    if matches!(
+        err.kind(),
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion
+    ) {
+        return None;
+    }
+    let mut text = err.render().to_string();
+    if !text.contains("Usage:") {
+        text.push_str(&format!("\n{}\n", Args::command().render_usage()));
+    }
+    Some(text)
+}
+
 /// A usage error in clap's format (`error: …`, the usage line, a pointer to --help); exits with 2.
 pub fn usage_error(message: &str) -> clap::Error {
     Args::command().error(clap::error::ErrorKind::ValueValidation, message)
@@ -181,15 +219,31 @@ mod tests {
     #[test]
     fn submit_build_argv_is_accepted() {
         let args = parse(&[
-            "--name", "http", "--requirements", "requests==2.32.3\nhttpx[http2]>=0.27,<1 ; python_version >= '3.8'\n",
-            "--runtime", "python3.12", "--architecture", "arm64", "--bucket", "artifacts", "--key",
-            "layers/http/python3.12-arm64/0123456789abcdef.zip", "--license", "MIT", "--description", "d",
+            "--name",
+            "http",
+            "--requirements",
+            "requests==2.32.3\nhttpx[http2]>=0.27,<1 ; python_version >= '3.8'\n",
+            "--runtime",
+            "python3.12",
+            "--architecture",
+            "arm64",
+            "--bucket",
+            "artifacts",
+            "--key",
+            "layers/http/python3.12-arm64/0123456789abcdef.zip",
+            "--license",
+            "MIT",
+            "--description",
+            "d",
         ])
         .unwrap();
         assert_eq!(args.name.as_str(), "http");
         assert_eq!(args.runtime, Runtime::Python312);
         assert_eq!(args.architecture(), Architecture::Arm64);
-        assert_eq!(args.key.as_deref(), Some("layers/http/python3.12-arm64/0123456789abcdef.zip"));
+        assert_eq!(
+            args.key.as_deref(),
+            Some("layers/http/python3.12-arm64/0123456789abcdef.zip")
+        );
         assert_eq!(args.installer, Installer::Pip);
         assert_eq!(args.platform_mode, PlatformMode::Native);
         assert!(args.check().is_ok());
@@ -197,13 +251,36 @@ mod tests {
 
     #[test]
     fn original_short_options_are_accepted() {
-        let args = parse(&["-n", "libs", "-r", "six|attrs", "-s", "bucket-1", "-k", "python", "-l", "MIT"]).unwrap();
+        let args = parse(&[
+            "-n",
+            "libs",
+            "-r",
+            "six|attrs",
+            "-s",
+            "bucket-1",
+            "-k",
+            "python",
+            "-l",
+            "MIT",
+        ])
+        .unwrap();
         assert_eq!(args.requirements.as_deref(), Some("six|attrs"));
         assert_eq!(args.bucket.as_deref(), Some("bucket-1"));
         assert_eq!(args.key_prefix.as_deref(), Some("python"));
         assert_eq!(args.license.as_deref(), Some("MIT"));
-        let args = parse(&["-n", "libs", "-p", "s3://bucket-1/req.txt", "--architecture", "aarch64"]).unwrap();
-        assert_eq!(args.requirements_file.as_deref(), Some("s3://bucket-1/req.txt"));
+        let args = parse(&[
+            "-n",
+            "libs",
+            "-p",
+            "s3://bucket-1/req.txt",
+            "--architecture",
+            "aarch64",
+        ])
+        .unwrap();
+        assert_eq!(
+            args.requirements_file.as_deref(),
+            Some("s3://bucket-1/req.txt")
+        );
         assert_eq!(args.architecture(), Architecture::Arm64);
     }
 
@@ -218,14 +295,21 @@ mod tests {
             &["-n", "x", "-r", "six", "--architecture", "sparc"],
             &["-n", "x", "-r", "six", "--key", "k"],
             &["-n", "x", "-r", "six", "-s", "Bad_Bucket"],
-            &["-n", "x", "-r", "six", "-s", "bucket-1", "--key", "k", "-k", "p"],
+            &[
+                "-n", "x", "-r", "six", "-s", "bucket-1", "--key", "k", "-k", "p",
+            ],
             &["-n", "x", "-r", "six", "--installer", "conda"],
             &["-n", "x", "-r", "six", "--requirements-s3-uri", "https://x"],
             &["-n", "x", "-r", "six", "--bogus"],
         ] {
             let err = parse(bad).unwrap_err();
             assert_eq!(err.exit_code(), 2, "{bad:?}");
-            assert!(err.render().to_string().contains("Usage: layer-builder"), "{bad:?}");
+            let message = usage_message(&err).unwrap();
+            assert!(message.contains("error:"), "{bad:?}: {message}");
+            assert!(
+                message.contains("Usage: layer-builder"),
+                "{bad:?}: {message}"
+            );
         }
     }
 
@@ -233,7 +317,12 @@ mod tests {
     fn long_texts_are_refused() {
         let long = "x".repeat(MAX_DESCRIPTION + 1);
         let args = parse(&["-n", "x", "-r", "six", "--description", &long]).unwrap();
-        assert!(args.check().unwrap_err().starts_with("--description: at most 256"));
+        assert!(
+            args.check()
+                .unwrap_err()
+                .starts_with("--description: at most 256")
+        );
+        assert!(usage_message(&parse(&["--help"]).unwrap_err()).is_none());
         let err = usage_error("--description: at most 256 characters");
         assert_eq!(err.exit_code(), 2);
         assert!(err.render().to_string().contains("Usage: layer-builder"));

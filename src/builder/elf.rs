@@ -85,7 +85,11 @@ mod tests {
     #[test]
     fn reads_the_running_binary() {
         let exe = std::env::current_exe().unwrap();
-        let expected = if cfg!(target_arch = "aarch64") { EM_AARCH64 } else { EM_X86_64 };
+        let expected = if cfg!(target_arch = "aarch64") {
+            EM_AARCH64
+        } else {
+            EM_X86_64
+        };
         assert_eq!(file_machine(&exe).unwrap(), Some(expected));
     }
 

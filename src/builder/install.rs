@@ -7,7 +7,6 @@ use std::{
     io::{BufRead, BufReader, Read},
     path::{Path, PathBuf},
     process::{Command, ExitStatus, Stdio},
-    sync::Mutex,
 };
 
 use tracing::info;
@@ -51,8 +50,11 @@ impl PlatformMode {
     }
 }
 
-/// Lines of installer output kept for the error message.
-pub const TAIL_LINES: usize = 25;
+/// Last lines of the installer's stdout kept for the error message (progress: what it was doing).
+pub const STDOUT_TAIL: usize = 10;
+/// Last lines of its stderr kept (pip and uv write their errors there). The streams are kept apart so that a
+/// burst of progress on stdout can't push the reason out.
+pub const STDERR_TAIL: usize = 15;
 
 /// Everything that decides the install command.
 #[derive(Debug, Clone)]
@@ -91,9 +93,19 @@ pub fn command(spec: &InstallSpec) -> Result<Command, InstallError> {
     let requirements = spec.requirements_file.as_os_str();
     let mut cmd = match spec.installer {
         Installer::Pip => {
-            let interpreter = spec.interpreter.as_ref().ok_or(InstallError::NoInterpreter)?;
+            let interpreter = spec
+                .interpreter
+                .as_ref()
+                .ok_or(InstallError::NoInterpreter)?;
             let mut cmd = Command::new(&interpreter.path);
-            cmd.args(["-m", "pip", "install", "--no-input", "--no-compile", "--no-warn-script-location"]);
+            cmd.args([
+                "-m",
+                "pip",
+                "install",
+                "--no-input",
+                "--no-compile",
+                "--no-warn-script-location",
+            ]);
             cmd.arg("--target").arg(target).arg("-r").arg(requirements);
             if spec.mode == PlatformMode::Cross {
                 cmd.args(["--platform", &spec.architecture.manylinux_platform()]);
@@ -114,7 +126,10 @@ pub fn command(spec: &InstallSpec) -> Result<Command, InstallError> {
                     }
                 }
                 PlatformMode::Cross => {
-                    cmd.args(["--python-platform", &format!("{}-manylinux2014", spec.architecture.machine())]);
+                    cmd.args([
+                        "--python-platform",
+                        &format!("{}-manylinux2014", spec.architecture.machine()),
+                    ]);
                     cmd.args(["--python-version", python_version, "--only-binary", ":all:"]);
                 }
             }
@@ -127,12 +142,14 @@ pub fn command(spec: &InstallSpec) -> Result<Command, InstallError> {
         .env("PIP_ROOT_USER_ACTION", "ignore")
         .env("PIP_DISABLE_PIP_VERSION_CHECK", "1")
         .env("SOURCE_DATE_EPOCH", "315532800")
-        .env("UV_NO_PROGRESS", "1");
+        .env("UV_NO_PROGRESS", "1")
+        // uv reads RUST_LOG too: our log level must not turn on its resolver tracing.
+        .env_remove("RUST_LOG");
     Ok(cmd)
 }
 
 /// Runs the installer; its stdout and stderr go to our stderr line by line (the job log), and the last
-/// [`TAIL_LINES`] lines are kept for the error.
+/// [`STDOUT_TAIL`] lines of stdout and [`STDERR_TAIL`] of stderr are kept for the error, in that order.
 pub fn run(installer: Installer, mut cmd: Command) -> Result<(), InstallError> {
     let program = cmd.get_program().to_string_lossy().into_owned();
     info!(
@@ -153,19 +170,20 @@ pub fn run(installer: Installer, mut cmd: Command) -> Result<(), InstallError> {
                 e.to_string()
             },
         })?;
-    let tail = Mutex::new(VecDeque::with_capacity(TAIL_LINES));
     let stdout = child.stdout.take();
     let stderr = child.stderr.take();
-    let status: std::io::Result<ExitStatus> = std::thread::scope(|scope| {
-        if let Some(out) = stdout {
-            scope.spawn(|| relay(out, &tail));
-        }
-        if let Some(err) = stderr {
-            scope.spawn(|| relay(err, &tail));
-        }
-        child.wait()
-    });
-    let tail: Vec<String> = tail.into_inner().unwrap_or_else(|p| p.into_inner()).into();
+    let (status, out_tail, err_tail): (std::io::Result<ExitStatus>, _, _) =
+        std::thread::scope(|scope| {
+            let out = scope.spawn(|| stdout.map(|s| relay(s, STDOUT_TAIL)).unwrap_or_default());
+            let err = scope.spawn(|| stderr.map(|s| relay(s, STDERR_TAIL)).unwrap_or_default());
+            let status = child.wait();
+            (
+                status,
+                out.join().unwrap_or_default(),
+                err.join().unwrap_or_default(),
+            )
+        });
+    let tail: Vec<String> = out_tail.into_iter().chain(err_tail).collect();
     match status {
         Ok(status) if status.success() => Ok(()),
         Ok(status) => Err(InstallError::Failed {
@@ -181,8 +199,9 @@ pub fn run(installer: Installer, mut cmd: Command) -> Result<(), InstallError> {
     }
 }
 
-/// Copies lines of a child's stream to our stderr and into the shared tail.
-fn relay(stream: impl Read, tail: &Mutex<VecDeque<String>>) {
+/// Copies lines of a child's stream to our stderr; returns the last `keep` non-blank lines.
+fn relay(stream: impl Read, keep: usize) -> VecDeque<String> {
+    let mut tail = VecDeque::with_capacity(keep);
     let mut reader = BufReader::new(stream);
     let mut buf = Vec::new();
     loop {
@@ -196,14 +215,14 @@ fn relay(stream: impl Read, tail: &Mutex<VecDeque<String>>) {
                 if line.trim().is_empty() {
                     continue;
                 }
-                let mut tail = tail.lock().unwrap_or_else(|p| p.into_inner());
-                if tail.len() == TAIL_LINES {
+                if tail.len() == keep {
                     tail.pop_front();
                 }
                 tail.push_back(line.to_owned());
             }
         }
     }
+    tail
 }
 
 /// The command as a shell-like line, for the log.
@@ -266,14 +285,19 @@ mod tests {
     #[test]
     fn uv_commands() {
         let native = render(&command(&spec(Installer::Uv, PlatformMode::Native)).unwrap());
-        assert!(native.starts_with("uv pip install --no-progress --link-mode copy --target "), "{native}");
+        assert!(
+            native.starts_with("uv pip install --no-progress --link-mode copy --target "),
+            "{native}"
+        );
         assert!(native.ends_with("--python /usr/bin/python3.12"), "{native}");
         let mut x86 = spec(Installer::Uv, PlatformMode::Cross);
         x86.architecture = Architecture::X86_64;
         x86.interpreter = None;
         let cross = render(&command(&x86).unwrap());
         assert!(
-            cross.ends_with("--python-platform x86_64-manylinux2014 --python-version 3.12 --only-binary :all:"),
+            cross.ends_with(
+                "--python-platform x86_64-manylinux2014 --python-version 3.12 --only-binary :all:"
+            ),
             "{cross}"
         );
     }
@@ -288,15 +312,22 @@ mod tests {
     #[test]
     fn failure_keeps_the_last_lines() {
         let mut cmd = Command::new("sh");
-        cmd.args(["-c", "for i in $(seq 1 40); do echo out $i; done; echo 'ERROR: boom' >&2; exit 7"]);
-        let InstallError::Failed { status, tail, .. } = run(Installer::Pip, cmd).unwrap_err() else {
+        cmd.args([
+            "-c",
+            "echo 'ERROR: boom' >&2; sleep 0.2; for i in $(seq 1 40); do echo out $i; done; exit 7",
+        ]);
+        let InstallError::Failed { status, tail, .. } = run(Installer::Pip, cmd).unwrap_err()
+        else {
             panic!("expected Failed")
         };
         assert!(status.contains('7'), "{status}");
-        assert_eq!(tail.len(), TAIL_LINES);
-        assert!(tail.contains(&"ERROR: boom".to_owned()));
-        assert!(tail.contains(&"out 40".to_owned()));
-        assert!(!tail.contains(&"out 1".to_owned()));
+        assert_eq!(tail.len(), STDOUT_TAIL + 1);
+        assert_eq!(tail.first().map(String::as_str), Some("out 31"));
+        assert_eq!(
+            tail.last().map(String::as_str),
+            Some("ERROR: boom"),
+            "stderr survives a burst of stdout"
+        );
     }
 
     #[test]
@@ -307,7 +338,10 @@ mod tests {
 
     #[test]
     fn layout() {
-        assert_eq!(layout_prefix(Runtime::Python311), "python/lib/python3.11/site-packages");
+        assert_eq!(
+            layout_prefix(Runtime::Python311),
+            "python/lib/python3.11/site-packages"
+        );
         assert_eq!(
             site_packages(Path::new("/w"), Runtime::Python312),
             PathBuf::from("/w/python/lib/python3.12/site-packages")

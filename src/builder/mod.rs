@@ -84,7 +84,11 @@ pub enum BuildError {
          nothing was uploaded",
         unzipped - limit
     )]
-    TooLarge { unzipped: u64, limit: u64, files: usize },
+    TooLarge {
+        unzipped: u64,
+        limit: u64,
+        files: usize,
+    },
     #[error("upload to s3://{bucket}/{key} failed: {source}")]
     Upload {
         bucket: String,
@@ -159,7 +163,11 @@ impl Outcome {
         let _ = writeln!(out, "zipped_bytes: {}", self.summary.zipped_bytes);
         let _ = writeln!(out, "content_sha256: {}", self.content_sha256());
         let _ = writeln!(out, "sha256_hex: {}", hex::encode(self.summary.sha256));
-        let _ = writeln!(out, "install_seconds: {:.2}", self.install_time.as_secs_f64());
+        let _ = writeln!(
+            out,
+            "install_seconds: {:.2}",
+            self.install_time.as_secs_f64()
+        );
         let _ = writeln!(out, "total_seconds: {:.2}", self.total_time.as_secs_f64());
         out
     }
@@ -208,7 +216,10 @@ pub async fn run(args: Args) -> Result<Outcome, BuildError> {
 
     let needs_s3 = args.bucket.is_some()
         || args.requirements_s3_uri.is_some()
-        || args.requirements_file.as_deref().is_some_and(|p| p.starts_with("s3://"));
+        || args
+            .requirements_file
+            .as_deref()
+            .is_some_and(|p| p.starts_with("s3://"));
     let s3 = if needs_s3 {
         Some(aws::s3_client(&aws::sdk_config().await))
     } else {
@@ -236,9 +247,14 @@ pub async fn run(args: Args) -> Result<Outcome, BuildError> {
                 let prefix = args
                     .key_prefix
                     .clone()
-                    .or_else(|| std::env::var("ARTIFACT_PREFIX").ok().filter(|p| !p.is_empty()))
+                    .or_else(|| {
+                        std::env::var("ARTIFACT_PREFIX")
+                            .ok()
+                            .filter(|p| !p.is_empty())
+                    })
                     .unwrap_or_else(|| DEFAULT_KEY_PREFIX.to_owned());
-                ArtifactKey::new(&prefix, &layer_name, runtime, architecture, &fingerprint).to_string()
+                ArtifactKey::new(&prefix, &layer_name, runtime, architecture, &fingerprint)
+                    .to_string()
             }
         };
         (bucket.clone(), key)
@@ -262,7 +278,9 @@ pub async fn run(args: Args) -> Result<Outcome, BuildError> {
         runtime,
         architecture,
         interpreter,
-        uv: std::env::var_os(UV_ENV).filter(|v| !v.is_empty()).unwrap_or_else(|| OsString::from("uv")),
+        uv: std::env::var_os(UV_ENV)
+            .filter(|v| !v.is_empty())
+            .unwrap_or_else(|| OsString::from("uv")),
         requirements_file,
         target: target.clone(),
     };
@@ -367,7 +385,10 @@ pub async fn run(args: Args) -> Result<Outcome, BuildError> {
 }
 
 /// The requirements from `-r`, `-p` (path or s3:// URL) or `--requirements-s3-uri`, validated.
-async fn load_requirements(args: &Args, s3: Option<&aws_sdk_s3::Client>) -> Result<Requirements, BuildError> {
+async fn load_requirements(
+    args: &Args,
+    s3: Option<&aws_sdk_s3::Client>,
+) -> Result<Requirements, BuildError> {
     let text = if let Some(text) = &args.requirements {
         text.clone()
     } else {
@@ -386,9 +407,15 @@ async fn load_requirements(args: &Args, s3: Option<&aws_sdk_s3::Client>) -> Resu
                 })?;
                 return parse_requirements(path, bytes);
             }
-            (None, None) => return Err(BuildError::Usage("give --requirements, -p or --requirements-s3-uri".into())),
+            (None, None) => {
+                return Err(BuildError::Usage(
+                    "give --requirements, -p or --requirements-s3-uri".into(),
+                ));
+            }
         };
-        let s3 = s3.ok_or_else(|| BuildError::Usage("an S3 requirements source needs an S3 client".into()))?;
+        let s3 = s3.ok_or_else(|| {
+            BuildError::Usage("an S3 requirements source needs an S3 client".into())
+        })?;
         let bytes = read_s3_requirements(s3, &uri).await?;
         return parse_requirements(&uri.to_string(), bytes);
     };
@@ -431,7 +458,10 @@ async fn read_s3_requirements(s3: &aws_sdk_s3::Client, uri: &S3Uri) -> Result<Ve
 
 /// The interpreter for this build: required and exact for native builds, any Python 3 for pip cross builds,
 /// none for uv cross builds (uv resolves for the target by itself).
-fn select_interpreter(args: &Args, architecture: Architecture) -> Result<Option<python::Interpreter>, BuildError> {
+fn select_interpreter(
+    args: &Args,
+    architecture: Architecture,
+) -> Result<Option<python::Interpreter>, BuildError> {
     let override_path = std::env::var_os(PYTHON_ENV);
     match (args.platform_mode, args.installer) {
         (PlatformMode::Native, _) => {
@@ -448,7 +478,9 @@ fn select_interpreter(args: &Args, architecture: Architecture) -> Result<Option<
             info!(python = %interpreter.path.display(), version = interpreter.version, "interpreter");
             Ok(Some(interpreter))
         }
-        (PlatformMode::Cross, install::Installer::Pip) => Ok(Some(python::find(args.runtime, override_path, false)?)),
+        (PlatformMode::Cross, install::Installer::Pip) => {
+            Ok(Some(python::find(args.runtime, override_path, false)?))
+        }
         (PlatformMode::Cross, install::Installer::Uv) => Ok(None),
     }
 }
@@ -511,7 +543,9 @@ pub fn collect(root: &Path, prefix: &str) -> std::io::Result<Collected> {
             });
         }
     }
-    collected.files.sort_by(|a, b| a.name.as_bytes().cmp(b.name.as_bytes()));
+    collected
+        .files
+        .sort_by(|a, b| a.name.as_bytes().cmp(b.name.as_bytes()));
     Ok(collected)
 }
 
@@ -527,13 +561,16 @@ fn is_executable(_: &std::fs::Metadata) -> bool {
 }
 
 /// Fails when any ELF file is built for another machine than `architecture`.
-pub fn check_architecture(files: &[ZipSource], architecture: Architecture) -> Result<(), BuildError> {
+pub fn check_architecture(
+    files: &[ZipSource],
+    architecture: Architecture,
+) -> Result<(), BuildError> {
     let expected = elf::expected_machine(architecture);
     let mut wrong = Vec::new();
     let mut elf_files = 0usize;
     for file in files {
-        let machine =
-            elf::file_machine(&file.path).map_err(BuildError::io(format!("reading {}", file.path.display())))?;
+        let machine = elf::file_machine(&file.path)
+            .map_err(BuildError::io(format!("reading {}", file.path.display())))?;
         if let Some(machine) = machine {
             elf_files += 1;
             if machine != expected {
@@ -587,8 +624,12 @@ struct WorkDir(PathBuf);
 
 impl WorkDir {
     fn create() -> std::io::Result<Self> {
-        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos();
-        let path = std::env::temp_dir().join(format!("layer-builder-{}-{nanos:x}", std::process::id()));
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
+        let path =
+            std::env::temp_dir().join(format!("layer-builder-{}-{nanos:x}", std::process::id()));
         std::fs::create_dir_all(&path)?;
         Ok(Self(path))
     }
@@ -629,11 +670,19 @@ mod tests {
         std::fs::create_dir_all(root.join("pkg/__pycache__")).unwrap();
         std::fs::create_dir_all(root.join("bin")).unwrap();
         std::fs::write(root.join("pkg/__init__.py"), "x = 1\n").unwrap();
-        std::fs::write(root.join("pkg/__pycache__/__init__.cpython-312.pyc"), "junk").unwrap();
+        std::fs::write(
+            root.join("pkg/__pycache__/__init__.cpython-312.pyc"),
+            "junk",
+        )
+        .unwrap();
         std::fs::write(root.join("pkg/old.pyc"), "junk").unwrap();
         std::fs::write(root.join("Zed.py"), "").unwrap();
         std::fs::write(root.join("bin/tool"), "#!/bin/sh\n").unwrap();
-        std::fs::set_permissions(root.join("bin/tool"), std::fs::Permissions::from_mode(0o700)).unwrap();
+        std::fs::set_permissions(
+            root.join("bin/tool"),
+            std::fs::Permissions::from_mode(0o700),
+        )
+        .unwrap();
         std::os::unix::fs::symlink(root.join("pkg"), root.join("loop")).unwrap();
         std::os::unix::fs::symlink(root.join("Zed.py"), root.join("alias.py")).unwrap();
 
@@ -659,7 +708,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let exe = std::env::current_exe().unwrap();
         let host = cli::host_architecture();
-        let other = if host == Architecture::Arm64 { Architecture::X86_64 } else { Architecture::Arm64 };
+        let other = if host == Architecture::Arm64 {
+            Architecture::X86_64
+        } else {
+            Architecture::Arm64
+        };
         std::fs::write(dir.path().join("a.py"), "pass\n").unwrap();
         let files = vec![
             ZipSource {

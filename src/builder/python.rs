@@ -104,19 +104,30 @@ pub fn probe(candidate: &OsString) -> Result<Interpreter, String> {
         ])
         .stdin(Stdio::null())
         .output()
-        .map_err(|e| if e.kind() == std::io::ErrorKind::NotFound { "not found".to_owned() } else { e.to_string() })?;
+        .map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                "not found".to_owned()
+            } else {
+                e.to_string()
+            }
+        })?;
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);
-        let first = stderr.lines().find(|l| !l.trim().is_empty()).unwrap_or("no output");
+        let first = stderr
+            .lines()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("no output");
         return Err(format!("does not run ({}: {first})", output.status));
     }
     let stdout = String::from_utf8_lossy(&output.stdout);
     let mut lines = stdout.lines();
     match (lines.next(), lines.next()) {
-        (Some(version), Some(path)) if version.starts_with('3') && !path.is_empty() => Ok(Interpreter {
-            path: PathBuf::from(path),
-            version: version.trim().to_owned(),
-        }),
+        (Some(version), Some(path)) if version.starts_with('3') && !path.is_empty() => {
+            Ok(Interpreter {
+                path: PathBuf::from(path),
+                version: version.trim().to_owned(),
+            })
+        }
         _ => Err(format!("unexpected answer {stdout:?}")),
     }
 }
@@ -125,13 +136,21 @@ pub fn probe(candidate: &OsString) -> Result<Interpreter, String> {
 pub fn candidates(runtime: Runtime, override_path: Option<OsString>) -> Vec<OsString> {
     match override_path.filter(|p| !p.is_empty()) {
         Some(path) => vec![path],
-        None => vec![OsString::from(runtime.as_str()), "python3".into(), "python".into()],
+        None => vec![
+            OsString::from(runtime.as_str()),
+            "python3".into(),
+            "python".into(),
+        ],
     }
 }
 
 /// Picks the interpreter. `exact`: it must be the runtime's version (native builds); otherwise the runtime's
 /// version is preferred and any Python 3 accepted (pip only resolves for cross builds, it doesn't run code).
-pub fn find(runtime: Runtime, override_path: Option<OsString>, exact: bool) -> Result<Interpreter, InterpreterError> {
+pub fn find(
+    runtime: Runtime,
+    override_path: Option<OsString>,
+    exact: bool,
+) -> Result<Interpreter, InterpreterError> {
     let mut probes = Vec::new();
     for candidate in candidates(runtime, override_path) {
         let outcome = probe(&candidate);
@@ -150,7 +169,11 @@ pub fn find(runtime: Runtime, override_path: Option<OsString>, exact: bool) -> R
             return Ok(interpreter.clone());
         }
     }
-    Err(InterpreterError { runtime, exact, probes })
+    Err(InterpreterError {
+        runtime,
+        exact,
+        probes,
+    })
 }
 
 #[cfg(test)]
@@ -168,20 +191,39 @@ mod tests {
     fn candidates_prefer_the_runtime_version() {
         assert_eq!(
             candidates(Runtime::Python312, None),
-            vec![OsString::from("python3.12"), "python3".into(), "python".into()]
+            vec![
+                OsString::from("python3.12"),
+                "python3".into(),
+                "python".into()
+            ]
         );
-        assert_eq!(candidates(Runtime::Python312, Some("/opt/py".into())), vec![OsString::from("/opt/py")]);
-        assert_eq!(candidates(Runtime::Python312, Some("".into())).len(), 3, "empty override is unset");
+        assert_eq!(
+            candidates(Runtime::Python312, Some("/opt/py".into())),
+            vec![OsString::from("/opt/py")]
+        );
+        assert_eq!(
+            candidates(Runtime::Python312, Some("".into())).len(),
+            3,
+            "empty override is unset"
+        );
     }
 
     #[test]
     fn missing_program_is_reported_not_trusted() {
         let err = probe(&OsString::from("/nonexistent/python3.99")).unwrap_err();
         assert_eq!(err, "not found");
-        let err = find(Runtime::Python312, Some("/nonexistent/python3.99".into()), true).unwrap_err();
+        let err = find(
+            Runtime::Python312,
+            Some("/nonexistent/python3.99".into()),
+            true,
+        )
+        .unwrap_err();
         let text = err.to_string();
         assert!(text.contains("no Python 3.12 interpreter"), "{text}");
-        assert!(text.contains("/nonexistent/python3.99: not found"), "{text}");
+        assert!(
+            text.contains("/nonexistent/python3.99: not found"),
+            "{text}"
+        );
         assert!(text.contains("--platform-mode cross"), "{text}");
     }
 

@@ -27,7 +27,10 @@ pub enum UploadError {
     #[error(transparent)]
     Aws(#[from] AwsFault),
     #[error("reading {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("a part upload task failed: {0}")]
     Task(String),
 }
@@ -87,9 +90,7 @@ pub async fn upload(
         .map_err(|e| AwsFault::from_sdk("CreateMultipartUpload", &e))?;
     let upload_id = created
         .upload_id()
-        .ok_or_else(|| {
-            UploadError::Task("CreateMultipartUpload returned no upload id".to_owned())
-        })?
+        .ok_or_else(|| UploadError::Task("CreateMultipartUpload returned no upload id".to_owned()))?
         .to_owned();
     info!(bucket, key, upload_id, size, "multipart upload started");
 
@@ -100,7 +101,11 @@ pub async fn upload(
                 .bucket(bucket)
                 .key(key)
                 .upload_id(&upload_id)
-                .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
+                .multipart_upload(
+                    CompletedMultipartUpload::builder()
+                        .set_parts(Some(parts))
+                        .build(),
+                )
                 .send()
                 .await
                 .map_err(|e| AwsFault::from_sdk("CompleteMultipartUpload", &e));
@@ -181,7 +186,9 @@ async fn upload_parts(
     Ok(parts)
 }
 
-async fn join_next(tasks: &mut JoinSet<Result<CompletedPart, UploadError>>) -> Result<CompletedPart, UploadError> {
+async fn join_next(
+    tasks: &mut JoinSet<Result<CompletedPart, UploadError>>,
+) -> Result<CompletedPart, UploadError> {
     match tasks.join_next().await {
         Some(Ok(result)) => result,
         Some(Err(e)) => Err(UploadError::Task(e.to_string())),

@@ -29,7 +29,9 @@ const COMPILED: &str = "orjson==3.10.7\ncharset-normalizer==3.3.2";
 /// Runs layer-builder with `args`; the AWS settings point at moto when `MOTO_ENDPOINT` is set.
 fn builder(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(BIN);
-    cmd.args(args).env("RUST_LOG", "info").env_remove("LAYERFORGE_PYTHON");
+    cmd.args(args)
+        .env("RUST_LOG", "info")
+        .env_remove("LAYERFORGE_PYTHON");
     if let Ok(endpoint) = std::env::var("MOTO_ENDPOINT") {
         cmd.env("AWS_ENDPOINT_URL", endpoint)
             .env("AWS_ACCESS_KEY_ID", "testing")
@@ -40,7 +42,9 @@ fn builder(args: &[&str], env: &[(&str, &str)]) -> Output {
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let output = cmd.output().unwrap_or_else(|e| panic!("running {BIN}: {e}"));
+    let output = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("running {BIN}: {e}"));
     eprintln!(
         "layer-builder {args:?} -> {}\n--- stdout\n{}--- stderr (tail)\n{}",
         output.status,
@@ -57,7 +61,11 @@ fn tail(text: &str, n: usize) -> String {
 
 /// The `key: value` summary lines of a successful run.
 fn summary(output: &Output) -> HashMap<String, String> {
-    assert!(output.status.success(), "layer-builder failed: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "layer-builder failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     String::from_utf8_lossy(&output.stdout)
         .lines()
         .filter_map(|l| l.split_once(": "))
@@ -68,20 +76,38 @@ fn summary(output: &Output) -> HashMap<String, String> {
 /// The machine's python3 as a Lambda runtime name, e.g. `python3.11`.
 fn machine_runtime() -> String {
     let out = Command::new("python3")
-        .args(["-c", "import sys; print('python%d.%d' % sys.version_info[:2])"])
+        .args([
+            "-c",
+            "import sys; print('python%d.%d' % sys.version_info[:2])",
+        ])
         .output()
         .expect("python3 must be on PATH");
-    assert!(out.status.success(), "python3 does not run: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "python3 does not run: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let runtime = String::from_utf8_lossy(&out.stdout).trim().to_owned();
     assert!(
-        ["python3.10", "python3.11", "python3.12", "python3.13", "python3.14"].contains(&runtime.as_str()),
+        [
+            "python3.10",
+            "python3.11",
+            "python3.12",
+            "python3.13",
+            "python3.14"
+        ]
+        .contains(&runtime.as_str()),
         "python3 is {runtime}, not a Lambda runtime"
     );
     runtime
 }
 
 fn host_architecture() -> &'static str {
-    if cfg!(target_arch = "aarch64") { "arm64" } else { "x86_64" }
+    if cfg!(target_arch = "aarch64") {
+        "arm64"
+    } else {
+        "x86_64"
+    }
 }
 
 fn open_zip(path: &Path) -> zip::ZipArchive<std::fs::File> {
@@ -117,13 +143,23 @@ fn native_pure_python_layer_imports_and_rebuilds_byte_identical() {
     let runtime = machine_runtime();
     let site = format!("python/lib/{runtime}/site-packages");
     let dir = tempfile::tempdir().unwrap();
-    let zips: Vec<PathBuf> = (1..=2).map(|i| dir.path().join(format!("six-{i}.zip"))).collect();
+    let zips: Vec<PathBuf> = (1..=2)
+        .map(|i| dir.path().join(format!("six-{i}.zip")))
+        .collect();
     let mut sums = Vec::new();
     for zip in &zips {
         let output = builder(
             &[
-                "--name", "six", "--requirements", "six==1.16.0", "--runtime", &runtime, "--architecture",
-                host_architecture(), "--out", zip.to_str().unwrap(),
+                "--name",
+                "six",
+                "--requirements",
+                "six==1.16.0",
+                "--runtime",
+                &runtime,
+                "--architecture",
+                host_architecture(),
+                "--out",
+                zip.to_str().unwrap(),
             ],
             &[],
         );
@@ -132,9 +168,20 @@ fn native_pure_python_layer_imports_and_rebuilds_byte_identical() {
 
     let entries = names(&zips[0]);
     assert!(entries.contains(&format!("{site}/six.py")), "{entries:?}");
-    assert!(entries.contains(&format!("{site}/six-1.16.0.dist-info/METADATA")), "{entries:?}");
-    assert!(entries.iter().all(|n| n.starts_with(&format!("{site}/"))), "{entries:?}");
-    assert!(!entries.iter().any(|n| n.contains("__pycache__") || n.ends_with(".pyc")), "{entries:?}");
+    assert!(
+        entries.contains(&format!("{site}/six-1.16.0.dist-info/METADATA")),
+        "{entries:?}"
+    );
+    assert!(
+        entries.iter().all(|n| n.starts_with(&format!("{site}/"))),
+        "{entries:?}"
+    );
+    assert!(
+        !entries
+            .iter()
+            .any(|n| n.contains("__pycache__") || n.ends_with(".pyc")),
+        "{entries:?}"
+    );
     let mut sorted = entries.clone();
     sorted.sort();
     assert_eq!(entries, sorted, "entries are sorted");
@@ -142,22 +189,37 @@ fn native_pure_python_layer_imports_and_rebuilds_byte_identical() {
     for i in 0..archive.len() {
         let entry = archive.by_index(i).unwrap();
         assert_eq!(entry.unix_mode(), Some(0o100_644), "{}", entry.name());
-        assert_eq!(entry.last_modified().map(|t| t.year()), Some(1980), "{}", entry.name());
+        assert_eq!(
+            entry.last_modified().map(|t| t.year()),
+            Some(1980),
+            "{}",
+            entry.name()
+        );
     }
 
     // Unzipped, the module imports from the layer's site-packages.
     let extracted = dir.path().join("extracted");
     archive.extract(&extracted).unwrap();
     let out = Command::new("python3")
-        .args(["-c", "import six; print(six.__version__); print(six.__file__)"])
+        .args([
+            "-c",
+            "import six; print(six.__version__); print(six.__file__)",
+        ])
         .env("PYTHONPATH", extracted.join(&site))
         .env("PYTHONNOUSERSITE", "1")
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.starts_with("1.16.0\n"), "{stdout}");
-    assert!(stdout.contains(extracted.to_str().unwrap()), "six came from the layer: {stdout}");
+    assert!(
+        stdout.contains(extracted.to_str().unwrap()),
+        "six came from the layer: {stdout}"
+    );
 
     // Byte-identical rebuild.
     let (a, b) = (sha256_hex(&zips[0]), sha256_hex(&zips[1]));
@@ -181,8 +243,20 @@ fn cross_build(installer: &str, architecture: &str, expected: u16) {
     let zip = dir.path().join("compiled.zip");
     let output = builder(
         &[
-            "--name", "compiled", "--requirements", COMPILED, "--runtime", "python3.12", "--architecture",
-            architecture, "--platform-mode", "cross", "--installer", installer, "--out", zip.to_str().unwrap(),
+            "--name",
+            "compiled",
+            "--requirements",
+            COMPILED,
+            "--runtime",
+            "python3.12",
+            "--architecture",
+            architecture,
+            "--platform-mode",
+            "cross",
+            "--installer",
+            installer,
+            "--out",
+            zip.to_str().unwrap(),
         ],
         &[],
     );
@@ -194,9 +268,19 @@ fn cross_build(installer: &str, architecture: &str, expected: u16) {
     }
     let elves = elf_entries(&zip);
     let shared: Vec<&(String, u16)> = elves.iter().filter(|(n, _)| n.ends_with(".so")).collect();
-    assert!(shared.len() >= 2, "orjson and charset-normalizer ship .so files: {elves:?}");
     assert!(
-        shared.iter().all(|(n, _)| n.contains(&format!("cpython-312-{}", if expected == EM_AARCH64 { "aarch64" } else { "x86_64" }))),
+        shared.len() >= 2,
+        "orjson and charset-normalizer ship .so files: {elves:?}"
+    );
+    assert!(
+        shared.iter().all(|(n, _)| n.contains(&format!(
+            "cpython-312-{}",
+            if expected == EM_AARCH64 {
+                "aarch64"
+            } else {
+                "x86_64"
+            }
+        ))),
         "{shared:?}"
     );
     for (name, machine) in &elves {
@@ -237,8 +321,18 @@ fn uv_native_build_matches_pip_layout() {
     let zip = dir.path().join("six-uv.zip");
     let output = builder(
         &[
-            "-n", "six", "-r", "six==1.16.0", "--runtime", &runtime, "--architecture", host_architecture(),
-            "--installer", "uv", "--out", zip.to_str().unwrap(),
+            "-n",
+            "six",
+            "-r",
+            "six==1.16.0",
+            "--runtime",
+            &runtime,
+            "--architecture",
+            host_architecture(),
+            "--installer",
+            "uv",
+            "--out",
+            zip.to_str().unwrap(),
         ],
         &[],
     );
@@ -246,7 +340,10 @@ fn uv_native_build_matches_pip_layout() {
     let entries = names(&zip);
     let site = format!("python/lib/{runtime}/site-packages");
     assert!(entries.contains(&format!("{site}/six.py")), "{entries:?}");
-    assert!(entries.contains(&format!("{site}/six-1.16.0.dist-info/INSTALLER")), "{entries:?}");
+    assert!(
+        entries.contains(&format!("{site}/six-1.16.0.dist-info/INSTALLER")),
+        "{entries:?}"
+    );
     let mut archive = open_zip(&zip);
     let mut installer = String::new();
     archive
@@ -274,8 +371,22 @@ async fn upload_with_the_original_short_options() {
         move || {
             builder(
                 &[
-                    "-n", "legacy_layer", "-r", requirements, "-s", &bucket, "-k", "python", "-l", "MIT",
-                    "--runtime", &runtime, "--architecture", arch, "--description", "six and attrs — pinned",
+                    "-n",
+                    "legacy_layer",
+                    "-r",
+                    requirements,
+                    "-s",
+                    &bucket,
+                    "-k",
+                    "python",
+                    "-l",
+                    "MIT",
+                    "--runtime",
+                    &runtime,
+                    "--architecture",
+                    arch,
+                    "--description",
+                    "six and attrs — pinned",
                 ],
                 &[],
             )
@@ -285,16 +396,36 @@ async fn upload_with_the_original_short_options() {
     .unwrap();
     let sums = summary(&output);
     let artifact = &sums["artifact"];
-    let key = artifact.strip_prefix(&format!("s3://{bucket}/")).expect("artifact in the bucket");
-    assert!(key.starts_with(&format!("python/legacy_layer/{runtime}-{arch}/")), "{key}");
-    assert!(key.ends_with(&format!("{}.zip", sums["fingerprint"])), "{key}");
-    assert!(!sums.contains_key("zip"), "an upload without --out keeps no local zip");
+    let key = artifact
+        .strip_prefix(&format!("s3://{bucket}/"))
+        .expect("artifact in the bucket");
+    assert!(
+        key.starts_with(&format!("python/legacy_layer/{runtime}-{arch}/")),
+        "{key}"
+    );
+    assert!(
+        key.ends_with(&format!("{}.zip", sums["fingerprint"])),
+        "{key}"
+    );
+    assert!(
+        !sums.contains_key("zip"),
+        "an upload without --out keeps no local zip"
+    );
 
-    let head = s3.head_object().bucket(&bucket).key(key).send().await.unwrap();
+    let head = s3
+        .head_object()
+        .bucket(&bucket)
+        .key(key)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(head.content_type(), Some("application/zip"));
     let metadata = head.metadata().cloned().unwrap_or_default();
     for k in keys::ALL {
-        assert!(metadata.get(*k).is_some_and(|v| !v.is_empty()), "metadata {k} missing: {metadata:?}");
+        assert!(
+            metadata.get(*k).is_some_and(|v| !v.is_empty()),
+            "metadata {k} missing: {metadata:?}"
+        );
     }
     let total: usize = metadata.iter().map(|(k, v)| k.len() + v.len()).sum();
     assert!(total <= METADATA_LIMIT_BYTES, "metadata is {total} bytes");
@@ -302,15 +433,34 @@ async fn upload_with_the_original_short_options() {
     assert_eq!(metadata[keys::LICENSE_INFO], "MIT");
     assert_eq!(metadata[keys::COMPATIBLE_RUNTIMES], runtime);
     assert_eq!(metadata[keys::COMPATIBLE_ARCHITECTURES], arch);
-    assert!(metadata[keys::PYTHON_VERSION].starts_with(runtime.trim_start_matches("python")), "{metadata:?}");
+    assert!(
+        metadata[keys::PYTHON_VERSION].starts_with(runtime.trim_start_matches("python")),
+        "{metadata:?}"
+    );
     assert_eq!(metadata[keys::FINGERPRINT], sums["fingerprint"]);
     assert_eq!(metadata[keys::BUILDER_VERSION], env!("CARGO_PKG_VERSION"));
-    assert_eq!(metadata[keys::REQUIREMENTS], "six==1.16.0|attrs==24.2.0 ; python_version >= \"3.8\"");
+    assert_eq!(
+        metadata[keys::REQUIREMENTS],
+        "six==1.16.0|attrs==24.2.0 ; python_version >= \"3.8\""
+    );
     assert_eq!(metadata[keys::CREATE_DATE].len(), 17, "YYYYmmddHHMMSSmmm");
-    assert!(metadata[keys::CREATE_DATE].starts_with("20"), "{metadata:?}");
+    assert!(
+        metadata[keys::CREATE_DATE].starts_with("20"),
+        "{metadata:?}"
+    );
 
     // The metadata's content-sha256 is the uploaded object's.
-    let body = s3.get_object().bucket(&bucket).key(key).send().await.unwrap().body.collect().await.unwrap();
+    let body = s3
+        .get_object()
+        .bucket(&bucket)
+        .key(key)
+        .send()
+        .await
+        .unwrap()
+        .body
+        .collect()
+        .await
+        .unwrap();
     let bytes = body.into_bytes();
     let sha = base64::engine::general_purpose::STANDARD.encode(Sha256::digest(&bytes));
     assert_eq!(metadata[keys::CONTENT_SHA256], sha);
@@ -318,7 +468,11 @@ async fn upload_with_the_original_short_options() {
     assert_eq!(sums["zipped_bytes"], bytes.len().to_string());
     let archive = zip::ZipArchive::new(std::io::Cursor::new(bytes.to_vec())).unwrap();
     let site = format!("python/lib/{runtime}/site-packages");
-    assert!(archive.file_names().any(|n| n == format!("{site}/attrs/__init__.py")));
+    assert!(
+        archive
+            .file_names()
+            .any(|n| n == format!("{site}/attrs/__init__.py"))
+    );
     assert!(archive.file_names().any(|n| n == format!("{site}/six.py")));
 }
 
@@ -330,21 +484,53 @@ async fn large_zips_go_up_in_parts_with_their_metadata() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("big.zip");
     let size = MULTIPART_THRESHOLD as usize * 2 + 12_345;
-    let content: Vec<u8> = (0..size).map(|i| (i as u32).wrapping_mul(2_654_435_761).to_le_bytes()[3]).collect();
+    let content: Vec<u8> = (0..size)
+        .map(|i| (i as u32).wrapping_mul(2_654_435_761).to_le_bytes()[3])
+        .collect();
     std::fs::write(&path, &content).unwrap();
     let metadata = HashMap::from([(keys::LAYER_NAME.to_owned(), "big".to_owned())]);
-    let uploaded = upload(&s3, &path, size as u64, &bucket, "layers/big/python3.12-arm64/0123456789abcdef.zip", metadata)
+    let uploaded = upload(
+        &s3,
+        &path,
+        size as u64,
+        &bucket,
+        "layers/big/python3.12-arm64/0123456789abcdef.zip",
+        metadata,
+    )
+    .await
+    .unwrap();
+    assert!(uploaded.multipart);
+    let object = s3
+        .get_object()
+        .bucket(&bucket)
+        .key(&uploaded.key)
+        .send()
         .await
         .unwrap();
-    assert!(uploaded.multipart);
-    let object = s3.get_object().bucket(&bucket).key(&uploaded.key).send().await.unwrap();
-    assert_eq!(object.metadata().and_then(|m| m.get(keys::LAYER_NAME)).map(String::as_str), Some("big"));
+    assert_eq!(
+        object
+            .metadata()
+            .and_then(|m| m.get(keys::LAYER_NAME))
+            .map(String::as_str),
+        Some("big")
+    );
     assert_eq!(object.content_type(), Some("application/zip"));
     let body = object.body.collect().await.unwrap().into_bytes();
     assert_eq!(body.len(), size);
-    assert!(body.as_ref() == content.as_slice(), "the parts reassemble the file");
-    let uploads = s3.list_multipart_uploads().bucket(&bucket).send().await.unwrap();
-    assert!(uploads.uploads().is_empty(), "no multipart upload is left open");
+    assert!(
+        body.as_ref() == content.as_slice(),
+        "the parts reassemble the file"
+    );
+    let uploads = s3
+        .list_multipart_uploads()
+        .bucket(&bucket)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        uploads.uploads().is_empty(),
+        "no multipart upload is left open"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -358,8 +544,17 @@ async fn unknown_package_exits_3_and_uploads_nothing() {
         move || {
             builder(
                 &[
-                    "--name", "missing", "--requirements", "layerforge-no-such-package-3f2a9c==1.0.0", "--runtime",
-                    &runtime, "--architecture", host_architecture(), "--bucket", &bucket, "--key",
+                    "--name",
+                    "missing",
+                    "--requirements",
+                    "layerforge-no-such-package-3f2a9c==1.0.0",
+                    "--runtime",
+                    &runtime,
+                    "--architecture",
+                    host_architecture(),
+                    "--bucket",
+                    &bucket,
+                    "--key",
                     "layers/missing/x.zip",
                 ],
                 &[],
@@ -370,29 +565,69 @@ async fn unknown_package_exits_3_and_uploads_nothing() {
     .unwrap();
     assert_eq!(output.status.code(), Some(3));
     let stderr = String::from_utf8_lossy(&output.stderr);
-    let error = stderr.lines().find(|l| l.starts_with("layer-builder: error:")).unwrap_or_default();
+    let error = stderr
+        .lines()
+        .find(|l| l.starts_with("layer-builder: error:"))
+        .unwrap_or_default();
     assert!(error.contains("pip install failed"), "{stderr}");
-    let reason = stderr.split("layer-builder: error:").nth(1).unwrap_or_default();
-    assert!(reason.contains("No matching distribution found for layerforge-no-such-package-3f2a9c"), "{reason}");
+    let reason = stderr
+        .split("layer-builder: error:")
+        .nth(1)
+        .unwrap_or_default();
+    assert!(
+        reason.contains("No matching distribution found for layerforge-no-such-package-3f2a9c"),
+        "{reason}"
+    );
     assert!(output.stdout.is_empty(), "no summary on failure");
     let listed = s3.list_objects_v2().bucket(&bucket).send().await.unwrap();
-    assert_eq!(listed.key_count(), Some(0), "nothing uploaded: {:?}", listed.contents());
+    assert_eq!(
+        listed.key_count(),
+        Some(0),
+        "nothing uploaded: {:?}",
+        listed.contents()
+    );
 }
 
 #[test]
 fn bad_arguments_exit_2_with_a_usage_line() {
     for args in [
         &["--requirements", "six==1.16.0"][..],
-        &["--name", "x", "--requirements", "six==1.16.0", "--architecture", "sparc"],
-        &["--name", "x", "--requirements", "-e git+https://example.com/x.git"],
-        &["--name", "x", "--requirements", "six @ https://example.com/six.whl"],
-        &["--name", "x", "--requirements", "six==1.16.0", "--description", &"d".repeat(300)],
+        &[
+            "--name",
+            "x",
+            "--requirements",
+            "six==1.16.0",
+            "--architecture",
+            "sparc",
+        ],
+        &[
+            "--name",
+            "x",
+            "--requirements=-e git+https://example.com/x.git",
+        ],
+        &[
+            "--name",
+            "x",
+            "--requirements",
+            "six @ https://example.com/six.whl",
+        ],
+        &[
+            "--name",
+            "x",
+            "--requirements",
+            "six==1.16.0",
+            "--description",
+            &"d".repeat(300),
+        ],
         &["--name", "x", "-p", "/nonexistent/requirements.txt"],
     ] {
         let output = builder(args, &[]);
         assert_eq!(output.status.code(), Some(2), "{args:?}");
         let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(stderr.contains("Usage: layer-builder"), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("Usage: layer-builder"),
+            "{args:?}: {stderr}"
+        );
         assert!(stderr.contains("error:"), "{args:?}: {stderr}");
     }
 }
@@ -401,14 +636,33 @@ fn bad_arguments_exit_2_with_a_usage_line() {
 fn native_build_needs_the_runtime_interpreter() {
     // python3 is not 3.14 here (machine_runtime is asserted 3.10-3.13 in practice): a native 3.14 build refuses.
     let runtime = machine_runtime();
-    let other = if runtime == "python3.14" { "python3.10" } else { "python3.14" };
+    let other = if runtime == "python3.14" {
+        "python3.10"
+    } else {
+        "python3.14"
+    };
     let output = builder(
-        &["--name", "x", "--requirements", "six==1.16.0", "--runtime", other, "--out", "/nonexistent/x.zip"],
+        &[
+            "--name",
+            "x",
+            "--requirements",
+            "six==1.16.0",
+            "--runtime",
+            other,
+            "--out",
+            "/nonexistent/x.zip",
+        ],
         &[("LAYERFORGE_PYTHON", "python3")],
     );
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains(&format!("no Python {} interpreter", &other["python".len()..])), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "no Python {} interpreter",
+            &other["python".len()..]
+        )),
+        "{stderr}"
+    );
     assert!(stderr.contains("--platform-mode cross"), "{stderr}");
 }
 
@@ -416,13 +670,25 @@ fn native_build_needs_the_runtime_interpreter() {
 fn native_build_for_another_architecture_refuses_foreign_elf_files() {
     // On this host a native install of a compiled package gets the host's wheel: wrong for the other arch.
     let runtime = machine_runtime();
-    let other = if host_architecture() == "arm64" { "x86_64" } else { "arm64" };
+    let other = if host_architecture() == "arm64" {
+        "x86_64"
+    } else {
+        "arm64"
+    };
     let dir = tempfile::tempdir().unwrap();
     let zip = dir.path().join("wrong.zip");
     let output = builder(
         &[
-            "--name", "wrong", "--requirements", "orjson==3.10.7", "--runtime", &runtime, "--architecture", other,
-            "--out", zip.to_str().unwrap(),
+            "--name",
+            "wrong",
+            "--requirements",
+            "orjson==3.10.7",
+            "--runtime",
+            &runtime,
+            "--architecture",
+            other,
+            "--out",
+            zip.to_str().unwrap(),
         ],
         &[],
     );
@@ -430,5 +696,8 @@ fn native_build_for_another_architecture_refuses_foreign_elf_files() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("orjson/orjson.cpython-"), "{stderr}");
     assert!(stderr.contains("--platform-mode cross"), "{stderr}");
-    assert!(!zip.exists(), "no zip is written for a wrong-architecture tree");
+    assert!(
+        !zip.exists(),
+        "no zip is written for a wrong-architecture tree"
+    );
 }
