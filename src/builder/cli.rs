@@ -147,12 +147,12 @@ impl Args {
                 }
             }
         }
-        if let Some(key) = &self.key {
-            if key.is_empty() || key.starts_with('/') || key.len() > 1024 {
-                return Err(format!(
-                    "--key: must be a relative S3 key of 1 to 1024 bytes (got {key:?})"
-                ));
-            }
+        if let Some(key) = &self.key
+            && (key.is_empty() || key.starts_with('/') || key.len() > 1024)
+        {
+            return Err(format!(
+                "--key: must be a relative S3 key of 1 to 1024 bytes (got {key:?})"
+            ));
         }
         Ok(())
     }

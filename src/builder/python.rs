@@ -154,20 +154,18 @@ pub fn find(
     let mut probes = Vec::new();
     for candidate in candidates(runtime, override_path) {
         let outcome = probe(&candidate);
-        if let Ok(interpreter) = &outcome {
-            if interpreter.matches(runtime) {
-                return Ok(interpreter.clone());
-            }
+        if let Ok(interpreter) = &outcome
+            && interpreter.matches(runtime)
+        {
+            return Ok(interpreter.clone());
         }
         probes.push(Probe {
             candidate: candidate.to_string_lossy().into_owned(),
             outcome,
         });
     }
-    if !exact {
-        if let Some(interpreter) = probes.iter().find_map(|p| p.outcome.as_ref().ok()) {
-            return Ok(interpreter.clone());
-        }
+    if !exact && let Some(interpreter) = probes.iter().find_map(|p| p.outcome.as_ref().ok()) {
+        return Ok(interpreter.clone());
     }
     Err(InterpreterError {
         runtime,
