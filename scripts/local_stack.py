@@ -20,6 +20,7 @@ import os
 import sys
 import time
 import urllib.request
+from urllib.parse import unquote_plus
 
 import boto3
 from botocore.config import Config
@@ -118,7 +119,8 @@ def next_event(args):
             body = json.loads(message["Body"])
             sqs.delete_message(QueueUrl=state["queue_url"], ReceiptHandle=message["ReceiptHandle"])
             records = body.get("Records", [])
-            if any(r.get("s3", {}).get("object", {}).get("key") == args.key for r in records):
+            # Event keys are form-URL-encoded (moto encodes '/' too).
+            if any(unquote_plus(r.get("s3", {}).get("object", {}).get("key", "")) == args.key for r in records):
                 with open(args.out, "w") as f:
                     json.dump(body, f, indent=2)
                 print(args.out)

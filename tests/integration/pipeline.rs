@@ -84,7 +84,7 @@ async fn artifact_bucket_with_events(sdk: &aws_config::SdkConfig) -> (String, St
     (bucket, queue_url)
 }
 
-/// The S3 event message moto generated for `key` (skipping its `s3:TestEvent`).
+/// The S3 event message moto generated for `key` (skipping its `s3:TestEvent` and other keys' events).
 async fn event_for(sqs: &aws_sdk_sqs::Client, queue_url: &str, key: &str) -> Value {
     for _ in 0..30 {
         let out = sqs
@@ -103,9 +103,16 @@ async fn event_for(sqs: &aws_sdk_sqs::Client, queue_url: &str, key: &str) -> Val
                 .send()
                 .await
                 .unwrap();
-            let for_key = body["Records"]
-                .as_array()
-                .is_some_and(|records| records.iter().any(|r| r["s3"]["object"]["key"] == key));
+            let for_key = body["Records"].as_array().is_some_and(|records| {
+                // Event keys are form-URL-encoded (moto encodes '/' too).
+                records.iter().any(|r| {
+                    r["s3"]["object"]["key"]
+                        .as_str()
+                        .and_then(|k| publish::form_decode(k).ok())
+                        .as_deref()
+                        == Some(key)
+                })
+            });
             if for_key {
                 return body;
             }
