@@ -19,7 +19,11 @@ pub const METADATA_LIMIT_BYTES: usize = 2048;
 pub struct Fingerprint(String);
 
 impl Fingerprint {
-    pub fn compute(requirements: &Requirements, runtime: Runtime, architecture: Architecture) -> Self {
+    pub fn compute(
+        requirements: &Requirements,
+        runtime: Runtime,
+        architecture: Architecture,
+    ) -> Self {
         let mut hasher = Sha256::new();
         hasher.update(format!("layerforge-fingerprint\nformat={FORMAT_VERSION}\n"));
         hasher.update(format!("runtime={runtime}\narchitecture={architecture}\n"));
@@ -60,7 +64,13 @@ pub struct ArtifactKey {
 }
 
 impl ArtifactKey {
-    pub fn new(prefix: &str, layer_name: &LayerName, runtime: Runtime, architecture: Architecture, fingerprint: &Fingerprint) -> Self {
+    pub fn new(
+        prefix: &str,
+        layer_name: &LayerName,
+        runtime: Runtime,
+        architecture: Architecture,
+        fingerprint: &Fingerprint,
+    ) -> Self {
         Self {
             prefix: prefix.trim_matches('/').to_owned(),
             layer_name: layer_name.as_str().to_owned(),
@@ -180,11 +190,21 @@ impl ArtifactMetadata {
             (keys::PYTHON_VERSION, ascii(&self.python_version)),
             (
                 keys::COMPATIBLE_RUNTIMES,
-                join(self.compatible_runtimes.iter().map(|r| r.as_str()).collect()),
+                join(
+                    self.compatible_runtimes
+                        .iter()
+                        .map(|r| r.as_str())
+                        .collect(),
+                ),
             ),
             (
                 keys::COMPATIBLE_ARCHITECTURES,
-                join(self.compatible_architectures.iter().map(|a| a.as_str()).collect()),
+                join(
+                    self.compatible_architectures
+                        .iter()
+                        .map(|a| a.as_str())
+                        .collect(),
+                ),
             ),
             (keys::CREATE_DATE, ascii(&self.create_date)),
         ];
@@ -198,14 +218,18 @@ impl ArtifactMetadata {
             }
         }
         let mut used: usize = fixed.iter().map(|(k, v)| k.len() + v.len()).sum();
-        let mut out: HashMap<String, String> = fixed.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+        let mut out: HashMap<String, String> =
+            fixed.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
 
         // Free text, smallest budget first so that the requirements get what is left.
         let mut free: Vec<(&str, String)> = Vec::new();
         if let Some(d) = &self.description {
             free.push((keys::DESCRIPTION, ascii(d)));
         }
-        free.push((keys::LICENSE_INFO, ascii(self.license.as_deref().unwrap_or(""))));
+        free.push((
+            keys::LICENSE_INFO,
+            ascii(self.license.as_deref().unwrap_or("")),
+        ));
         free.push((keys::REQUIREMENTS, ascii(&self.requirements)));
         let remaining_keys: usize = free.iter().map(|(k, _)| k.len()).sum();
         used += remaining_keys;
@@ -283,7 +307,9 @@ impl ArtifactMetadata {
 }
 
 fn split_list(v: &str) -> impl Iterator<Item = &str> {
-    v.split([',', ' ', '|']).map(str::trim).filter(|s| !s.is_empty())
+    v.split([',', ' ', '|'])
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
 }
 
 /// Percent-encodes `%`, control characters and anything outside ASCII, so a value is safe in an HTTP header.
@@ -335,16 +361,40 @@ mod tests {
 
     #[test]
     fn fingerprint_ignores_spelling_but_not_content() {
-        let a = Fingerprint::compute(&reqs("requests == 2.32.3|httpx==0.27.2"), Runtime::Python312, Architecture::Arm64);
-        let b = Fingerprint::compute(&reqs("Requests==2.32.3\n# c\nhttpx==0.27.2\n"), Runtime::Python312, Architecture::Arm64);
+        let a = Fingerprint::compute(
+            &reqs("requests == 2.32.3|httpx==0.27.2"),
+            Runtime::Python312,
+            Architecture::Arm64,
+        );
+        let b = Fingerprint::compute(
+            &reqs("Requests==2.32.3\n# c\nhttpx==0.27.2\n"),
+            Runtime::Python312,
+            Architecture::Arm64,
+        );
         assert_eq!(a, b);
         assert_eq!(a.full().len(), 64);
         assert_eq!(a.short().len(), 16);
         for other in [
-            Fingerprint::compute(&reqs("requests==2.32.3|httpx==0.27.2"), Runtime::Python313, Architecture::Arm64),
-            Fingerprint::compute(&reqs("requests==2.32.3|httpx==0.27.2"), Runtime::Python312, Architecture::X86_64),
-            Fingerprint::compute(&reqs("httpx==0.27.2|requests==2.32.3"), Runtime::Python312, Architecture::Arm64),
-            Fingerprint::compute(&reqs("requests==2.32.4|httpx==0.27.2"), Runtime::Python312, Architecture::Arm64),
+            Fingerprint::compute(
+                &reqs("requests==2.32.3|httpx==0.27.2"),
+                Runtime::Python313,
+                Architecture::Arm64,
+            ),
+            Fingerprint::compute(
+                &reqs("requests==2.32.3|httpx==0.27.2"),
+                Runtime::Python312,
+                Architecture::X86_64,
+            ),
+            Fingerprint::compute(
+                &reqs("httpx==0.27.2|requests==2.32.3"),
+                Runtime::Python312,
+                Architecture::Arm64,
+            ),
+            Fingerprint::compute(
+                &reqs("requests==2.32.4|httpx==0.27.2"),
+                Runtime::Python312,
+                Architecture::Arm64,
+            ),
         ] {
             assert_ne!(a, other);
         }
@@ -353,10 +403,23 @@ mod tests {
     #[test]
     fn key_round_trips_and_rejects_other_shapes() {
         let name = LayerName::parse("http-clients").unwrap();
-        let fp = Fingerprint::compute(&reqs("six==1.16.0"), Runtime::Python312, Architecture::Arm64);
-        let key = ArtifactKey::new("layers/", &name, Runtime::Python312, Architecture::Arm64, &fp);
+        let fp = Fingerprint::compute(
+            &reqs("six==1.16.0"),
+            Runtime::Python312,
+            Architecture::Arm64,
+        );
+        let key = ArtifactKey::new(
+            "layers/",
+            &name,
+            Runtime::Python312,
+            Architecture::Arm64,
+            &fp,
+        );
         let text = key.to_string();
-        assert_eq!(text, format!("layers/http-clients/python3.12-arm64/{}.zip", fp.short()));
+        assert_eq!(
+            text,
+            format!("layers/http-clients/python3.12-arm64/{}.zip", fp.short())
+        );
         assert_eq!(ArtifactKey::parse("layers", &text), Some(key));
         for bad in [
             "layers/http-clients/python3.12-arm64/0123.zip",
@@ -407,7 +470,10 @@ mod tests {
         let map = meta.to_s3_metadata();
         let total: usize = map.iter().map(|(k, v)| k.len() + v.len()).sum();
         assert!(total <= METADATA_LIMIT_BYTES, "{total}");
-        assert!(map[keys::REQUIREMENTS].len() > 500, "requirements keep most of the budget");
+        assert!(
+            map[keys::REQUIREMENTS].len() > 500,
+            "requirements keep most of the budget"
+        );
         assert_eq!(map[keys::DESCRIPTION].len(), 256);
     }
 
@@ -436,9 +502,15 @@ mod tests {
     fn missing_or_bad_metadata_names_the_key() {
         let mut map = sample().to_s3_metadata();
         map.remove(keys::COMPATIBLE_RUNTIMES);
-        assert_eq!(ArtifactMetadata::from_s3_metadata(&map).unwrap_err().key, keys::COMPATIBLE_RUNTIMES);
+        assert_eq!(
+            ArtifactMetadata::from_s3_metadata(&map).unwrap_err().key,
+            keys::COMPATIBLE_RUNTIMES
+        );
         let mut map = sample().to_s3_metadata();
         map.insert(keys::LAYER_NAME.into(), "bad name!".into());
-        assert_eq!(ArtifactMetadata::from_s3_metadata(&map).unwrap_err().key, keys::LAYER_NAME);
+        assert_eq!(
+            ArtifactMetadata::from_s3_metadata(&map).unwrap_err().key,
+            keys::LAYER_NAME
+        );
     }
 }

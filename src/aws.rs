@@ -79,15 +79,22 @@ impl AwsFault {
             other => ("NoResponse".to_owned(), error_chain(other)),
         };
         let transient = match err {
-            SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => true,
+            SdkError::TimeoutError(_)
+            | SdkError::DispatchFailure(_)
+            | SdkError::ResponseError(_) => true,
             SdkError::ServiceError(_) => {
-                http_status.is_some_and(|s| s >= 500 || s == 429) || THROTTLING_CODES.contains(&code.as_str())
+                http_status.is_some_and(|s| s >= 500 || s == 429)
+                    || THROTTLING_CODES.contains(&code.as_str())
             }
             _ => false,
         };
         Self {
             operation,
-            kind: if transient { FaultKind::Transient } else { FaultKind::Permanent },
+            kind: if transient {
+                FaultKind::Transient
+            } else {
+                FaultKind::Permanent
+            },
             code,
             message,
             http_status,

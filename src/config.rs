@@ -73,16 +73,23 @@ impl Config {
 
     /// Reads configuration through `lookup` (the environment in production, a map in tests).
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let get = |var: &'static str| lookup(var).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+        let get = |var: &'static str| {
+            lookup(var)
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+        };
 
-        let artifact_bucket =
-            get("ARTIFACT_BUCKET").ok_or_else(|| ConfigError::new("ARTIFACT_BUCKET", "required"))?;
+        let artifact_bucket = get("ARTIFACT_BUCKET")
+            .ok_or_else(|| ConfigError::new("ARTIFACT_BUCKET", "required"))?;
         let artifact_prefix = get("ARTIFACT_PREFIX")
             .unwrap_or_else(|| "layers".to_owned())
             .trim_matches('/')
             .to_owned();
         if artifact_prefix.is_empty() {
-            return Err(ConfigError::new("ARTIFACT_PREFIX", "must not be only slashes"));
+            return Err(ConfigError::new(
+                "ARTIFACT_PREFIX",
+                "must not be only slashes",
+            ));
         }
 
         let default_runtime = match get("DEFAULT_RUNTIME") {
@@ -131,7 +138,9 @@ impl Config {
                 _ => {
                     return Err(ConfigError::new(
                         "MAX_MEMORY_MIB",
-                        format!("must be a whole number of MiB in 512..={FARGATE_MAX_MEMORY_MIB}, got {v:?}"),
+                        format!(
+                            "must be a whole number of MiB in 512..={FARGATE_MAX_MEMORY_MIB}, got {v:?}"
+                        ),
                     ));
                 }
             },
@@ -190,8 +199,10 @@ mod tests {
     use std::collections::HashMap;
 
     fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let map: HashMap<String, String> =
-            vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
         Config::from_lookup(|k| map.get(k).cloned())
     }
 
@@ -219,8 +230,14 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(c.artifact_prefix, "custom");
-        assert_eq!(c.build_target(Architecture::X86_64).unwrap().job_queue, "q-x86");
-        assert_eq!(c.build_target(Architecture::Arm64).unwrap().job_definition, "d-arm");
+        assert_eq!(
+            c.build_target(Architecture::X86_64).unwrap().job_queue,
+            "q-x86"
+        );
+        assert_eq!(
+            c.build_target(Architecture::Arm64).unwrap().job_definition,
+            "d-arm"
+        );
         assert!(c.requirements_bucket_allowed("reqs-b"));
     }
 
@@ -228,16 +245,37 @@ mod tests {
     fn each_bad_variable_is_named() {
         let cases: &[(&[(&str, &str)], &str)] = &[
             (&[], "ARTIFACT_BUCKET"),
-            (&[("ARTIFACT_BUCKET", "b"), ("BUILD_TARGETS", "{")], "BUILD_TARGETS"),
             (
-                &[("ARTIFACT_BUCKET", "b"), ("BUILD_TARGETS", r#"{"sparc":{"job_queue":"q","job_definition":"d"}}"#)],
+                &[("ARTIFACT_BUCKET", "b"), ("BUILD_TARGETS", "{")],
                 "BUILD_TARGETS",
             ),
-            (&[("ARTIFACT_BUCKET", "b"), ("DEFAULT_RUNTIME", "python2.7")], "DEFAULT_RUNTIME"),
-            (&[("ARTIFACT_BUCKET", "b"), ("DEFAULT_ARCHITECTURE", "sparc")], "DEFAULT_ARCHITECTURE"),
+            (
+                &[
+                    ("ARTIFACT_BUCKET", "b"),
+                    (
+                        "BUILD_TARGETS",
+                        r#"{"sparc":{"job_queue":"q","job_definition":"d"}}"#,
+                    ),
+                ],
+                "BUILD_TARGETS",
+            ),
+            (
+                &[("ARTIFACT_BUCKET", "b"), ("DEFAULT_RUNTIME", "python2.7")],
+                "DEFAULT_RUNTIME",
+            ),
+            (
+                &[("ARTIFACT_BUCKET", "b"), ("DEFAULT_ARCHITECTURE", "sparc")],
+                "DEFAULT_ARCHITECTURE",
+            ),
             (&[("ARTIFACT_BUCKET", "b"), ("MAX_VCPU", "0")], "MAX_VCPU"),
-            (&[("ARTIFACT_BUCKET", "b"), ("MAX_MEMORY_MIB", "lots")], "MAX_MEMORY_MIB"),
-            (&[("ARTIFACT_BUCKET", "b"), ("ARTIFACT_PREFIX", "//")], "ARTIFACT_PREFIX"),
+            (
+                &[("ARTIFACT_BUCKET", "b"), ("MAX_MEMORY_MIB", "lots")],
+                "MAX_MEMORY_MIB",
+            ),
+            (
+                &[("ARTIFACT_BUCKET", "b"), ("ARTIFACT_PREFIX", "//")],
+                "ARTIFACT_PREFIX",
+            ),
         ];
         for (vars, var) in cases {
             let err = config(vars).unwrap_err();

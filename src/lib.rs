@@ -16,5 +16,6 @@ pub mod builder;
 pub mod config;
 pub mod publish;
 pub mod request;
+pub mod samcache;
 pub mod submit;
 pub mod zipcheck;

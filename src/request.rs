@@ -130,7 +130,9 @@ impl FromStr for Runtime {
         Runtime::ALL
             .into_iter()
             .find(|r| r.as_str() == s)
-            .ok_or_else(|| format!("unknown runtime {s:?}; expected one of python3.10 … python3.14"))
+            .ok_or_else(|| {
+                format!("unknown runtime {s:?}; expected one of python3.10 … python3.14")
+            })
     }
 }
 
@@ -181,7 +183,9 @@ impl FromStr for Architecture {
         match s {
             "arm64" => Ok(Architecture::Arm64),
             "x86_64" => Ok(Architecture::X86_64),
-            _ => Err(format!("unknown architecture {s:?}; expected arm64 or x86_64")),
+            _ => Err(format!(
+                "unknown architecture {s:?}; expected arm64 or x86_64"
+            )),
         }
     }
 }
@@ -196,8 +200,13 @@ impl LayerName {
         if s.is_empty() || s.len() > MAX_LAYER_NAME {
             return Err(format!("must be 1 to {MAX_LAYER_NAME} characters"));
         }
-        if let Some(c) = s.chars().find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_')) {
-            return Err(format!("may hold only letters, digits, '-' and '_' (found {c:?})"));
+        if let Some(c) = s
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_'))
+        {
+            return Err(format!(
+                "may hold only letters, digits, '-' and '_' (found {c:?})"
+            ));
         }
         Ok(Self(s.to_owned()))
     }
@@ -233,7 +242,9 @@ impl S3Uri {
                 .chars()
                 .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.');
         if !bucket_ok {
-            return Err("the bucket must be a valid S3 bucket name (3-63 of a-z 0-9 . -)".to_owned());
+            return Err(
+                "the bucket must be a valid S3 bucket name (3-63 of a-z 0-9 . -)".to_owned(),
+            );
         }
         if key.is_empty() || key.ends_with('/') {
             return Err("must name an object, not a folder".to_owned());
@@ -279,7 +290,10 @@ impl Requirements {
         if text.len() > MAX_REQUIREMENTS_BYTES {
             return Err(InvalidRequest::new(
                 FIELD,
-                format!("at most {MAX_REQUIREMENTS_BYTES} bytes of text ({} given)", text.len()),
+                format!(
+                    "at most {MAX_REQUIREMENTS_BYTES} bytes of text ({} given)",
+                    text.len()
+                ),
                 text,
             ));
         }
@@ -287,7 +301,10 @@ impl Requirements {
         if physical.len() > MAX_REQUIREMENT_LINES {
             return Err(InvalidRequest::new(
                 FIELD,
-                format!("at most {MAX_REQUIREMENT_LINES} lines ({} given)", physical.len()),
+                format!(
+                    "at most {MAX_REQUIREMENT_LINES} lines ({} given)",
+                    physical.len()
+                ),
                 text,
             ));
         }
@@ -308,21 +325,31 @@ impl Requirements {
             }
             pending.push_str(raw);
             let logical = std::mem::take(&mut pending);
-            if let Some(line) = parse_line(&logical)
-                .map_err(|rule| InvalidRequest::new(FIELD, format!("line {pending_start}: {rule}"), logical.trim()))?
-            {
+            if let Some(line) = parse_line(&logical).map_err(|rule| {
+                InvalidRequest::new(
+                    FIELD,
+                    format!("line {pending_start}: {rule}"),
+                    logical.trim(),
+                )
+            })? {
                 lines.push(line);
             }
         }
         if !pending.trim().is_empty() {
             return Err(InvalidRequest::new(
                 FIELD,
-                format!("line {pending_start}: ends with a line continuation '\\' and nothing after it"),
+                format!(
+                    "line {pending_start}: ends with a line continuation '\\' and nothing after it"
+                ),
                 pending.trim(),
             ));
         }
         if lines.is_empty() {
-            return Err(InvalidRequest::new(FIELD, "must list at least one requirement", text));
+            return Err(InvalidRequest::new(
+                FIELD,
+                "must list at least one requirement",
+                text,
+            ));
         }
         Ok(Self { lines })
     }
@@ -379,7 +406,9 @@ fn parse_line(line: &str) -> Result<Option<RequirementLine>, String> {
             .split_once(':')
             .ok_or_else(|| format!("--hash needs ALGORITHM:HEX, got {hash:?}"))?;
         let Some((_, len)) = HASH_ALGORITHMS.iter().find(|(a, _)| *a == algorithm) else {
-            return Err(format!("--hash algorithm {algorithm:?} is not one of sha256, sha384, sha512"));
+            return Err(format!(
+                "--hash algorithm {algorithm:?} is not one of sha256, sha384, sha512"
+            ));
         };
         if hex.len() != *len || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
             return Err(format!("--hash={algorithm}: expects {len} hex digits"));
@@ -403,7 +432,10 @@ fn parse_line(line: &str) -> Result<Option<RequirementLine>, String> {
         }
         Some(VersionOrUrl::VersionSpecifier(specifiers)) => {
             specifiers.len() == 1
-                && matches!(specifiers[0].operator(), Operator::Equal | Operator::ExactEqual)
+                && matches!(
+                    specifiers[0].operator(),
+                    Operator::Equal | Operator::ExactEqual
+                )
         }
         None => false,
     };
@@ -493,7 +525,11 @@ impl RequestDraft {
     /// Validates every field of a raw request against the rules of DESIGN section 1 and this deployment.
     pub fn parse(event: &Value, config: &Config) -> Result<Self, InvalidRequest> {
         let Value::Object(map) = event else {
-            return Err(InvalidRequest::json("request", "must be a JSON object", event));
+            return Err(InvalidRequest::json(
+                "request",
+                "must be a JSON object",
+                event,
+            ));
         };
         if let Some(unknown) = map.keys().find(|k| !FIELDS.contains(&k.as_str())) {
             return Err(InvalidRequest::new(
@@ -504,11 +540,15 @@ impl RequestDraft {
         }
 
         let layer_name = match string_field(map, "layer_name")? {
-            Some(s) => LayerName::parse(s.trim()).map_err(|rule| InvalidRequest::new("layer_name", rule, s))?,
+            Some(s) => LayerName::parse(s.trim())
+                .map_err(|rule| InvalidRequest::new("layer_name", rule, s))?,
             None => return Err(InvalidRequest::new("layer_name", "required", "")),
         };
 
-        let requirements = match (present(map, "requirements"), present(map, "requirements_s3_uri")) {
+        let requirements = match (
+            present(map, "requirements"),
+            present(map, "requirements_s3_uri"),
+        ) {
             (Some(_), Some(_)) => {
                 return Err(InvalidRequest::new(
                     "requirements_s3_uri",
@@ -523,7 +563,9 @@ impl RequestDraft {
                     "",
                 ));
             }
-            (Some(value), None) => RequirementsInput::Inline(Requirements::parse(&requirements_text(value)?)?),
+            (Some(value), None) => {
+                RequirementsInput::Inline(Requirements::parse(&requirements_text(value)?)?)
+            }
             (None, Some(_)) => {
                 let raw = string_field(map, "requirements_s3_uri")?.unwrap_or_default();
                 let uri = S3Uri::parse(raw.trim())
@@ -544,11 +586,15 @@ impl RequestDraft {
         };
 
         let runtime = match string_field(map, "runtime")? {
-            Some(s) => s.parse().map_err(|rule| InvalidRequest::new("runtime", rule, s))?,
+            Some(s) => s
+                .parse()
+                .map_err(|rule| InvalidRequest::new("runtime", rule, s))?,
             None => config.default_runtime,
         };
         let architecture: Architecture = match string_field(map, "architecture")? {
-            Some(s) => s.parse().map_err(|rule| InvalidRequest::new("architecture", rule, s))?,
+            Some(s) => s
+                .parse()
+                .map_err(|rule| InvalidRequest::new("architecture", rule, s))?,
             None => config.default_architecture,
         };
         if config.build_target(architecture).is_none() {
@@ -563,7 +609,13 @@ impl RequestDraft {
         let license = text_field(map, "license", MAX_LICENSE)?;
         let force = match present(map, "force") {
             Some(Value::Bool(b)) => *b,
-            Some(other) => return Err(InvalidRequest::json("force", "must be true or false", other)),
+            Some(other) => {
+                return Err(InvalidRequest::json(
+                    "force",
+                    "must be true or false",
+                    other,
+                ));
+            }
             None => false,
         };
 
@@ -573,7 +625,10 @@ impl RequestDraft {
                 _ => {
                     return Err(InvalidRequest::json(
                         "vcpu",
-                        format!("must be a number greater than 0 and at most {} (MAX_VCPU)", config.max_vcpu),
+                        format!(
+                            "must be a number greater than 0 and at most {} (MAX_VCPU)",
+                            config.max_vcpu
+                        ),
                         value,
                     ));
                 }
@@ -630,7 +685,10 @@ fn present<'a>(map: &'a Map<String, Value>, field: &str) -> Option<&'a Value> {
     map.get(field).filter(|v| !v.is_null())
 }
 
-fn string_field<'a>(map: &'a Map<String, Value>, field: &str) -> Result<Option<&'a str>, InvalidRequest> {
+fn string_field<'a>(
+    map: &'a Map<String, Value>,
+    field: &str,
+) -> Result<Option<&'a str>, InvalidRequest> {
     match present(map, field) {
         None => Ok(None),
         Some(Value::String(s)) => Ok(Some(s)),
@@ -638,16 +696,28 @@ fn string_field<'a>(map: &'a Map<String, Value>, field: &str) -> Result<Option<&
     }
 }
 
-fn text_field(map: &Map<String, Value>, field: &str, max: usize) -> Result<Option<String>, InvalidRequest> {
+fn text_field(
+    map: &Map<String, Value>,
+    field: &str,
+    max: usize,
+) -> Result<Option<String>, InvalidRequest> {
     let Some(s) = string_field(map, field)? else {
         return Ok(None);
     };
     let s = s.trim();
     if s.chars().count() > max {
-        return Err(InvalidRequest::new(field, format!("at most {max} characters"), s));
+        return Err(InvalidRequest::new(
+            field,
+            format!("at most {max} characters"),
+            s,
+        ));
     }
     if s.chars().any(char::is_control) {
-        return Err(InvalidRequest::new(field, "must not contain control characters", s));
+        return Err(InvalidRequest::new(
+            field,
+            "must not contain control characters",
+            s,
+        ));
     }
     Ok((!s.is_empty()).then(|| s.to_owned()))
 }
@@ -677,5 +747,429 @@ fn requirements_text(value: &Value) -> Result<String, InvalidRequest> {
             "must be requirements.txt text or an array of lines",
             other,
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn config() -> Config {
+        Config::from_lookup(|k| match k {
+            "ARTIFACT_BUCKET" => Some("artifacts".into()),
+            "ALLOWED_REQUIREMENTS_BUCKETS" => Some("team-reqs,layerforge-artifacts-123456789012".into()),
+            "BUILD_TARGETS" => Some(
+                r#"{"arm64":{"job_queue":"q-arm","job_definition":"d-arm"},"x86_64":{"job_queue":"q-x86","job_definition":"d-x86"}}"#
+                    .into(),
+            ),
+            _ => None,
+        })
+        .unwrap()
+    }
+
+    fn parse(event: Value) -> Result<RequestDraft, InvalidRequest> {
+        RequestDraft::parse(&event, &config())
+    }
+
+    fn inline(draft: &RequestDraft) -> &Requirements {
+        match &draft.requirements {
+            RequirementsInput::Inline(r) => r,
+            RequirementsInput::S3(uri) => panic!("expected inline requirements, got {uri}"),
+        }
+    }
+
+    #[test]
+    fn original_tool_style_request_is_accepted_with_defaults() {
+        let draft = parse(json!({"layer_name": "http-clients", "requirements": "requests == 2.32.3|httpx == 0.27.2"})).unwrap();
+        assert_eq!(draft.layer_name.as_str(), "http-clients");
+        assert_eq!(draft.runtime, Runtime::Python312);
+        assert_eq!(draft.architecture, Architecture::Arm64);
+        assert!(!draft.force);
+        let reqs = inline(&draft);
+        assert_eq!(reqs.to_text(), "requests == 2.32.3\nhttpx == 0.27.2\n");
+        assert!(reqs.all_pinned());
+        assert_eq!(reqs.lines()[0].canonical, "requests==2.32.3");
+    }
+
+    #[test]
+    fn specifiers_extras_markers_and_hashes_pass_through_intact() {
+        let text = "pandas>=2.2,<3\nrequests[socks,security] == 2.32.3 ; python_version >= \"3.8\"\n\
+                    # a comment\n\nnumpy==2.1.3 \\\n    --hash=sha256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA # pinned\n";
+        let draft = parse(json!({"layer_name": "data", "requirements": text, "runtime": "python3.13", "architecture": "x86_64"})).unwrap();
+        let reqs = inline(&draft);
+        let texts: Vec<&str> = reqs.lines().iter().map(|l| l.text.as_str()).collect();
+        assert_eq!(
+            texts,
+            [
+                "pandas>=2.2,<3",
+                "requests[socks,security] == 2.32.3 ; python_version >= \"3.8\"",
+                "numpy==2.1.3 --hash=sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+            ]
+        );
+        assert!(!reqs.lines()[0].pinned, ">= is a range, not a pin");
+        assert!(reqs.lines()[1].pinned);
+        assert!(reqs.lines()[2].pinned);
+        assert!(!reqs.all_pinned());
+        assert_eq!(draft.runtime, Runtime::Python313);
+        assert_eq!(draft.architecture, Architecture::X86_64);
+    }
+
+    #[test]
+    fn requirements_may_be_an_array_and_s3_uris_are_kept_for_fetching() {
+        let draft =
+            parse(json!({"layer_name": "a", "requirements": ["six==1.16.0", "attrs==24.2.0"]}))
+                .unwrap();
+        assert_eq!(inline(&draft).lines().len(), 2);
+        let draft = parse(json!({"layer_name": "a", "requirements_s3_uri": "s3://team-reqs/app/requirements.txt"})).unwrap();
+        assert_eq!(
+            draft.requirements,
+            RequirementsInput::S3(S3Uri {
+                bucket: "team-reqs".into(),
+                key: "app/requirements.txt".into()
+            })
+        );
+        let draft = parse(json!({"layer_name": "a", "requirements": "six", "vcpu": 2, "memory_mib": 4096, "force": true, "description": null})).unwrap();
+        assert_eq!(
+            draft.resources,
+            Resources {
+                vcpu: Some(2.0),
+                memory_mib: Some(4096)
+            }
+        );
+        assert!(draft.force);
+        assert_eq!(draft.description, None);
+    }
+
+    #[test]
+    fn every_bad_request_names_its_field() {
+        let long = "x".repeat(300);
+        let many_lines = (0..501)
+            .map(|i| format!("pkg{i}==1.0"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let huge = format!("six==1.16.0 # {}", "y".repeat(MAX_REQUIREMENTS_BYTES));
+        let cases: Vec<(Value, &str, &str)> = vec![
+            (json!("not an object"), "request", "JSON object"),
+            (json!({"requirements": "six"}), "layer_name", "required"),
+            (
+                json!({"layer_name": "", "requirements": "six"}),
+                "layer_name",
+                "1 to 64",
+            ),
+            (
+                json!({"layer_name": "has space", "requirements": "six"}),
+                "layer_name",
+                "letters, digits",
+            ),
+            (
+                json!({"layer_name": "a".repeat(65), "requirements": "six"}),
+                "layer_name",
+                "1 to 64",
+            ),
+            (
+                json!({"layer_name": 42, "requirements": "six"}),
+                "layer_name",
+                "string",
+            ),
+            (json!({"layer_name": "a"}), "requirements", "required"),
+            (
+                json!({"layer_name": "a", "requirements": "six", "requirements_s3_uri": "s3://artifacts/r.txt"}),
+                "requirements_s3_uri",
+                "exactly one",
+            ),
+            (
+                json!({"layer_name": "a", "requirements": ""}),
+                "requirements",
+                "at least one",
+            ),
+            (
+                json!({"layer_name": "a", "requirements": "# only a comment\n"}),
+                "requirements",
+                "at least one",
+            ),
+            (
+                json!({"layer_name": "a", "requirements": 7}),
+                "requirements",
+                "text or an array",
+            ),
+            (
+                json!({"layer_name": "a", "requirements": ["six", 3]}),
+                "requirements",
+                "element 2",
+            ),
+            (
+                json!({"layer_name": "a", "requirements": "six\n-i https://evil.example/simple\n"}),
+                "requirements",
+                "line 2: pip option -i",
+            ),
+            (
+                json!({"layer_name": "a", "requirements": "--index-url=https://evil.example/simple"}),
+                "requirements",
+                "--index-url",
+            ),
+            (
+                json!({"layer_name": "a", "requirements": "six|--extra-index-url https://x"}),
+                "requirements",
+                "line 2: pip option --extra-index-url",
+            ),
+            (
+                json!({"layer_name": "a", "requirements": "-e git+https://github.com/x/y"}),
+                "requirements",
+                "-e",
+            ),
+            (
+                json!({"layer_name": "a", "requirements": "-r other.txt"}),
+                "requirements",
+                "-r",
+            ),
+            (
+                json!({"layer_name": "a", "requirements": "-c constraints.txt"}),
+                "requirements",
+                "-c",
+            ),
+            (
+                json!({"layer_name": "a", "requirements": "--trusted-host pypi.evil"}),
+                "requirements",
+                "--trusted-host",
+            ),
+            (
+                json!({"layer_name": "a", "requirements": "-f https://x/links"}),
+                "requirements",
+                "-f",
+            ),
+            (
+                json!({"layer_name": "a", "requirements": "six==1.16.0 --global-option=build_ext"}),
+                "requirements",
+                "--global-option",
+            ),
+            (
+                json!({"layer_name": "a", "requirements": "mypkg @ https://example.com/mypkg-1.0.whl"}),
+                "requirements",
+                "direct URL",
+            ),
+            (
+                json!({"layer_name": "a", "requirements": "six==1.16.0 --hash=md5:abc"}),
+                "requirements",
+                "md5",
+            ),
+            (
+                json!({"layer_name": "a", "requirements": "six==1.16.0 --hash=sha256:abc"}),
+                "requirements",
+                "64 hex digits",
+            ),
+            (
+                json!({"layer_name": "a", "requirements": "--hash=sha256:aaaa"}),
+                "requirements",
+                "must follow a requirement",
+            ),
+            (
+                json!({"layer_name": "a", "requirements": "six===="}),
+                "requirements",
+                "line 1: not a PEP 508",
+            ),
+            (
+                json!({"layer_name": "a", "requirements": "six\nre quests==1"}),
+                "requirements",
+                "line 2: not a PEP 508",
+            ),
+            (
+                json!({"layer_name": "a", "requirements": "six \\"}),
+                "requirements",
+                "continuation",
+            ),
+            (
+                json!({"layer_name": "a", "requirements": many_lines}),
+                "requirements",
+                "at most 500 lines",
+            ),
+            (
+                json!({"layer_name": "a", "requirements": huge}),
+                "requirements",
+                "bytes of text",
+            ),
+            (
+                json!({"layer_name": "a", "requirements_s3_uri": "https://bucket/key"}),
+                "requirements_s3_uri",
+                "s3://",
+            ),
+            (
+                json!({"layer_name": "a", "requirements_s3_uri": "s3://artifacts"}),
+                "requirements_s3_uri",
+                "key",
+            ),
+            (
+                json!({"layer_name": "a", "requirements_s3_uri": "s3://artifacts/dir/"}),
+                "requirements_s3_uri",
+                "not a folder",
+            ),
+            (
+                json!({"layer_name": "a", "requirements_s3_uri": "s3://Bad_Bucket/r.txt"}),
+                "requirements_s3_uri",
+                "bucket name",
+            ),
+            (
+                json!({"layer_name": "a", "requirements_s3_uri": "s3://someone-elses/r.txt"}),
+                "requirements_s3_uri",
+                "not allowed",
+            ),
+            (
+                json!({"layer_name": "a", "requirements": "six", "runtime": "python2.7"}),
+                "runtime",
+                "python3.10",
+            ),
+            (
+                json!({"layer_name": "a", "requirements": "six", "runtime": "nodejs20.x"}),
+                "runtime",
+                "unknown runtime",
+            ),
+            (
+                json!({"layer_name": "a", "requirements": "six", "runtime": 3.12}),
+                "runtime",
+                "string",
+            ),
+            (
+                json!({"layer_name": "a", "requirements": "six", "architecture": "aarch64"}),
+                "architecture",
+                "arm64 or x86_64",
+            ),
+            (
+                json!({"layer_name": "a", "requirements": "six", "description": long}),
+                "description",
+                "256",
+            ),
+            (
+                json!({"layer_name": "a", "requirements": "six", "description": "two\nlines"}),
+                "description",
+                "control",
+            ),
+            (
+                json!({"layer_name": "a", "requirements": "six", "license": "L".repeat(513)}),
+                "license",
+                "512",
+            ),
+            (
+                json!({"layer_name": "a", "requirements": "six", "licence": "MIT"}),
+                "licence",
+                "unknown field",
+            ),
+            (
+                json!({"layer_name": "a", "requirements": "six", "force": "yes"}),
+                "force",
+                "true or false",
+            ),
+            (
+                json!({"layer_name": "a", "requirements": "six", "vcpu": 64}),
+                "vcpu",
+                "MAX_VCPU",
+            ),
+            (
+                json!({"layer_name": "a", "requirements": "six", "vcpu": "2"}),
+                "vcpu",
+                "number",
+            ),
+            (
+                json!({"layer_name": "a", "requirements": "six", "memory_mib": 100}),
+                "memory_mib",
+                "512",
+            ),
+            (
+                json!({"layer_name": "a", "requirements": "six", "memory_mib": 1.5}),
+                "memory_mib",
+                "whole number",
+            ),
+        ];
+        assert!(cases.len() >= 25);
+        for (event, field, rule) in &cases {
+            let err = parse(event.clone()).expect_err(&format!("accepted {event}"));
+            assert_eq!(err.field, *field, "{event} -> {err}");
+            assert!(
+                err.to_string().contains(rule),
+                "{event} -> {err} (expected to mention {rule:?})"
+            );
+            assert!(
+                err.to_string().starts_with(field),
+                "message must lead with the field: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn sample_events_parse_as_documented() {
+        let valid = [
+            include_str!("../events/build-request.json"),
+            include_str!("../events/build-request-s3.json"),
+            include_str!("../events/build-request-x86_64.json"),
+            include_str!("../events/build-request-python314.json"),
+            include_str!("../events/local-demo.json"),
+        ];
+        for text in valid {
+            let event: Value = serde_json::from_str(text).unwrap();
+            parse(event).unwrap_or_else(|e| panic!("{text}: {e}"));
+        }
+        let invalid = [
+            (
+                include_str!("../events/invalid/unknown-field-licence.json"),
+                "licence",
+            ),
+            (
+                include_str!("../events/invalid/pip-option.json"),
+                "requirements",
+            ),
+            (
+                include_str!("../events/invalid/layer-name.json"),
+                "layer_name",
+            ),
+            (include_str!("../events/invalid/runtime.json"), "runtime"),
+            (
+                include_str!("../events/invalid/direct-url.json"),
+                "requirements",
+            ),
+        ];
+        for (text, field) in invalid {
+            let event: Value = serde_json::from_str(text).unwrap();
+            assert_eq!(parse(event).unwrap_err().field, field, "{text}");
+        }
+    }
+
+    #[test]
+    fn architecture_without_a_build_target_is_refused() {
+        let config = Config::from_lookup(|k| match k {
+            "ARTIFACT_BUCKET" => Some("artifacts".into()),
+            "BUILD_TARGETS" => Some(r#"{"arm64":{"job_queue":"q","job_definition":"d"}}"#.into()),
+            _ => None,
+        })
+        .unwrap();
+        let err = RequestDraft::parse(
+            &json!({"layer_name": "a", "requirements": "six", "architecture": "x86_64"}),
+            &config,
+        )
+        .unwrap_err();
+        assert_eq!(err.field, "architecture");
+        assert!(err.rule.contains("no build target"));
+    }
+
+    #[test]
+    fn long_values_are_truncated_in_errors() {
+        let err = parse(json!({"layer_name": "a".repeat(500), "requirements": "six"})).unwrap_err();
+        assert!(
+            err.value.chars().count() <= VALUE_PREVIEW + 3,
+            "{}",
+            err.value
+        );
+        assert!(err.value.contains('…'));
+    }
+
+    #[test]
+    fn runtime_and_architecture_names() {
+        assert_eq!(Runtime::Python312.python_version(), "3.12");
+        assert_eq!(Runtime::Python310.compact(), "python310");
+        assert_eq!(
+            Architecture::Arm64.manylinux_platform(),
+            "manylinux2014_aarch64"
+        );
+        for r in Runtime::ALL {
+            assert_eq!(r.as_str().parse::<Runtime>(), Ok(r));
+        }
     }
 }

@@ -13,10 +13,7 @@ use std::{
 };
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
-use layerforge::{
-    config::Config,
-    request::Architecture,
-};
+use layerforge::{config::Config, request::Architecture};
 
 pub const REGION: &str = "us-east-1";
 pub const ACCOUNT: &str = "123456789012";
@@ -61,8 +58,11 @@ pub fn http(method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> (
     let authority = base
         .strip_prefix("http://")
         .unwrap_or_else(|| panic!("MOTO_ENDPOINT must be http://host:port, got {base}"));
-    let mut stream = TcpStream::connect(authority).unwrap_or_else(|e| panic!("moto at {authority}: {e}"));
-    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut stream =
+        TcpStream::connect(authority).unwrap_or_else(|e| panic!("moto at {authority}: {e}"));
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
     let mut request = format!(
         "{method} {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\nContent-Length: {}\r\n",
         body.len()
@@ -81,14 +81,21 @@ pub fn http(method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> (
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("bad HTTP response from moto: {response:.200}"));
-    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
     // moto answers these small calls without chunking; if it chunks, strip the size lines.
     (status, dechunk(&body))
 }
 
 fn dechunk(body: &str) -> String {
     let first = body.lines().next().unwrap_or("");
-    if !first.is_empty() && first.len() <= 8 && first.chars().all(|c| c.is_ascii_hexdigit()) && body.contains("\r\n0\r\n") {
+    if !first.is_empty()
+        && first.len() <= 8
+        && first.chars().all(|c| c.is_ascii_hexdigit())
+        && body.contains("\r\n0\r\n")
+    {
         let mut out = String::new();
         let mut rest = body;
         while let Some((size, tail)) = rest.split_once("\r\n") {
@@ -124,7 +131,10 @@ pub fn query(service: &str, params: &[(&str, &str)]) -> String {
         ],
         &body,
     );
-    assert!(status < 300, "{service} {params:?} -> {status}: {text:.500}");
+    assert!(
+        status < 300,
+        "{service} {params:?} -> {status}: {text:.500}"
+    );
     text
 }
 
@@ -135,7 +145,10 @@ fn encode(s: &str) -> String {
 /// The text of the first `<tag>…</tag>` in an XML answer.
 pub fn xml_value(xml: &str, tag: &str) -> String {
     let open = format!("<{tag}>");
-    let start = xml.find(&open).unwrap_or_else(|| panic!("no <{tag}> in {xml:.500}")) + open.len();
+    let start = xml
+        .find(&open)
+        .unwrap_or_else(|| panic!("no <{tag}> in {xml:.500}"))
+        + open.len();
     let end = xml[start..].find(&format!("</{tag}>")).unwrap() + start;
     xml[start..end].to_owned()
 }
@@ -171,7 +184,14 @@ pub fn iam_role(name: &str, service: &str) -> String {
 /// A VPC with one subnet and one security group: (subnet id, security group id).
 pub fn network(name: &str) -> (String, String) {
     let vpc = xml_value(
-        &query("ec2", &[("Action", "CreateVpc"), ("Version", "2016-11-15"), ("CidrBlock", "10.0.0.0/16")]),
+        &query(
+            "ec2",
+            &[
+                ("Action", "CreateVpc"),
+                ("Version", "2016-11-15"),
+                ("CidrBlock", "10.0.0.0/16"),
+            ],
+        ),
         "vpcId",
     );
     let subnet = xml_value(
@@ -225,9 +245,10 @@ impl BatchStack {
 /// one job definition per architecture (`runtimePlatform` ARM64 / X86_64).
 pub async fn batch_stack(sdk: &SdkConfig) -> BatchStack {
     use aws_sdk_batch::types::{
-        AssignPublicIp, CeState, CeType, ComputeEnvironmentOrder, ComputeResource, CrType, FargatePlatformConfiguration,
-        JobDefinitionType, JqState, NetworkConfiguration, PlatformCapability, ResourceRequirement, ResourceType,
-        RuntimePlatform, ContainerProperties,
+        AssignPublicIp, CeState, CeType, ComputeEnvironmentOrder, ComputeResource,
+        ContainerProperties, CrType, FargatePlatformConfiguration, JobDefinitionType, JqState,
+        NetworkConfiguration, PlatformCapability, ResourceRequirement, ResourceType,
+        RuntimePlatform,
     };
     batch_without_docker();
     let batch = aws_sdk_batch::Client::new(sdk);
@@ -245,11 +266,10 @@ pub async fn batch_stack(sdk: &SdkConfig) -> BatchStack {
         .compute_resources(
             ComputeResource::builder()
                 .r#type(CrType::Fargate)
-                .max_vcpus(16)
+                .maxv_cpus(16)
                 .subnets(&subnet)
                 .security_group_ids(&group)
-                .build()
-                .unwrap(),
+                .build(),
         )
         .send()
         .await
@@ -257,7 +277,10 @@ pub async fn batch_stack(sdk: &SdkConfig) -> BatchStack {
     let ce_arn = ce.compute_environment_arn().unwrap().to_owned();
 
     let mut targets = Vec::new();
-    for (arch, cpu) in [(Architecture::Arm64, "ARM64"), (Architecture::X86_64, "X86_64")] {
+    for (arch, cpu) in [
+        (Architecture::Arm64, "ARM64"),
+        (Architecture::X86_64, "X86_64"),
+    ] {
         let queue = batch
             .create_job_queue()
             .job_queue_name(format!("{name}-{arch}"))
@@ -267,8 +290,7 @@ pub async fn batch_stack(sdk: &SdkConfig) -> BatchStack {
                 ComputeEnvironmentOrder::builder()
                     .order(1)
                     .compute_environment(&ce_arn)
-                    .build()
-                    .unwrap(),
+                    .build(),
             )
             .send()
             .await
@@ -283,13 +305,34 @@ pub async fn batch_stack(sdk: &SdkConfig) -> BatchStack {
                     .image("123456789012.dkr.ecr.us-east-1.amazonaws.com/layerforge-builder:latest")
                     .execution_role_arn(&job_role)
                     .job_role_arn(&job_role)
-                    .resource_requirements(ResourceRequirement::builder().r#type(ResourceType::Vcpu).value("2").build().unwrap())
                     .resource_requirements(
-                        ResourceRequirement::builder().r#type(ResourceType::Memory).value("4096").build().unwrap(),
+                        ResourceRequirement::builder()
+                            .r#type(ResourceType::Vcpu)
+                            .value("2")
+                            .build(),
                     )
-                    .runtime_platform(RuntimePlatform::builder().cpu_architecture(cpu).operating_system_family("LINUX").build())
-                    .network_configuration(NetworkConfiguration::builder().assign_public_ip(AssignPublicIp::Enabled).build())
-                    .fargate_platform_configuration(FargatePlatformConfiguration::builder().platform_version("LATEST").build())
+                    .resource_requirements(
+                        ResourceRequirement::builder()
+                            .r#type(ResourceType::Memory)
+                            .value("4096")
+                            .build(),
+                    )
+                    .runtime_platform(
+                        RuntimePlatform::builder()
+                            .cpu_architecture(cpu)
+                            .operating_system_family("LINUX")
+                            .build(),
+                    )
+                    .network_configuration(
+                        NetworkConfiguration::builder()
+                            .assign_public_ip(AssignPublicIp::Enabled)
+                            .build(),
+                    )
+                    .fargate_platform_configuration(
+                        FargatePlatformConfiguration::builder()
+                            .platform_version("LATEST")
+                            .build(),
+                    )
                     .build(),
             )
             .send()
@@ -316,7 +359,11 @@ pub async fn batch_stack(sdk: &SdkConfig) -> BatchStack {
 pub async fn bucket(sdk: &SdkConfig, prefix: &str) -> String {
     let s3 = layerforge::aws::s3_client(sdk);
     let name = unique(prefix).to_lowercase();
-    s3.create_bucket().bucket(&name).send().await.expect("create bucket");
+    s3.create_bucket()
+        .bucket(&name)
+        .send()
+        .await
+        .expect("create bucket");
     name
 }
 
@@ -326,6 +373,15 @@ pub fn config(bucket: &str, build_targets: &str, extra: &[(&str, &str)]) -> Conf
         ("ARTIFACT_BUCKET".into(), bucket.into()),
         ("BUILD_TARGETS".into(), build_targets.into()),
     ];
-    vars.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
-    Config::from_lookup(|k| vars.iter().find(|(name, _)| name == k).map(|(_, v)| v.clone())).expect("config")
+    vars.extend(
+        extra
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+    );
+    Config::from_lookup(|k| {
+        vars.iter()
+            .find(|(name, _)| name == k)
+            .map(|(_, v)| v.clone())
+    })
+    .expect("config")
 }

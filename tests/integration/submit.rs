@@ -1,1 +1,350 @@
-//! Integration tests: submit-build.
+//! submit-build against moto: real SubmitJob calls, read back with DescribeJobs.
+
+use std::sync::Arc;
+
+use aws_sdk_batch::types::JobStatus;
+use aws_sdk_s3::primitives::ByteStream;
+use layerforge::{
+    artifact::{ArtifactKey, Fingerprint},
+    request::{Architecture, LayerName, Requirements, Runtime},
+    submit::{self, Status, SubmitError, SubmitState},
+};
+use serde_json::{Value, json};
+
+use crate::helpers;
+
+struct Fixture {
+    state: SubmitState,
+    stack: helpers::BatchStack,
+    bucket: String,
+    batch: aws_sdk_batch::Client,
+    s3: aws_sdk_s3::Client,
+}
+
+async fn fixture(extra: &[(&str, &str)]) -> Fixture {
+    let sdk = helpers::sdk().await;
+    let stack = helpers::batch_stack(&sdk).await;
+    let bucket = helpers::bucket(&sdk, "artifacts").await;
+    let config = helpers::config(&bucket, &stack.build_targets, extra);
+    let s3 = layerforge::aws::s3_client(&sdk);
+    let batch = aws_sdk_batch::Client::new(&sdk);
+    Fixture {
+        state: SubmitState {
+            config: Arc::new(config),
+            s3: s3.clone(),
+            batch: batch.clone(),
+        },
+        stack,
+        bucket,
+        batch,
+        s3,
+    }
+}
+
+/// Every job in a queue, whatever its status (moto's jobs succeed at once without Docker).
+async fn jobs_in(batch: &aws_sdk_batch::Client, queue: &str) -> Vec<String> {
+    let mut ids = Vec::new();
+    for status in [
+        JobStatus::Submitted,
+        JobStatus::Pending,
+        JobStatus::Runnable,
+        JobStatus::Starting,
+        JobStatus::Running,
+        JobStatus::Succeeded,
+        JobStatus::Failed,
+    ] {
+        let out = batch
+            .list_jobs()
+            .job_queue(queue)
+            .job_status(status)
+            .send()
+            .await
+            .unwrap();
+        ids.extend(
+            out.job_summary_list()
+                .iter()
+                .map(|j| j.job_id().unwrap_or_default().to_owned()),
+        );
+    }
+    ids
+}
+
+fn expected_key(
+    fx: &Fixture,
+    name: &str,
+    text: &str,
+    runtime: Runtime,
+    arch: Architecture,
+) -> ArtifactKey {
+    let reqs = Requirements::parse(text).unwrap();
+    let fp = Fingerprint::compute(&reqs, runtime, arch);
+    ArtifactKey::new(
+        &fx.state.config.artifact_prefix,
+        &LayerName::parse(name).unwrap(),
+        runtime,
+        arch,
+        &fp,
+    )
+}
+
+#[tokio::test]
+async fn jobs_are_submitted_with_the_exact_command_queue_and_definition() {
+    let fx = fixture(&[]).await;
+    let cases = [
+        (
+            json!({"layer_name": "http-clients", "requirements": "requests == 2.32.3|httpx == 0.27.2", "license": "MIT"}),
+            Architecture::Arm64,
+            Runtime::Python312,
+        ),
+        (
+            json!({"layer_name": "data", "requirements": ["pandas>=2.2,<3", "pyarrow==17.0.0; python_version >= \"3.9\""],
+                   "runtime": "python3.13", "architecture": "x86_64", "description": "Data stack", "vcpu": 2, "memory_mib": 8192}),
+            Architecture::X86_64,
+            Runtime::Python313,
+        ),
+    ];
+    for (event, arch, runtime) in cases {
+        let response = submit::handle(&fx.state, event.clone()).await.unwrap();
+        assert_eq!(response.status, Status::Submitted);
+        let job_id = response.job_id.clone().unwrap();
+        let (queue, definition) = fx.stack.target(arch);
+
+        let described = fx.batch.describe_jobs().jobs(&job_id).send().await.unwrap();
+        let job = &described.jobs()[0];
+        assert_eq!(job.job_queue(), Some(queue.as_str()));
+        assert_eq!(job.job_definition(), Some(definition.as_str()));
+        assert_eq!(job.job_name(), response.job_name.as_deref());
+        let name = event["layer_name"].as_str().unwrap();
+        assert_eq!(
+            job.job_name(),
+            Some(format!("layer-{name}-{}-{arch}", runtime.compact()).as_str())
+        );
+
+        let text = match &event["requirements"] {
+            Value::String(s) => s.clone(),
+            Value::Array(a) => a
+                .iter()
+                .map(|v| v.as_str().unwrap())
+                .collect::<Vec<_>>()
+                .join("\n"),
+            _ => unreachable!(),
+        };
+        let key = expected_key(&fx, name, &text, runtime, arch);
+        assert_eq!(response.artifact, format!("s3://{}/{key}", fx.bucket));
+        assert_eq!(response.fingerprint, key.fingerprint);
+
+        let command = job.container().unwrap().command();
+        let mut expected: Vec<String> = vec![
+            "--name".into(),
+            name.into(),
+            "--requirements".into(),
+            Requirements::parse(&text).unwrap().to_text(),
+            "--runtime".into(),
+            runtime.to_string(),
+            "--architecture".into(),
+            arch.to_string(),
+            "--bucket".into(),
+            fx.bucket.clone(),
+            "--key".into(),
+            key.to_string(),
+        ];
+        if let Some(l) = event["license"].as_str() {
+            expected.extend(["--license".to_owned(), l.to_owned()]);
+        }
+        if let Some(d) = event["description"].as_str() {
+            expected.extend(["--description".to_owned(), d.to_owned()]);
+        }
+        assert_eq!(command, expected.as_slice());
+        assert!(command.iter().all(|c| !c.is_empty()));
+        // Requirement text reaches the builder unchanged: commas and markers intact.
+        if arch == Architecture::X86_64 {
+            assert_eq!(
+                command[3],
+                "pandas>=2.2,<3\npyarrow==17.0.0; python_version >= \"3.9\"\n"
+            );
+        }
+        let tags = job.tags().unwrap();
+        assert_eq!(
+            tags.get("layerforge:layer-name").map(String::as_str),
+            Some(name)
+        );
+        assert_eq!(tags.get("layerforge:fingerprint"), Some(&key.fingerprint));
+    }
+}
+
+#[tokio::test]
+async fn invalid_requests_leave_no_job_behind() {
+    let fx = fixture(&[]).await;
+    let bad = [
+        json!({"layer_name": "x", "requirements": "six\n--index-url https://evil.example/simple"}),
+        json!({"layer_name": "x y", "requirements": "six"}),
+        json!({"layer_name": "x", "requirements": "six", "licence": "MIT"}),
+        json!({"layer_name": "x", "requirements": "six", "architecture": "sparc"}),
+        json!({"layer_name": "x", "requirements": "git+https://github.com/psf/requests"}),
+        json!({"layer_name": "x", "requirements_s3_uri": "s3://not-allowed-bucket/requirements.txt"}),
+    ];
+    for event in bad {
+        match submit::handle(&fx.state, event.clone()).await {
+            Err(e @ SubmitError::InvalidRequest(_)) => assert_eq!(e.error_type(), "InvalidRequest"),
+            other => panic!("{event} -> {other:?}"),
+        }
+    }
+    for arch in Architecture::ALL {
+        let jobs = jobs_in(&fx.batch, &fx.stack.target(arch).0).await;
+        assert!(jobs.is_empty(), "{arch}: {jobs:?}");
+    }
+}
+
+#[tokio::test]
+async fn pinned_builds_that_exist_are_cached_unless_forced() {
+    let fx = fixture(&[]).await;
+    let text = "six==1.16.0";
+    let key = expected_key(&fx, "cached", text, Runtime::Python312, Architecture::Arm64);
+    let arn = "arn:aws:lambda:us-east-1:123456789012:layer:cached:3";
+    fx.s3
+        .put_object()
+        .bucket(&fx.bucket)
+        .key(key.to_string())
+        .body(ByteStream::from_static(b"PK\x05\x06"))
+        .tagging(format!("layer-version-arn={}", urlencode(arn)))
+        .send()
+        .await
+        .unwrap();
+
+    let response = submit::handle(
+        &fx.state,
+        json!({"layer_name": "cached", "requirements": text}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(response.status, Status::Cached);
+    assert_eq!(response.layer_version_arn.as_deref(), Some(arn));
+    assert_eq!(response.job_id, None);
+    let queue = &fx.stack.arm64.0;
+    assert!(
+        jobs_in(&fx.batch, queue).await.is_empty(),
+        "a cached request submits nothing"
+    );
+
+    let forced = submit::handle(
+        &fx.state,
+        json!({"layer_name": "cached", "requirements": text, "force": true}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(forced.status, Status::Submitted);
+    assert_eq!(
+        jobs_in(&fx.batch, queue).await,
+        vec![forced.job_id.clone().unwrap()]
+    );
+
+    // An unpinned set can resolve differently tomorrow: never served from the cache.
+    let loose = "six>=1.16";
+    let loose_key = expected_key(
+        &fx,
+        "cached",
+        loose,
+        Runtime::Python312,
+        Architecture::Arm64,
+    );
+    fx.s3
+        .put_object()
+        .bucket(&fx.bucket)
+        .key(loose_key.to_string())
+        .body(ByteStream::from_static(b"x"))
+        .send()
+        .await
+        .unwrap();
+    let response = submit::handle(
+        &fx.state,
+        json!({"layer_name": "cached", "requirements": loose}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(response.status, Status::Submitted);
+    assert_eq!(jobs_in(&fx.batch, queue).await.len(), 2);
+}
+
+#[tokio::test]
+async fn requirements_from_s3_are_validated_and_passed_on() {
+    let sdk = helpers::sdk().await;
+    let reqs_bucket = helpers::bucket(&sdk, "team-reqs").await;
+    let fx = fixture(&[("ALLOWED_REQUIREMENTS_BUCKETS", &reqs_bucket)]).await;
+    let text = "# team requirements\nrequests==2.32.3\nhttpx==0.27.2  # pinned\n";
+    fx.s3
+        .put_object()
+        .bucket(&reqs_bucket)
+        .key("app/requirements.txt")
+        .body(ByteStream::from_static(text.as_bytes()))
+        .send()
+        .await
+        .unwrap();
+    fx.s3
+        .put_object()
+        .bucket(&reqs_bucket)
+        .key("app/bad.txt")
+        .body(ByteStream::from_static(
+            b"requests==2.32.3\n--extra-index-url https://evil.example/simple\n",
+        ))
+        .send()
+        .await
+        .unwrap();
+
+    let uri = format!("s3://{reqs_bucket}/app/requirements.txt");
+    let response = submit::handle(
+        &fx.state,
+        json!({"layer_name": "from-s3", "requirements_s3_uri": uri}),
+    )
+    .await
+    .unwrap();
+    let inline = submit::handle(
+        &fx.state,
+        json!({"layer_name": "from-s3", "requirements": "requests==2.32.3|httpx==0.27.2"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        response.fingerprint, inline.fingerprint,
+        "the fingerprint covers the file's content"
+    );
+    let described = fx
+        .batch
+        .describe_jobs()
+        .jobs(response.job_id.unwrap())
+        .send()
+        .await
+        .unwrap();
+    let command = described.jobs()[0].container().unwrap().command();
+    let at = command.iter().position(|c| c == "--requirements").unwrap();
+    assert_eq!(command[at + 1], "requests==2.32.3\nhttpx==0.27.2\n");
+    assert!(
+        !command.iter().any(|c| c == "--requirements-s3-uri"),
+        "the builder gets validated text, not the file"
+    );
+
+    let err = submit::handle(&fx.state, json!({"layer_name": "from-s3", "requirements_s3_uri": format!("s3://{reqs_bucket}/app/bad.txt")}))
+        .await
+        .unwrap_err();
+    let SubmitError::InvalidRequest(invalid) = err else {
+        panic!("{err:?}")
+    };
+    assert_eq!(invalid.field, "requirements");
+    assert!(invalid.rule.starts_with("line 2"), "{invalid}");
+
+    let err = submit::handle(&fx.state, json!({"layer_name": "from-s3", "requirements_s3_uri": format!("s3://{reqs_bucket}/missing.txt")}))
+        .await
+        .unwrap_err();
+    let SubmitError::InvalidRequest(invalid) = err else {
+        panic!("{err:?}")
+    };
+    assert_eq!(invalid.field, "requirements_s3_uri");
+    assert_eq!(
+        jobs_in(&fx.batch, &fx.stack.arm64.0).await.len(),
+        2,
+        "only the two valid requests were submitted"
+    );
+}
+
+fn urlencode(s: &str) -> String {
+    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
