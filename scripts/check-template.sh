@@ -5,12 +5,13 @@
 #   2. sam validate --lint --region us-east-1      valid SAM template
 #   3. checkov -f template.yaml                    no failed checks; every suppression carries a comment
 #   4. cargo test --test integration template::    template == code (environment, S3 filter, binaries, IAM)
-#   5. sam build (arm64, no Docker)                both .aws-sam/build/*/bootstrap are AArch64 ELF executables
+#   5. hadolint builder/Dockerfile                 no findings (when the Dockerfile exists)
+#   6. sam build (arm64, no Docker)                both .aws-sam/build/*/bootstrap are AArch64 ELF executables
 #
 # Usage: scripts/check-template.sh [--no-build] [--no-test]
-#   --no-build  skip step 5 (a release cross-build of the whole crate: minutes on a small machine)
+#   --no-build  skip step 6 (a release cross-build of the whole crate: minutes on a small machine)
 #   --no-test   skip step 4 (when `cargo test` runs anyway)
-# Tools come from scripts/bootstrap.sh: $repo/.tools/venv (cfn-lint, checkov) and $repo/.tools/venv-sam (sam,
+# Tools come from scripts/bootstrap.sh: $repo/.tools/venv (cfn-lint, checkov, hadolint) and $repo/.tools/venv-sam (sam,
 # cargo-lambda, ziglang); LAYERFORGE_TOOLS overrides the .tools directory. A missing tool is a failure.
 # sam build runs cargo-lambda in the source tree with cargo's target directory (./target, or $CARGO_TARGET_DIR),
 # so compiled dependencies are kept between runs.
@@ -29,7 +30,7 @@ for arg in "$@"; do
   case $arg in
     --no-build) run_build=0 ;;
     --no-test) run_test=0 ;;
-    -h | --help) sed -n '2,17p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,18p' "$0"; exit 0 ;;
     *) echo "check-template: unknown argument $arg" >&2; exit 2 ;;
   esac
 done
@@ -130,7 +131,25 @@ if [ $run_test = 1 ]; then
   fi
 fi
 
-# 5. sam build + AArch64 check ----------------------------------------------------------------------------------
+# 5. hadolint builder/Dockerfile (the builder image the job definitions run) ---------------------------------------
+start=$SECONDS
+if [ -f "$repo/builder/Dockerfile" ]; then
+  if need "$venv/hadolint"; then
+    "$venv/hadolint" --no-color "$repo/builder/Dockerfile" >"$log/hadolint" 2>&1
+    rc=$?
+    cat "$log/hadolint"
+    findings=$(grep -cE 'DL[0-9]{4}|SC[0-9]{4}' "$log/hadolint")
+    if [ $rc -eq 0 ]; then status=ok; else status=FAIL; fi
+    record hadolint "$status" "findings=$findings (exit $rc)" $((SECONDS - start))
+  else
+    record hadolint FAIL "hadolint missing" 0
+  fi
+else
+  echo "check-template: builder/Dockerfile is absent; hadolint not run"
+  summary+=("$(printf '%-14s %-4s %5ss  %s' hadolint n/a 0 'no builder/Dockerfile yet')")
+fi
+
+# 6. sam build + AArch64 check ----------------------------------------------------------------------------------
 # e_machine (ELF header offset 18, little-endian u16) of $1; empty when $1 is not an ELF file. `file` may be absent.
 elf_machine() {
   [ "$(head -c 4 "$1" | od -An -c | tr -d ' ')" = '177ELF' ] || return 0
