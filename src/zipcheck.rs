@@ -1,1 +1,1036 @@
-//! Zip central-directory checks (issue 3).
+//! Zip inspection over ranged reads: a layer zip is checked from its central directory, never downloaded.
+//!
+//! [`inspect`] reads, through any [`RangeReader`] (S3 ranged `GetObject` in production, a byte slice in
+//! tests):
+//!
+//! 1. the last `min(len, 65,557)` bytes: the end-of-central-directory record (EOCD, 22 bytes) followed by a
+//!    comment of at most 65,535 bytes must lie there. The EOCD is searched backwards and must account exactly
+//!    for the bytes after it (its comment length), so a stray signature inside compressed data is not taken
+//!    for it;
+//! 2. for ZIP64 archives (any EOCD field saturated), the ZIP64 EOCD locator (20 bytes just before the EOCD)
+//!    and the ZIP64 EOCD record it points to (56 bytes);
+//! 3. the central directory itself, at most [`Limits::max_central_directory_bytes`] bytes, unless step 1
+//!    already holds it.
+//!
+//! The bytes read therefore depend on the number of entries and the length of their names, never on the size
+//! of their contents: a 1 GB layer costs the same few reads as a 1 KB one. [`ZipSummary::bytes_read`] counts
+//! them.
+//!
+//! Rules (every failure is a [`ZipProblem`], a permanent property of the object):
+//! - the object is not empty, ends with a well-formed EOCD and central directory (else *not a zip* or
+//!   *truncated*: a zip cut short loses its EOCD but still starts with a local file header);
+//! - single-disk archives only, at least one entry, entries counted by the EOCD all present;
+//! - every entry name is relative UTF-8 with `/` separators: no absolute path, drive letter, backslash, NUL,
+//!   empty, `.` or `..` component, no duplicates;
+//! - every entry lies under one of [`LAYER_ROOTS`]: `python/` (the Python runtimes' search path
+//!   `/opt/python`), `bin/` (on `PATH`) and `lib/` (on `LD_LIBRARY_PATH`). The other roots Lambda documents
+//!   (`nodejs/`, `java/`, `ruby/`) are only read by other runtimes, and a layerforge layer is compatible with
+//!   Python runtimes only, so content there is a sign of a wrong artifact and is refused;
+//! - no encrypted entries, and only the stored and deflate methods (what Lambda's extractor handles);
+//! - the declared uncompressed total is at most [`MAX_UNZIPPED_BYTES`] (Lambda's limit for a function and
+//!   its layers). Declared sizes can lie: Lambda still enforces the limit when it extracts; this check makes
+//!   honest oversize layers fail early, with a clear reason.
+
+use std::{collections::HashSet, fmt, future::Future};
+
+/// Lambda's limit on the unzipped size of a function and all its layers.
+pub const MAX_UNZIPPED_BYTES: u64 = 262_144_000;
+
+/// The top-level directories a layer may contain (see the module docs for the choice).
+pub const LAYER_ROOTS: &[&str] = &["python", "bin", "lib"];
+
+/// The EOCD record without its comment.
+const EOCD_LEN: u64 = 22;
+/// The longest comment an EOCD can carry.
+const MAX_COMMENT_LEN: u64 = u16::MAX as u64;
+const ZIP64_LOCATOR_LEN: u64 = 20;
+const ZIP64_EOCD_LEN: u64 = 56;
+const CENTRAL_HEADER_LEN: usize = 46;
+
+const SIG_EOCD: u32 = 0x0605_4b50;
+const SIG_ZIP64_LOCATOR: u32 = 0x0706_4b50;
+const SIG_ZIP64_EOCD: u32 = 0x0606_4b50;
+const SIG_CENTRAL: u32 = 0x0201_4b50;
+const SIG_LOCAL: u32 = 0x0403_4b50;
+
+/// Extra-field header id of the ZIP64 extended information.
+const ZIP64_EXTRA_ID: u16 = 0x0001;
+
+/// Bounds on what [`inspect`] accepts and reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// The declared uncompressed total may not exceed this.
+    pub max_unzipped_bytes: u64,
+    /// The central directory is read in one request and held in memory: bound it. 16 MiB holds well over
+    /// 100,000 entries with typical site-packages paths.
+    pub max_central_directory_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_unzipped_bytes: MAX_UNZIPPED_BYTES,
+            max_central_directory_bytes: 16 * 1024 * 1024,
+        }
+    }
+}
+
+/// Random access to an object of known length: S3 ranged GETs in production, memory in tests.
+pub trait RangeReader {
+    /// Why a read failed (a network or service fault: not a property of the zip).
+    type Error;
+
+    /// The object's total length in bytes.
+    fn len(&self) -> u64;
+
+    /// Whether the object has no bytes.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Exactly the bytes `start..start + len` (the caller never asks beyond [`RangeReader::len`]).
+    fn read(
+        &self,
+        start: u64,
+        len: u64,
+    ) -> impl Future<Output = Result<Vec<u8>, Self::Error>> + Send;
+}
+
+/// An in-memory object, e.g. a zip built by a test.
+impl RangeReader for [u8] {
+    type Error = std::convert::Infallible;
+
+    fn len(&self) -> u64 {
+        <[u8]>::len(self) as u64
+    }
+
+    async fn read(&self, start: u64, len: u64) -> Result<Vec<u8>, Self::Error> {
+        // `inspect` only asks for ranges inside the object; clamp anyway so a bug can't panic here.
+        let total = <[u8]>::len(self);
+        let start = usize::try_from(start).unwrap_or(total).min(total);
+        let end = start
+            .saturating_add(usize::try_from(len).unwrap_or(total))
+            .min(total);
+        Ok(self[start..end].to_vec())
+    }
+}
+
+/// What a valid layer zip declares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ZipSummary {
+    /// Number of central-directory entries (files and directories).
+    pub entries: u64,
+    /// Sum of the declared uncompressed sizes.
+    pub uncompressed_bytes: u64,
+    /// Sum of the declared compressed sizes.
+    pub compressed_bytes: u64,
+    pub central_directory_bytes: u64,
+    /// Whether the archive uses ZIP64 end records.
+    pub zip64: bool,
+    /// How many bytes were read from the object, all requests together.
+    pub bytes_read: u64,
+    /// How many range requests were made.
+    pub reads: u32,
+}
+
+/// A permanent defect of the object: retrying can't help.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ZipProblem {
+    #[error("the object is empty")]
+    Empty,
+    #[error("not a zip: {0}")]
+    NotAZip(String),
+    #[error("truncated: {0}")]
+    Truncated(String),
+    #[error("malformed zip: {0}")]
+    Malformed(String),
+    #[error("multi-disk (spanned) archives are not supported")]
+    MultiDisk,
+    #[error("the zip has no entries")]
+    NoEntries,
+    #[error("the central directory is {size} bytes, over the {limit}-byte limit")]
+    CentralDirectoryTooLarge { size: u64, limit: u64 },
+    #[error("unsafe entry path {name:?}: {why}")]
+    UnsafePath { name: String, why: &'static str },
+    #[error("entry {name:?} is outside the layer roots (python/, bin/, lib/)")]
+    OutsideLayerRoots { name: String },
+    #[error("entry {name:?} appears twice")]
+    DuplicateEntry { name: String },
+    #[error("entry {name:?} is encrypted")]
+    Encrypted { name: String },
+    #[error(
+        "entry {name:?} uses compression method {method} (only stored and deflate are supported)"
+    )]
+    UnsupportedMethod { name: String, method: u16 },
+    #[error("declared uncompressed size {declared} bytes is over the {limit}-byte limit")]
+    TooLarge { declared: u64, limit: u64 },
+}
+
+impl ZipProblem {
+    /// A short stable code, fit for an S3 tag value and for metrics.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ZipProblem::Empty => "empty-object",
+            ZipProblem::NotAZip(_) => "not-a-zip",
+            ZipProblem::Truncated(_) => "truncated",
+            ZipProblem::Malformed(_) => "malformed-zip",
+            ZipProblem::MultiDisk => "multi-disk-zip",
+            ZipProblem::NoEntries => "no-entries",
+            ZipProblem::CentralDirectoryTooLarge { .. } => "central-directory-too-large",
+            ZipProblem::UnsafePath { .. } => "unsafe-path",
+            ZipProblem::OutsideLayerRoots { .. } => "outside-layer-roots",
+            ZipProblem::DuplicateEntry { .. } => "duplicate-entry",
+            ZipProblem::Encrypted { .. } => "encrypted-entry",
+            ZipProblem::UnsupportedMethod { .. } => "unsupported-compression",
+            ZipProblem::TooLarge { .. } => "too-large-unzipped",
+        }
+    }
+}
+
+/// Why [`inspect`] did not return a summary.
+#[derive(Debug, thiserror::Error)]
+pub enum InspectError<E> {
+    /// The object is not an acceptable layer zip.
+    #[error(transparent)]
+    Invalid(#[from] ZipProblem),
+    /// Reading the object failed; the zip itself may be fine.
+    #[error("reading the object failed")]
+    Read(#[source] E),
+}
+
+/// Counts what is read and serves ranges already held in the tail buffer without a new request.
+struct Tracked<'a, R: RangeReader + ?Sized> {
+    reader: &'a R,
+    /// The last bytes of the object and where they start.
+    tail: Vec<u8>,
+    tail_start: u64,
+    bytes_read: u64,
+    reads: u32,
+}
+
+impl<R: RangeReader + ?Sized + Sync> Tracked<'_, R> {
+    async fn read(&mut self, start: u64, len: u64) -> Result<Vec<u8>, InspectError<R::Error>> {
+        let total = self.reader.len();
+        let end = start
+            .checked_add(len)
+            .filter(|&e| e <= total)
+            .ok_or_else(|| {
+                ZipProblem::Truncated(format!(
+                    "a record at {start}+{len} lies beyond the end of the {total}-byte object"
+                ))
+            })?;
+        if start >= self.tail_start && !self.tail.is_empty() {
+            let from = to_usize(start - self.tail_start)?;
+            let to = to_usize(end - self.tail_start)?;
+            if let Some(bytes) = self.tail.get(from..to) {
+                return Ok(bytes.to_vec());
+            }
+        }
+        let bytes = self
+            .reader
+            .read(start, len)
+            .await
+            .map_err(InspectError::Read)?;
+        self.bytes_read += bytes.len() as u64;
+        self.reads += 1;
+        if bytes.len() as u64 != len {
+            return Err(ZipProblem::Truncated(format!(
+                "asked for {len} bytes at {start}, got {}",
+                bytes.len()
+            ))
+            .into());
+        }
+        Ok(bytes)
+    }
+}
+
+fn to_usize(n: u64) -> Result<usize, ZipProblem> {
+    usize::try_from(n)
+        .map_err(|_| ZipProblem::Malformed(format!("offset {n} does not fit in memory")))
+}
+
+fn u16_at(b: &[u8], at: usize) -> u16 {
+    u16::from_le_bytes([b[at], b[at + 1]])
+}
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[at..at + 8]);
+    u64::from_le_bytes(a)
+}
+
+/// Where the central directory is, as the end records declare it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Directory {
+    entries: u64,
+    size: u64,
+    offset: u64,
+    /// Where the first end record (ZIP64 or classic) starts: the directory must end at or before it.
+    end_records_at: u64,
+    zip64: bool,
+}
+
+/// The classic EOCD fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Eocd {
+    disk: u16,
+    cd_disk: u16,
+    entries_on_disk: u16,
+    entries: u16,
+    size: u32,
+    offset: u32,
+}
+
+impl Eocd {
+    fn needs_zip64(&self) -> bool {
+        self.entries == u16::MAX
+            || self.entries_on_disk == u16::MAX
+            || self.size == u32::MAX
+            || self.offset == u32::MAX
+            || self.disk == u16::MAX
+            || self.cd_disk == u16::MAX
+    }
+}
+
+/// Finds the EOCD in `tail` (the object's last bytes): the last signature whose comment length accounts for
+/// exactly the bytes after the record. Returns its position in `tail`.
+fn find_eocd(tail: &[u8]) -> Option<usize> {
+    let len = tail.len();
+    if len < EOCD_LEN as usize {
+        return None;
+    }
+    (0..=len - EOCD_LEN as usize).rev().find(|&p| {
+        u32_at(tail, p) == SIG_EOCD && p + EOCD_LEN as usize + u16_at(tail, p + 20) as usize == len
+    })
+}
+
+fn parse_eocd(b: &[u8]) -> Eocd {
+    Eocd {
+        disk: u16_at(b, 4),
+        cd_disk: u16_at(b, 6),
+        entries_on_disk: u16_at(b, 8),
+        entries: u16_at(b, 10),
+        size: u32_at(b, 12),
+        offset: u32_at(b, 16),
+    }
+}
+
+/// Checks the zip behind `reader` against `limits` and the layer rules of the module docs.
+pub async fn inspect<R>(reader: &R, limits: &Limits) -> Result<ZipSummary, InspectError<R::Error>>
+where
+    R: RangeReader + ?Sized + Sync,
+{
+    let total = reader.len();
+    if total == 0 {
+        return Err(ZipProblem::Empty.into());
+    }
+    let mut io = Tracked {
+        reader,
+        tail: Vec::new(),
+        tail_start: total,
+        bytes_read: 0,
+        reads: 0,
+    };
+    let tail_len = total.min(EOCD_LEN + MAX_COMMENT_LEN);
+    let tail = io.read(total - tail_len, tail_len).await?;
+    io.tail_start = total - tail_len;
+    io.tail = tail;
+
+    let Some(eocd_in_tail) = find_eocd(&io.tail) else {
+        // A zip cut short keeps its first local header but loses the end record.
+        let head = if io.tail_start == 0 {
+            io.tail.get(..4).map(<[u8]>::to_vec)
+        } else if total >= 4 {
+            Some(io.read(0, 4).await?)
+        } else {
+            None
+        };
+        return Err(match head {
+            Some(h) if u32_at(&h, 0) == SIG_LOCAL => {
+                ZipProblem::Truncated("the end of central directory record is missing".to_owned())
+            }
+            _ => ZipProblem::NotAZip("no end of central directory record".to_owned()),
+        }
+        .into());
+    };
+    let eocd_at = io.tail_start + eocd_in_tail as u64;
+    let eocd = parse_eocd(&io.tail[eocd_in_tail..]);
+
+    // A ZIP64 locator right before the EOCD makes the ZIP64 record authoritative, whether or not the classic
+    // fields saturated (writers may emit it for small archives too).
+    let has_locator = match eocd_at.checked_sub(ZIP64_LOCATOR_LEN) {
+        Some(at) => u32_at(&io.read(at, 4).await?, 0) == SIG_ZIP64_LOCATOR,
+        None => false,
+    };
+    let directory = if has_locator {
+        zip64_directory(&mut io, eocd_at).await?
+    } else if eocd.needs_zip64() {
+        return Err(ZipProblem::Malformed(
+            "ZIP64 fields but no ZIP64 end of central directory locator".to_owned(),
+        )
+        .into());
+    } else {
+        if eocd.disk != 0 || eocd.cd_disk != 0 || eocd.entries_on_disk != eocd.entries {
+            return Err(ZipProblem::MultiDisk.into());
+        }
+        Directory {
+            entries: u64::from(eocd.entries),
+            size: u64::from(eocd.size),
+            offset: u64::from(eocd.offset),
+            end_records_at: eocd_at,
+            zip64: false,
+        }
+    };
+
+    if directory.entries == 0 {
+        return Err(ZipProblem::NoEntries.into());
+    }
+    if directory.size > limits.max_central_directory_bytes {
+        return Err(ZipProblem::CentralDirectoryTooLarge {
+            size: directory.size,
+            limit: limits.max_central_directory_bytes,
+        }
+        .into());
+    }
+    let cd_end = directory
+        .offset
+        .checked_add(directory.size)
+        .ok_or_else(|| ZipProblem::Malformed("central directory offset overflows".to_owned()))?;
+    if cd_end > directory.end_records_at {
+        return Err(ZipProblem::Truncated(format!(
+            "the central directory ({} bytes at {}) runs past the end records at {}",
+            directory.size, directory.offset, directory.end_records_at
+        ))
+        .into());
+    }
+    // Each entry takes at least its fixed header: a count that can't fit is a lie (and a memory bomb).
+    if directory.entries > directory.size / CENTRAL_HEADER_LEN as u64 {
+        return Err(ZipProblem::Malformed(format!(
+            "{} entries can't fit in a {}-byte central directory",
+            directory.entries, directory.size
+        ))
+        .into());
+    }
+    let cd = io.read(directory.offset, directory.size).await?;
+    let totals = check_entries(&cd, directory.entries, limits)?;
+
+    Ok(ZipSummary {
+        entries: directory.entries,
+        uncompressed_bytes: totals.uncompressed,
+        compressed_bytes: totals.compressed,
+        central_directory_bytes: directory.size,
+        zip64: directory.zip64,
+        bytes_read: io.bytes_read,
+        reads: io.reads,
+    })
+}
+
+/// Reads the ZIP64 locator just before the EOCD at `eocd_at`, then the ZIP64 EOCD record it points to.
+async fn zip64_directory<R>(
+    io: &mut Tracked<'_, R>,
+    eocd_at: u64,
+) -> Result<Directory, InspectError<R::Error>>
+where
+    R: RangeReader + ?Sized + Sync,
+{
+    let locator_at = eocd_at.checked_sub(ZIP64_LOCATOR_LEN).ok_or_else(|| {
+        ZipProblem::Malformed("ZIP64 fields without room for a ZIP64 locator".to_owned())
+    })?;
+    let locator = io.read(locator_at, ZIP64_LOCATOR_LEN).await?;
+    if u32_at(&locator, 0) != SIG_ZIP64_LOCATOR {
+        return Err(ZipProblem::Malformed(
+            "ZIP64 fields but no ZIP64 end of central directory locator".to_owned(),
+        )
+        .into());
+    }
+    if u32_at(&locator, 4) != 0 || u32_at(&locator, 16) > 1 {
+        return Err(ZipProblem::MultiDisk.into());
+    }
+    let record_at = u64_at(&locator, 8);
+    if record_at
+        .checked_add(ZIP64_EOCD_LEN)
+        .is_none_or(|end| end > locator_at)
+    {
+        return Err(ZipProblem::Malformed(format!(
+            "ZIP64 end record offset {record_at} overlaps the locator"
+        ))
+        .into());
+    }
+    let record = io.read(record_at, ZIP64_EOCD_LEN).await?;
+    if u32_at(&record, 0) != SIG_ZIP64_EOCD {
+        return Err(ZipProblem::Malformed(format!(
+            "no ZIP64 end of central directory record at {record_at}"
+        ))
+        .into());
+    }
+    let (disk, cd_disk) = (u32_at(&record, 16), u32_at(&record, 20));
+    let (entries_on_disk, entries) = (u64_at(&record, 24), u64_at(&record, 32));
+    if disk != 0 || cd_disk != 0 || entries_on_disk != entries {
+        return Err(ZipProblem::MultiDisk.into());
+    }
+    Ok(Directory {
+        entries,
+        size: u64_at(&record, 40),
+        offset: u64_at(&record, 48),
+        end_records_at: record_at,
+        zip64: true,
+    })
+}
+
+#[derive(Debug, Default)]
+struct Totals {
+    uncompressed: u64,
+    compressed: u64,
+}
+
+/// Walks `expected` central-directory headers in `cd`, applying the per-entry rules and the size limit.
+fn check_entries(cd: &[u8], expected: u64, limits: &Limits) -> Result<Totals, ZipProblem> {
+    let mut totals = Totals::default();
+    let mut seen: HashSet<&str> = HashSet::new();
+    let mut at = 0usize;
+    for index in 0..expected {
+        let header = cd.get(at..at + CENTRAL_HEADER_LEN).ok_or_else(|| {
+            ZipProblem::Malformed(format!("central directory ends inside entry {index}"))
+        })?;
+        if u32_at(header, 0) != SIG_CENTRAL {
+            return Err(ZipProblem::Malformed(format!(
+                "entry {index} has no central directory signature"
+            )));
+        }
+        let flags = u16_at(header, 8);
+        let method = u16_at(header, 10);
+        let mut compressed = u64::from(u32_at(header, 20));
+        let mut uncompressed = u64::from(u32_at(header, 24));
+        let name_len = usize::from(u16_at(header, 28));
+        let extra_len = usize::from(u16_at(header, 30));
+        let comment_len = usize::from(u16_at(header, 32));
+
+        let name_start = at + CENTRAL_HEADER_LEN;
+        let extra_start = name_start + name_len;
+        let next = extra_start + extra_len + comment_len;
+        let raw_name = cd.get(name_start..extra_start).ok_or_else(|| {
+            ZipProblem::Malformed(format!(
+                "central directory ends inside entry {index}'s name"
+            ))
+        })?;
+        let extra = cd
+            .get(extra_start..extra_start + extra_len)
+            .ok_or_else(|| {
+                ZipProblem::Malformed(format!(
+                    "central directory ends inside entry {index}'s extra field"
+                ))
+            })?;
+        if next > cd.len() {
+            return Err(ZipProblem::Malformed(format!(
+                "central directory ends inside entry {index}'s comment"
+            )));
+        }
+        let name = std::str::from_utf8(raw_name).map_err(|_| ZipProblem::UnsafePath {
+            name: String::from_utf8_lossy(raw_name).into_owned(),
+            why: "the name is not UTF-8",
+        })?;
+
+        if compressed == u64::from(u32::MAX) || uncompressed == u64::from(u32::MAX) {
+            let sizes = zip64_sizes(
+                extra,
+                uncompressed == u64::from(u32::MAX),
+                compressed == u64::from(u32::MAX),
+            )
+            .ok_or_else(|| {
+                ZipProblem::Malformed(format!("entry {name:?} lacks its ZIP64 extra field"))
+            })?;
+            if let Some(u) = sizes.0 {
+                uncompressed = u;
+            }
+            if let Some(c) = sizes.1 {
+                compressed = c;
+            }
+        }
+        check_name(name)?;
+        if !seen.insert(name) {
+            return Err(ZipProblem::DuplicateEntry {
+                name: name.to_owned(),
+            });
+        }
+        if flags & 0x1 != 0 {
+            return Err(ZipProblem::Encrypted {
+                name: name.to_owned(),
+            });
+        }
+        if method != 0 && method != 8 {
+            return Err(ZipProblem::UnsupportedMethod {
+                name: name.to_owned(),
+                method,
+            });
+        }
+        totals.uncompressed = totals.uncompressed.saturating_add(uncompressed);
+        totals.compressed = totals.compressed.saturating_add(compressed);
+        if totals.uncompressed > limits.max_unzipped_bytes {
+            return Err(ZipProblem::TooLarge {
+                declared: totals.uncompressed,
+                limit: limits.max_unzipped_bytes,
+            });
+        }
+        at = next;
+    }
+    if at != cd.len() {
+        return Err(ZipProblem::Malformed(format!(
+            "the central directory has {} bytes after its {expected} entries",
+            cd.len() - at
+        )));
+    }
+    Ok(totals)
+}
+
+/// The ZIP64 extended information: (uncompressed, compressed) for the fields that saturated, in the order the
+/// format fixes (uncompressed first). `None` when the field is missing or too short.
+fn zip64_sizes(
+    extra: &[u8],
+    want_uncompressed: bool,
+    want_compressed: bool,
+) -> Option<(Option<u64>, Option<u64>)> {
+    let mut at = 0usize;
+    while at + 4 <= extra.len() {
+        let id = u16_at(extra, at);
+        let size = usize::from(u16_at(extra, at + 2));
+        let body = extra.get(at + 4..at + 4 + size)?;
+        if id == ZIP64_EXTRA_ID {
+            let mut cursor = 0usize;
+            let mut take = |wanted: bool| -> Option<Option<u64>> {
+                if !wanted {
+                    return Some(None);
+                }
+                let v = body.get(cursor..cursor + 8).map(|b| u64_at(b, 0))?;
+                cursor += 8;
+                Some(Some(v))
+            };
+            let uncompressed = take(want_uncompressed)?;
+            let compressed = take(want_compressed)?;
+            return Some((uncompressed, compressed));
+        }
+        at += 4 + size;
+    }
+    None
+}
+
+/// The path rules: relative, `/`-separated, no traversal, under a layer root.
+fn check_name(name: &str) -> Result<(), ZipProblem> {
+    let unsafe_path = |why| ZipProblem::UnsafePath {
+        name: name.to_owned(),
+        why,
+    };
+    if name.is_empty() {
+        return Err(unsafe_path("empty name"));
+    }
+    if name.contains('\0') {
+        return Err(unsafe_path("NUL character"));
+    }
+    if name.contains('\\') {
+        return Err(unsafe_path("backslash"));
+    }
+    if name.starts_with('/') {
+        return Err(unsafe_path("absolute path"));
+    }
+    let bytes = name.as_bytes();
+    if bytes.len() >= 2 && bytes[1] == b':' && bytes[0].is_ascii_alphabetic() {
+        return Err(unsafe_path("drive letter"));
+    }
+    // A directory entry ends with '/', leaving one empty last component; any other empty one is `//`.
+    let body = name.strip_suffix('/').unwrap_or(name);
+    for component in body.split('/') {
+        match component {
+            "" => return Err(unsafe_path("empty path component")),
+            "." => return Err(unsafe_path("'.' component")),
+            ".." => return Err(unsafe_path("'..' component")),
+            _ => {}
+        }
+    }
+    let root = body.split('/').next().unwrap_or("");
+    // A root directory's own entry (`python/`) is fine; a file named `python` at the top is not.
+    let under_root = LAYER_ROOTS.contains(&root) && name.len() > root.len();
+    if !under_root {
+        return Err(ZipProblem::OutsideLayerRoots {
+            name: name.to_owned(),
+        });
+    }
+    Ok(())
+}
+
+impl fmt::Display for ZipSummary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} entries, {} bytes unzipped, {} bytes read in {} requests",
+            self.entries, self.uncompressed_bytes, self.bytes_read, self.reads
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Cursor, Write};
+
+    use zip::{CompressionMethod, ZipWriter, write::SimpleFileOptions};
+
+    use super::*;
+
+    /// How a test zip is written.
+    #[derive(Clone, Copy, Default)]
+    struct Make {
+        large_file: bool,
+        zip64_end: bool,
+        stored: bool,
+    }
+
+    fn make(entries: &[(&str, &[u8])], how: Make) -> Vec<u8> {
+        let mut w = ZipWriter::new(Cursor::new(Vec::new()));
+        let options = SimpleFileOptions::default()
+            .compression_method(if how.stored {
+                CompressionMethod::Stored
+            } else {
+                CompressionMethod::Deflated
+            })
+            .large_file(how.large_file);
+        for (name, data) in entries {
+            if name.ends_with('/') {
+                w.add_directory(*name, options).unwrap();
+            } else {
+                w.start_file(*name, options).unwrap();
+                w.write_all(data).unwrap();
+            }
+        }
+        if how.zip64_end {
+            w.set_zip64_comment(Some(""));
+        }
+        w.finish().unwrap().into_inner()
+    }
+
+    fn layer() -> Vec<(&'static str, &'static [u8])> {
+        vec![
+            ("python/", b""),
+            (
+                "python/lib/python3.12/site-packages/six.py",
+                b"# six\nimport sys\n",
+            ),
+            (
+                "python/lib/python3.12/site-packages/six-1.16.0.dist-info/METADATA",
+                b"Name: six\n",
+            ),
+            ("bin/tool", b"#!/bin/sh\n"),
+            ("lib/libfoo.so.1", b"\x7fELF"),
+        ]
+    }
+
+    fn check(bytes: &[u8]) -> Result<ZipSummary, ZipProblem> {
+        block_on(inspect(bytes, &Limits::default())).map_err(|e| match e {
+            InspectError::Invalid(p) => p,
+            InspectError::Read(never) => match never {},
+        })
+    }
+
+    /// The tests' futures never wait on I/O (memory reads): a current-thread runtime drives them.
+    fn block_on<F: Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
+    /// Offsets of the central-directory headers, found through the EOCD.
+    fn central_headers(zip: &[u8]) -> Vec<usize> {
+        let eocd = find_eocd(&zip[zip.len().saturating_sub(65_557)..]).unwrap()
+            + zip.len().saturating_sub(65_557);
+        let entries = u16_at(zip, eocd + 10) as usize;
+        let mut at = u32_at(zip, eocd + 16) as usize;
+        let mut out = Vec::new();
+        for _ in 0..entries {
+            assert_eq!(u32_at(zip, at), SIG_CENTRAL);
+            out.push(at);
+            at += CENTRAL_HEADER_LEN
+                + u16_at(zip, at + 28) as usize
+                + u16_at(zip, at + 30) as usize
+                + u16_at(zip, at + 32) as usize;
+        }
+        out
+    }
+
+    #[test]
+    fn a_layer_zip_passes_and_is_summarised() {
+        let zip = make(&layer(), Make::default());
+        let summary = check(&zip).unwrap();
+        assert_eq!(summary.entries, 5);
+        assert_eq!(summary.uncompressed_bytes, (17 + 10 + 10 + 4) as u64);
+        assert!(!summary.zip64);
+        // A small object is read whole in one request.
+        assert_eq!(summary.reads, 1);
+        assert_eq!(summary.bytes_read, zip.len() as u64);
+    }
+
+    #[test]
+    fn zip64_entries_and_end_records_are_read() {
+        let zip = make(
+            &layer(),
+            Make {
+                large_file: true,
+                zip64_end: true,
+                ..Make::default()
+            },
+        );
+        // The fixture really is ZIP64: locator before the EOCD and saturated sizes in the central headers.
+        let headers = central_headers(&zip);
+        assert_eq!(u32_at(&zip, headers[1] + 24), u32::MAX);
+        let summary = check(&zip).unwrap();
+        assert!(summary.zip64);
+        assert_eq!(summary.entries, 5);
+        assert_eq!(summary.uncompressed_bytes, 41);
+    }
+
+    #[test]
+    fn a_large_zip_costs_the_same_reads_as_a_small_one() {
+        // 24 MiB of stored (incompressible or not, stored keeps it big) content in three files.
+        let chunk: Vec<u8> = (0..8 * 1024 * 1024u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        let names = [
+            "python/lib/python3.12/site-packages/big/a.bin",
+            "python/lib/python3.12/site-packages/big/b.bin",
+            "python/lib/python3.12/site-packages/big/c.bin",
+        ];
+        let big: Vec<(&str, &[u8])> = names.iter().map(|n| (*n, chunk.as_slice())).collect();
+        let zip = make(
+            &big,
+            Make {
+                stored: true,
+                ..Make::default()
+            },
+        );
+        assert!(zip.len() > 24 * 1024 * 1024);
+        let summary = check(&zip).unwrap();
+        assert_eq!(summary.uncompressed_bytes, 3 * 8 * 1024 * 1024);
+        // The tail (EOCD + maximal comment), the locator probe is served from it, the CD too.
+        assert!(summary.bytes_read <= EOCD_LEN + MAX_COMMENT_LEN + summary.central_directory_bytes);
+        assert!(
+            summary.bytes_read < 70_000,
+            "read {} bytes",
+            summary.bytes_read
+        );
+        assert!(summary.reads <= 2, "{} reads", summary.reads);
+
+        // The same names with 1/128 of the content: exactly the same bytes read.
+        let small: Vec<(&str, &[u8])> = names.iter().map(|n| (*n, &chunk[..64 * 1024])).collect();
+        let small_zip = make(
+            &small,
+            Make {
+                stored: true,
+                ..Make::default()
+            },
+        );
+        let small_summary = check(&small_zip).unwrap();
+        assert_eq!(small_summary.reads, summary.reads);
+        assert_eq!(small_summary.bytes_read, summary.bytes_read);
+    }
+
+    #[test]
+    fn empty_object_and_non_zips_are_refused() {
+        assert_eq!(check(b""), Err(ZipProblem::Empty));
+        assert_eq!(check(b"PK").unwrap_err().code(), "not-a-zip");
+        assert_eq!(
+            check(b"hello, this is plain text and not a zip at all")
+                .unwrap_err()
+                .code(),
+            "not-a-zip"
+        );
+        let noise: Vec<u8> = (0..200_000u32)
+            .map(|i| (i.wrapping_mul(2_246_822_519) >> 7) as u8)
+            .collect();
+        assert_eq!(check(&noise).unwrap_err().code(), "not-a-zip");
+        // A zip with no entries at all.
+        let empty = make(&[], Make::default());
+        assert_eq!(check(&empty), Err(ZipProblem::NoEntries));
+    }
+
+    #[test]
+    fn truncated_zips_are_named_truncated() {
+        let zip = make(&layer(), Make::default());
+        for cut in [zip.len() / 2, zip.len() - 10, zip.len() - 1] {
+            assert_eq!(
+                check(&zip[..cut]).unwrap_err().code(),
+                "truncated",
+                "cut at {cut}"
+            );
+        }
+        // Bytes missing from the middle: the central directory now runs into the end record.
+        let headers = central_headers(&zip);
+        let mut spliced = zip[..headers[0]].to_vec();
+        spliced.extend_from_slice(&zip[headers[0] + 30..]);
+        let err = check(&spliced).unwrap_err();
+        assert!(
+            matches!(err, ZipProblem::Truncated(_) | ZipProblem::Malformed(_)),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn unsafe_and_misplaced_paths_are_refused() {
+        let cases: &[(&str, &str)] = &[
+            ("python/../../etc/passwd", "unsafe-path"),
+            ("../python/x.py", "unsafe-path"),
+            ("/python/x.py", "unsafe-path"),
+            ("python\\x.py", "unsafe-path"),
+            ("C:/python/x.py", "unsafe-path"),
+            ("python//x.py", "unsafe-path"),
+            ("python/./x.py", "unsafe-path"),
+            ("nodejs/node_modules/x.js", "outside-layer-roots"),
+            ("site-packages/six.py", "outside-layer-roots"),
+            ("python", "outside-layer-roots"),
+            ("pythonic/x.py", "outside-layer-roots"),
+        ];
+        for (name, code) in cases {
+            // Written under a same-length placeholder, then renamed in the central directory, since zip
+            // writers sanitise names.
+            let placeholder = "p".repeat(name.len());
+            let mut zip = make(
+                &[("python/ok.py", b"x"), (&placeholder, b"y")],
+                Make::default(),
+            );
+            let h = central_headers(&zip)[1];
+            zip[h + CENTRAL_HEADER_LEN..h + CENTRAL_HEADER_LEN + name.len()]
+                .copy_from_slice(name.as_bytes());
+            assert_eq!(check(&zip).unwrap_err().code(), *code, "{name}");
+        }
+    }
+
+    #[test]
+    fn duplicates_encryption_and_odd_methods_are_refused() {
+        let base = make(
+            &[("python/a.py", b"1"), ("python/b.py", b"2")],
+            Make::default(),
+        );
+        let second = central_headers(&base)[1];
+
+        let mut dup = base.clone();
+        dup[second + CENTRAL_HEADER_LEN + 7] = b'a';
+        assert_eq!(check(&dup).unwrap_err().code(), "duplicate-entry");
+
+        let mut encrypted = base.clone();
+        encrypted[second + 8] |= 1;
+        assert_eq!(check(&encrypted).unwrap_err().code(), "encrypted-entry");
+
+        let mut bzip2 = base.clone();
+        bzip2[second + 10..second + 12].copy_from_slice(&12u16.to_le_bytes());
+        assert_eq!(
+            check(&bzip2),
+            Err(ZipProblem::UnsupportedMethod {
+                name: "python/b.py".into(),
+                method: 12
+            })
+        );
+    }
+
+    #[test]
+    fn bombs_declaring_huge_sizes_are_refused() {
+        // Classic headers: two entries declaring ~4 GiB each.
+        let mut zip = make(
+            &[("python/a.py", b"1"), ("python/b.py", b"2")],
+            Make::default(),
+        );
+        for h in central_headers(&zip) {
+            zip[h + 24..h + 28].copy_from_slice(&0xFFFF_FFF0u32.to_le_bytes());
+        }
+        assert!(matches!(check(&zip), Err(ZipProblem::TooLarge { .. })));
+
+        // Just over the limit in total across many small declarations.
+        let mut zip = make(
+            &[("python/a.py", b"1"), ("python/b.py", b"2")],
+            Make::default(),
+        );
+        let half = (MAX_UNZIPPED_BYTES / 2 + 1) as u32;
+        for h in central_headers(&zip) {
+            zip[h + 24..h + 28].copy_from_slice(&half.to_le_bytes());
+        }
+        assert_eq!(
+            check(&zip),
+            Err(ZipProblem::TooLarge {
+                declared: 2 * u64::from(half),
+                limit: MAX_UNZIPPED_BYTES
+            })
+        );
+
+        // ZIP64: one entry whose extra field declares a terabyte.
+        let mut zip = make(
+            &[("python/a.py", b"1")],
+            Make {
+                large_file: true,
+                ..Make::default()
+            },
+        );
+        let h = central_headers(&zip)[0];
+        let name_len = u16_at(&zip, h + 28) as usize;
+        let extra = h + CENTRAL_HEADER_LEN + name_len;
+        assert_eq!(u16_at(&zip, extra), ZIP64_EXTRA_ID);
+        zip[extra + 4..extra + 12].copy_from_slice(&(1u64 << 40).to_le_bytes());
+        assert!(
+            matches!(check(&zip), Err(ZipProblem::TooLarge { declared, .. }) if declared >= 1 << 40)
+        );
+
+        // An entry count that can't fit in the directory's size is refused before anything is allocated.
+        let mut zip = make(&[("python/a.py", b"1")], Make::default());
+        let eocd = zip.len() - EOCD_LEN as usize;
+        zip[eocd + 8..eocd + 12].copy_from_slice(&[0xFE, 0xFF, 0xFE, 0xFF]);
+        assert_eq!(check(&zip).unwrap_err().code(), "malformed-zip");
+    }
+
+    #[test]
+    fn the_central_directory_size_is_bounded() {
+        let zip = make(&layer(), Make::default());
+        let limits = Limits {
+            max_central_directory_bytes: 100,
+            ..Limits::default()
+        };
+        let err = block_on(inspect(zip.as_slice(), &limits)).unwrap_err();
+        assert!(matches!(
+            err,
+            InspectError::Invalid(ZipProblem::CentralDirectoryTooLarge { limit: 100, .. })
+        ));
+    }
+
+    #[test]
+    fn a_comment_is_allowed_and_multi_disk_is_not() {
+        let mut w = ZipWriter::new(Cursor::new(Vec::new()));
+        w.start_file("python/x.py", SimpleFileOptions::default())
+            .unwrap();
+        w.write_all(b"x").unwrap();
+        // A comment that itself contains an EOCD signature must not be taken for the record.
+        w.set_raw_comment(b"built by PK\x05\x06 test".to_vec().into_boxed_slice());
+        let zip = w.finish().unwrap().into_inner();
+        assert_eq!(check(&zip).unwrap().entries, 1);
+
+        let mut spanned = make(&layer(), Make::default());
+        let eocd = spanned.len() - EOCD_LEN as usize;
+        spanned[eocd + 4] = 1;
+        assert_eq!(check(&spanned), Err(ZipProblem::MultiDisk));
+    }
+
+    /// A reader whose reads fail, as a network would.
+    struct Failing(u64);
+
+    impl RangeReader for Failing {
+        type Error = &'static str;
+        fn len(&self) -> u64 {
+            self.0
+        }
+        async fn read(&self, _start: u64, _len: u64) -> Result<Vec<u8>, Self::Error> {
+            Err("connection reset")
+        }
+    }
+
+    #[test]
+    fn read_failures_are_not_zip_problems() {
+        let err = block_on(inspect(&Failing(1000), &Limits::default())).unwrap_err();
+        assert!(matches!(err, InspectError::Read("connection reset")));
+    }
+}

@@ -1,1 +1,20 @@
-fn main() {}
+//! `publish-layer`: an S3 upload of a layer zip in, a checked layer version (published once) out.
+
+use std::sync::Arc;
+
+use lambda_runtime::{Error, LambdaEvent, run, service_fn};
+use layerforge::{aws, config::Config, publish};
+use serde_json::Value;
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    aws::init_tracing();
+    let config = Arc::new(Config::from_env()?);
+    let sdk = aws::sdk_config().await;
+    let state = publish::PublishState::new(config, aws::s3_client(&sdk), aws::lambda_client(&sdk));
+    run(service_fn(move |event: LambdaEvent<Value>| {
+        let state = state.clone();
+        async move { publish::handle(&state, event.payload).await }
+    }))
+    .await
+}

@@ -1,1 +1,0 @@
-//! Layer builder (issue 4).

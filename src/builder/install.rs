@@ -1,0 +1,350 @@
+//! Running pip or uv: the command line for each installer and mode, and a runner that streams the
+//! installer's output to the job log while keeping its last lines for the error message.
+
+use std::{
+    collections::VecDeque,
+    ffi::OsString,
+    io::{BufRead, BufReader, Read},
+    path::{Path, PathBuf},
+    process::{Command, ExitStatus, Stdio},
+};
+
+use tracing::info;
+
+use super::python::Interpreter;
+use crate::request::{Architecture, Runtime};
+
+/// Which installer runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Installer {
+    /// `python -m pip install`: the reference installer.
+    Pip,
+    /// `uv pip install`: much faster resolution and download; `uv` must be on PATH.
+    Uv,
+}
+
+impl Installer {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Installer::Pip => "pip",
+            Installer::Uv => "uv",
+        }
+    }
+}
+
+/// How wheels are chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PlatformMode {
+    /// The interpreter's own platform; source distributions are built. The interpreter must be the runtime's.
+    Native,
+    /// manylinux2014 wheels of the target architecture and runtime only (`--only-binary=:all:`), on any host.
+    Cross,
+}
+
+impl PlatformMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PlatformMode::Native => "native",
+            PlatformMode::Cross => "cross",
+        }
+    }
+}
+
+/// Last lines of the installer's stdout kept for the error message (progress: what it was doing).
+pub const STDOUT_TAIL: usize = 10;
+/// Last lines of its stderr kept (pip and uv write their errors there). The streams are kept apart so that a
+/// burst of progress on stdout can't push the reason out.
+pub const STDERR_TAIL: usize = 15;
+
+/// Everything that decides the install command.
+#[derive(Debug, Clone)]
+pub struct InstallSpec {
+    pub installer: Installer,
+    pub mode: PlatformMode,
+    pub runtime: Runtime,
+    pub architecture: Architecture,
+    /// Required for pip (it runs as `python -m pip`) and for native uv builds.
+    pub interpreter: Option<Interpreter>,
+    /// The uv program (`uv` on PATH unless told otherwise).
+    pub uv: OsString,
+    pub requirements_file: PathBuf,
+    pub target: PathBuf,
+}
+
+/// The installer failed or could not start.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InstallError {
+    #[error("{program} could not be started: {reason}")]
+    Spawn { program: String, reason: String },
+    #[error("{installer} install failed ({status}); its last lines:\n{}", tail.join("\n"))]
+    Failed {
+        installer: &'static str,
+        status: String,
+        tail: Vec<String>,
+    },
+    #[error("pip needs a Python interpreter and none was selected")]
+    NoInterpreter,
+}
+
+/// The installer command for `spec`: program, arguments and environment.
+pub fn command(spec: &InstallSpec) -> Result<Command, InstallError> {
+    let python_version = spec.runtime.python_version();
+    let target = spec.target.as_os_str();
+    let requirements = spec.requirements_file.as_os_str();
+    let mut cmd = match spec.installer {
+        Installer::Pip => {
+            let interpreter = spec
+                .interpreter
+                .as_ref()
+                .ok_or(InstallError::NoInterpreter)?;
+            let mut cmd = Command::new(&interpreter.path);
+            cmd.args([
+                "-m",
+                "pip",
+                "install",
+                "--no-input",
+                "--no-compile",
+                "--no-warn-script-location",
+            ]);
+            cmd.arg("--target").arg(target).arg("-r").arg(requirements);
+            if spec.mode == PlatformMode::Cross {
+                cmd.args(["--platform", &spec.architecture.manylinux_platform()]);
+                cmd.args(["--implementation", "cp", "--python-version", python_version]);
+                cmd.arg("--only-binary=:all:");
+            }
+            cmd
+        }
+        Installer::Uv => {
+            let mut cmd = Command::new(&spec.uv);
+            // Copies, not hard links into uv's cache: the tree is read and zipped, and nothing may alter the cache.
+            cmd.args(["pip", "install", "--no-progress", "--link-mode", "copy"]);
+            cmd.arg("--target").arg(target).arg("-r").arg(requirements);
+            match spec.mode {
+                PlatformMode::Native => {
+                    if let Some(interpreter) = &spec.interpreter {
+                        cmd.arg("--python").arg(&interpreter.path);
+                    }
+                }
+                PlatformMode::Cross => {
+                    cmd.args([
+                        "--python-platform",
+                        &format!("{}-manylinux2014", spec.architecture.machine()),
+                    ]);
+                    cmd.args(["--python-version", python_version, "--only-binary", ":all:"]);
+                }
+            }
+            cmd
+        }
+    };
+    // No bytecode (it is not shipped), no prompts, and a fixed SOURCE_DATE_EPOCH so sdist builds that honour
+    // it are reproducible.
+    cmd.env("PYTHONDONTWRITEBYTECODE", "1")
+        .env("PIP_ROOT_USER_ACTION", "ignore")
+        .env("PIP_DISABLE_PIP_VERSION_CHECK", "1")
+        .env("SOURCE_DATE_EPOCH", "315532800")
+        .env("UV_NO_PROGRESS", "1")
+        // uv reads RUST_LOG too: our log level must not turn on its resolver tracing.
+        .env_remove("RUST_LOG");
+    Ok(cmd)
+}
+
+/// Runs the installer; its stdout and stderr go to our stderr line by line (the job log), and the last
+/// [`STDOUT_TAIL`] lines of stdout and [`STDERR_TAIL`] of stderr are kept for the error, in that order.
+pub fn run(installer: Installer, mut cmd: Command) -> Result<(), InstallError> {
+    let program = cmd.get_program().to_string_lossy().into_owned();
+    info!(
+        installer = installer.as_str(),
+        command = %render(&cmd),
+        "running installer"
+    );
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| InstallError::Spawn {
+            program: program.clone(),
+            reason: if e.kind() == std::io::ErrorKind::NotFound {
+                "not found (is it installed and on PATH?)".to_owned()
+            } else {
+                e.to_string()
+            },
+        })?;
+    let stdout = child.stdout.take();
+    let stderr = child.stderr.take();
+    let (status, out_tail, err_tail): (std::io::Result<ExitStatus>, _, _) =
+        std::thread::scope(|scope| {
+            let out = scope.spawn(|| stdout.map(|s| relay(s, STDOUT_TAIL)).unwrap_or_default());
+            let err = scope.spawn(|| stderr.map(|s| relay(s, STDERR_TAIL)).unwrap_or_default());
+            let status = child.wait();
+            (
+                status,
+                out.join().unwrap_or_default(),
+                err.join().unwrap_or_default(),
+            )
+        });
+    let tail: Vec<String> = out_tail.into_iter().chain(err_tail).collect();
+    match status {
+        Ok(status) if status.success() => Ok(()),
+        Ok(status) => Err(InstallError::Failed {
+            installer: installer.as_str(),
+            status: status.to_string(),
+            tail,
+        }),
+        Err(e) => Err(InstallError::Failed {
+            installer: installer.as_str(),
+            status: format!("could not be waited for: {e}"),
+            tail,
+        }),
+    }
+}
+
+/// Copies lines of a child's stream to our stderr; returns the last `keep` non-blank lines.
+fn relay(stream: impl Read, keep: usize) -> VecDeque<String> {
+    let mut tail = VecDeque::with_capacity(keep);
+    let mut reader = BufReader::new(stream);
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        match reader.read_until(b'\n', &mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {
+                let line = String::from_utf8_lossy(&buf);
+                let line = line.trim_end_matches(['\r', '\n']);
+                eprintln!("{line}");
+                if line.trim().is_empty() {
+                    continue;
+                }
+                if tail.len() == keep {
+                    tail.pop_front();
+                }
+                tail.push_back(line.to_owned());
+            }
+        }
+    }
+    tail
+}
+
+/// The command as a shell-like line, for the log.
+pub fn render(cmd: &Command) -> String {
+    std::iter::once(cmd.get_program())
+        .chain(cmd.get_args())
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The `site-packages` folder of the layer layout under `root`: `python/lib/pythonX.Y/site-packages`.
+pub fn site_packages(root: &Path, runtime: Runtime) -> PathBuf {
+    root.join(layout_prefix(runtime))
+}
+
+/// The layout prefix inside the zip, without a trailing slash.
+pub fn layout_prefix(runtime: Runtime) -> String {
+    format!("python/lib/{}/site-packages", runtime.as_str())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(installer: Installer, mode: PlatformMode) -> InstallSpec {
+        InstallSpec {
+            installer,
+            mode,
+            runtime: Runtime::Python312,
+            architecture: Architecture::Arm64,
+            interpreter: Some(Interpreter {
+                path: "/usr/bin/python3.12".into(),
+                version: "3.12.7".into(),
+            }),
+            uv: "uv".into(),
+            requirements_file: "/w/requirements.txt".into(),
+            target: "/w/python/lib/python3.12/site-packages".into(),
+        }
+    }
+
+    #[test]
+    fn pip_commands() {
+        let native = render(&command(&spec(Installer::Pip, PlatformMode::Native)).unwrap());
+        assert_eq!(
+            native,
+            "/usr/bin/python3.12 -m pip install --no-input --no-compile --no-warn-script-location \
+             --target /w/python/lib/python3.12/site-packages -r /w/requirements.txt"
+        );
+        let cross = render(&command(&spec(Installer::Pip, PlatformMode::Cross)).unwrap());
+        assert!(
+            cross.ends_with(
+                "-r /w/requirements.txt --platform manylinux2014_aarch64 --implementation cp --python-version 3.12 \
+                 --only-binary=:all:"
+            ),
+            "{cross}"
+        );
+    }
+
+    #[test]
+    fn uv_commands() {
+        let native = render(&command(&spec(Installer::Uv, PlatformMode::Native)).unwrap());
+        assert!(
+            native.starts_with("uv pip install --no-progress --link-mode copy --target "),
+            "{native}"
+        );
+        assert!(native.ends_with("--python /usr/bin/python3.12"), "{native}");
+        let mut x86 = spec(Installer::Uv, PlatformMode::Cross);
+        x86.architecture = Architecture::X86_64;
+        x86.interpreter = None;
+        let cross = render(&command(&x86).unwrap());
+        assert!(
+            cross.ends_with(
+                "--python-platform x86_64-manylinux2014 --python-version 3.12 --only-binary :all:"
+            ),
+            "{cross}"
+        );
+    }
+
+    #[test]
+    fn pip_without_interpreter_is_an_error() {
+        let mut s = spec(Installer::Pip, PlatformMode::Cross);
+        s.interpreter = None;
+        assert_eq!(command(&s).unwrap_err(), InstallError::NoInterpreter);
+    }
+
+    #[test]
+    fn failure_keeps_the_last_lines() {
+        let mut cmd = Command::new("sh");
+        cmd.args([
+            "-c",
+            "echo 'ERROR: boom' >&2; sleep 0.2; for i in $(seq 1 40); do echo out $i; done; exit 7",
+        ]);
+        let InstallError::Failed { status, tail, .. } = run(Installer::Pip, cmd).unwrap_err()
+        else {
+            panic!("expected Failed")
+        };
+        assert!(status.contains('7'), "{status}");
+        assert_eq!(tail.len(), STDOUT_TAIL + 1);
+        assert_eq!(tail.first().map(String::as_str), Some("out 31"));
+        assert_eq!(
+            tail.last().map(String::as_str),
+            Some("ERROR: boom"),
+            "stderr survives a burst of stdout"
+        );
+    }
+
+    #[test]
+    fn missing_program_is_a_spawn_error() {
+        let err = run(Installer::Uv, Command::new("/nonexistent/uv")).unwrap_err();
+        assert!(matches!(err, InstallError::Spawn { .. }), "{err}");
+    }
+
+    #[test]
+    fn layout() {
+        assert_eq!(
+            layout_prefix(Runtime::Python311),
+            "python/lib/python3.11/site-packages"
+        );
+        assert_eq!(
+            site_packages(Path::new("/w"), Runtime::Python312),
+            PathBuf::from("/w/python/lib/python3.12/site-packages")
+        );
+    }
+}

@@ -1,0 +1,749 @@
+//! `layer-builder`: the Batch job's entry point (DESIGN section 4). Requirements in, a deterministic layer zip
+//! in S3 (with the metadata of section 5) out.
+//!
+//! The steps, each in its own module:
+//! 1. [`cli`]: the arguments, validated; requirements from the text, a file or S3, checked with the same
+//!    rules as submit-build ([`Requirements::parse`]) and written to `requirements.txt` one line per
+//!    requirement, as written (extras, markers, commas and hashes survive; pip turns on hash checking itself
+//!    when any hash is present).
+//! 2. [`python`] + [`install`]: pip or uv installs into `python/lib/pythonX.Y/site-packages` of a work folder,
+//!    natively (the interpreter must be the runtime's) or cross (manylinux2014 wheels of the target).
+//! 3. The tree is collected (sorted, without `__pycache__`/`*.pyc`), checked against the unzipped size
+//!    limit and, file by file, for ELF objects of another architecture ([`elf`]).
+//! 4. [`archive`] writes the deterministic zip; [`upload`] puts it in S3.
+//!
+//! Every failure maps to one exit code ([`BuildError::exit_code`]); nothing is uploaded unless every check
+//! passed.
+
+pub mod archive;
+pub mod cli;
+pub mod elf;
+pub mod install;
+pub mod python;
+pub mod upload;
+
+use std::{
+    ffi::OsString,
+    fmt::Write as _,
+    path::{Path, PathBuf},
+    process::ExitCode,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use base64::Engine as _;
+use tracing::{info, warn};
+
+use self::{
+    archive::{ZipSource, ZipSummary},
+    cli::{Args, DEFAULT_KEY_PREFIX, usage_error},
+    install::{InstallError, InstallSpec, PlatformMode},
+    python::{InterpreterError, PYTHON_ENV},
+    upload::UploadError,
+};
+use crate::{
+    artifact::{ArtifactKey, ArtifactMetadata, Fingerprint},
+    aws::{self, AwsFault},
+    request::{Architecture, InvalidRequest, MAX_REQUIREMENTS_OBJECT_BYTES, Requirements, S3Uri},
+};
+
+/// Lambda's limit on a function's code plus its layers, unzipped; a layer alone can't exceed it.
+pub const MAX_UNZIPPED_BYTES: u64 = 262_144_000;
+/// The environment variable naming the uv program.
+pub const UV_ENV: &str = "LAYERFORGE_UV";
+/// Most offending files listed in an architecture error.
+const LISTED_FILES: usize = 20;
+
+/// Why a build failed; each kind has its exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// An argument clap could not check (lengths, requirement rules).
+    #[error("{0}")]
+    Usage(String),
+    #[error(transparent)]
+    InvalidRequirements(#[from] InvalidRequest),
+    #[error("reading requirements from {source_name}: {reason}")]
+    RequirementsSource { source_name: String, reason: String },
+    #[error(transparent)]
+    Interpreter(#[from] InterpreterError),
+    #[error(transparent)]
+    Install(#[from] InstallError),
+    #[error(
+        "{} ELF file(s) are not built for {architecture} ({}): {}{}; the native interpreter built or picked \
+         wheels for another machine: use --platform-mode cross (wheels only) or build on an {architecture} host",
+        files.len(),
+        elf::machine_name(elf::expected_machine(*architecture)),
+        files.iter().take(LISTED_FILES).map(|(f, m)| format!("{f} ({})", elf::machine_name(*m))).collect::<Vec<_>>().join(", "),
+        if files.len() > LISTED_FILES { ", …" } else { "" }
+    )]
+    WrongArchitecture {
+        architecture: Architecture,
+        files: Vec<(String, u16)>,
+    },
+    #[error(
+        "the layer is {unzipped} bytes unzipped ({files} files), over Lambda's limit of {limit} bytes by {} bytes; \
+         nothing was uploaded",
+        unzipped - limit
+    )]
+    TooLarge {
+        unzipped: u64,
+        limit: u64,
+        files: usize,
+    },
+    #[error("upload to s3://{bucket}/{key} failed: {source}")]
+    Upload {
+        bucket: String,
+        key: String,
+        source: UploadError,
+    },
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
+}
+
+impl BuildError {
+    /// The process exit code (see `--help`).
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            BuildError::Io { .. } => 1,
+            BuildError::Usage(_)
+            | BuildError::InvalidRequirements(_)
+            | BuildError::RequirementsSource { .. }
+            | BuildError::Interpreter(_) => 2,
+            BuildError::Install(_) | BuildError::WrongArchitecture { .. } => 3,
+            BuildError::TooLarge { .. } => 4,
+            BuildError::Upload { .. } => 5,
+        }
+    }
+
+    fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Self {
+        move |source| BuildError::Io {
+            context: context.into(),
+            source,
+        }
+    }
+}
+
+/// What a successful build produced.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub layer_name: String,
+    pub fingerprint: Fingerprint,
+    /// The zip kept on disk (`--out`, or the default local file without `--bucket`).
+    pub zip_path: Option<PathBuf>,
+    /// `s3://bucket/key` when uploaded.
+    pub artifact: Option<String>,
+    pub summary: ZipSummary,
+    pub python_version: String,
+    pub install_time: Duration,
+    pub total_time: Duration,
+}
+
+impl Outcome {
+    /// base64 of the raw sha256: Lambda's CodeSha256 form.
+    pub fn content_sha256(&self) -> String {
+        base64::engine::general_purpose::STANDARD.encode(self.summary.sha256)
+    }
+
+    /// The summary printed on stdout, `key: value` per line.
+    pub fn report(&self) -> String {
+        let mut out = String::new();
+        if let Some(artifact) = &self.artifact {
+            let _ = writeln!(out, "artifact: {artifact}");
+        }
+        if let Some(path) = &self.zip_path {
+            let _ = writeln!(out, "zip: {}", path.display());
+        }
+        let _ = writeln!(out, "layer: {}", self.layer_name);
+        let _ = writeln!(out, "fingerprint: {}", self.fingerprint.short());
+        let _ = writeln!(out, "python_version: {}", self.python_version);
+        let _ = writeln!(out, "entries: {}", self.summary.entries);
+        let _ = writeln!(out, "unzipped_bytes: {}", self.summary.unzipped_bytes);
+        let _ = writeln!(out, "zipped_bytes: {}", self.summary.zipped_bytes);
+        let _ = writeln!(out, "content_sha256: {}", self.content_sha256());
+        let _ = writeln!(out, "sha256_hex: {}", hex::encode(self.summary.sha256));
+        let _ = writeln!(
+            out,
+            "install_seconds: {:.2}",
+            self.install_time.as_secs_f64()
+        );
+        let _ = writeln!(out, "total_seconds: {:.2}", self.total_time.as_secs_f64());
+        out
+    }
+}
+
+/// Human-readable logs on stderr (stdout carries only the summary); level from `RUST_LOG`, default `info`.
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .with_target(false)
+        .try_init();
+}
+
+/// Runs a build and turns the result into the process exit: the summary on stdout, or the error on stderr
+/// (usage errors in clap's format, with the usage line).
+pub async fn main(args: Args) -> ExitCode {
+    match run(args).await {
+        Ok(outcome) => {
+            print!("{}", outcome.report());
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            let code = err.exit_code();
+            tracing::error!(exit_code = code, error = %err, "build failed");
+            if code == 2 {
+                let _ = usage_error(&err.to_string()).print();
+            } else {
+                eprintln!("layer-builder: error: {err}");
+            }
+            ExitCode::from(code)
+        }
+    }
+}
+
+/// The whole build: requirements, install, checks, zip, upload.
+pub async fn run(args: Args) -> Result<Outcome, BuildError> {
+    let started = Instant::now();
+    args.check().map_err(BuildError::Usage)?;
+    let runtime = args.runtime;
+    let architecture = args.architecture();
+    let layer_name = args.name.clone();
+
+    let needs_s3 = args.bucket.is_some()
+        || args.requirements_s3_uri.is_some()
+        || args
+            .requirements_file
+            .as_deref()
+            .is_some_and(|p| p.starts_with("s3://"));
+    let s3 = if needs_s3 {
+        Some(aws::s3_client(&aws::sdk_config().await))
+    } else {
+        None
+    };
+
+    let requirements = load_requirements(&args, s3.as_ref()).await?;
+    let fingerprint = Fingerprint::compute(&requirements, runtime, architecture);
+    info!(
+        layer = %layer_name,
+        %runtime,
+        %architecture,
+        fingerprint = fingerprint.short(),
+        requirements = requirements.lines().len(),
+        installer = args.installer.as_str(),
+        mode = args.platform_mode.as_str(),
+        "building layer"
+    );
+
+    // Where the zip goes: the destination key is settled before the long install so a bad one fails fast.
+    let destination = args.bucket.as_ref().map(|bucket| {
+        let key = match &args.key {
+            Some(key) => key.clone(),
+            None => {
+                let prefix = args
+                    .key_prefix
+                    .clone()
+                    .or_else(|| {
+                        std::env::var("ARTIFACT_PREFIX")
+                            .ok()
+                            .filter(|p| !p.is_empty())
+                    })
+                    .unwrap_or_else(|| DEFAULT_KEY_PREFIX.to_owned());
+                ArtifactKey::new(&prefix, &layer_name, runtime, architecture, &fingerprint)
+                    .to_string()
+            }
+        };
+        (bucket.clone(), key)
+    });
+
+    let work = WorkDir::create().map_err(BuildError::io("creating the work folder"))?;
+    let requirements_file = work.path().join("requirements.txt");
+    std::fs::write(&requirements_file, requirements.to_text())
+        .map_err(BuildError::io("writing requirements.txt"))?;
+
+    let interpreter = select_interpreter(&args, architecture)?;
+    let python_version = match (&interpreter, args.platform_mode) {
+        (Some(i), PlatformMode::Native) => i.version.clone(),
+        _ => runtime.python_version().to_owned(),
+    };
+    let target = install::site_packages(work.path(), runtime);
+    std::fs::create_dir_all(&target).map_err(BuildError::io("creating site-packages"))?;
+    let spec = InstallSpec {
+        installer: args.installer,
+        mode: args.platform_mode,
+        runtime,
+        architecture,
+        interpreter,
+        uv: std::env::var_os(UV_ENV)
+            .filter(|v| !v.is_empty())
+            .unwrap_or_else(|| OsString::from("uv")),
+        requirements_file,
+        target: target.clone(),
+    };
+    let install_started = Instant::now();
+    // The install and the zip block this task: a build is the process's only work, nothing else waits.
+    install::run(args.installer, install::command(&spec)?)?;
+    let install_time = install_started.elapsed();
+    info!(seconds = install_time.as_secs_f64(), "install finished");
+
+    let collected = collect(&target, &install::layout_prefix(runtime))
+        .map_err(BuildError::io(format!("reading {}", target.display())))?;
+    if collected.unzipped_bytes > MAX_UNZIPPED_BYTES {
+        return Err(BuildError::TooLarge {
+            unzipped: collected.unzipped_bytes,
+            limit: MAX_UNZIPPED_BYTES,
+            files: collected.files.len(),
+        });
+    }
+    check_architecture(&collected.files, architecture)?;
+    info!(
+        files = collected.files.len(),
+        unzipped_bytes = collected.unzipped_bytes,
+        skipped_bytecode = collected.skipped,
+        "tree checked"
+    );
+
+    let zip_path = match (&args.out, &destination) {
+        (Some(out), _) => out.clone(),
+        (None, Some(_)) => work.path().join("layer.zip"),
+        (None, None) => PathBuf::from(format!(
+            "{layer_name}-{runtime}-{architecture}-{}.zip",
+            fingerprint.short()
+        )),
+    };
+    let zip_started = Instant::now();
+    let summary = archive::write_zip(&collected.files, &zip_path)
+        .map_err(BuildError::io(format!("writing {}", zip_path.display())))?;
+    info!(
+        path = %zip_path.display(),
+        entries = summary.entries,
+        zipped_bytes = summary.zipped_bytes,
+        unzipped_bytes = summary.unzipped_bytes,
+        seconds = zip_started.elapsed().as_secs_f64(),
+        "zip written"
+    );
+
+    let mut outcome = Outcome {
+        layer_name: layer_name.to_string(),
+        fingerprint,
+        zip_path: (args.out.is_some() || destination.is_none()).then(|| zip_path.clone()),
+        artifact: None,
+        summary,
+        python_version,
+        install_time,
+        total_time: Duration::ZERO,
+    };
+
+    if let (Some((bucket, key)), Some(s3)) = (destination, &s3) {
+        let metadata = ArtifactMetadata {
+            layer_name: layer_name.to_string(),
+            requirements: requirements
+                .lines()
+                .iter()
+                .map(|l| l.text.as_str())
+                .collect::<Vec<_>>()
+                .join("|"),
+            license: args.license.clone().filter(|l| !l.is_empty()),
+            python_version: outcome.python_version.clone(),
+            compatible_runtimes: vec![runtime],
+            compatible_architectures: vec![architecture],
+            create_date: create_date(SystemTime::now()),
+            fingerprint: Some(outcome.fingerprint.short().to_owned()),
+            content_sha256: Some(outcome.content_sha256()),
+            description: args.description.clone().filter(|d| !d.is_empty()),
+            builder_version: Some(env!("CARGO_PKG_VERSION").to_owned()),
+        };
+        let uploaded = upload::upload(
+            s3,
+            &zip_path,
+            outcome.summary.zipped_bytes,
+            &bucket,
+            &key,
+            metadata.to_s3_metadata(),
+        )
+        .await
+        .map_err(|source| BuildError::Upload {
+            bucket: bucket.clone(),
+            key: key.clone(),
+            source,
+        })?;
+        info!(
+            bucket,
+            key,
+            version_id = uploaded.version_id.as_deref().unwrap_or(""),
+            multipart = uploaded.multipart,
+            "uploaded"
+        );
+        outcome.artifact = Some(format!("s3://{bucket}/{key}"));
+    }
+    outcome.total_time = started.elapsed();
+    Ok(outcome)
+}
+
+/// The requirements from `-r`, `-p` (path or s3:// URL) or `--requirements-s3-uri`, validated.
+async fn load_requirements(
+    args: &Args,
+    s3: Option<&aws_sdk_s3::Client>,
+) -> Result<Requirements, BuildError> {
+    let text = if let Some(text) = &args.requirements {
+        text.clone()
+    } else {
+        let uri = match (&args.requirements_s3_uri, &args.requirements_file) {
+            (Some(uri), _) => uri.clone(),
+            (None, Some(path)) if path.starts_with("s3://") => {
+                S3Uri::parse(path).map_err(|reason| BuildError::RequirementsSource {
+                    source_name: path.clone(),
+                    reason,
+                })?
+            }
+            (None, Some(path)) => {
+                let bytes = std::fs::read(path).map_err(|e| BuildError::RequirementsSource {
+                    source_name: path.clone(),
+                    reason: e.to_string(),
+                })?;
+                return parse_requirements(path, bytes);
+            }
+            (None, None) => {
+                return Err(BuildError::Usage(
+                    "give --requirements, -p or --requirements-s3-uri".into(),
+                ));
+            }
+        };
+        let s3 = s3.ok_or_else(|| {
+            BuildError::Usage("an S3 requirements source needs an S3 client".into())
+        })?;
+        let bytes = read_s3_requirements(s3, &uri).await?;
+        return parse_requirements(&uri.to_string(), bytes);
+    };
+    Ok(Requirements::parse(&text)?)
+}
+
+fn parse_requirements(source_name: &str, bytes: Vec<u8>) -> Result<Requirements, BuildError> {
+    let text = String::from_utf8(bytes).map_err(|_| BuildError::RequirementsSource {
+        source_name: source_name.to_owned(),
+        reason: "not UTF-8 text".to_owned(),
+    })?;
+    Ok(Requirements::parse(&text)?)
+}
+
+async fn read_s3_requirements(s3: &aws_sdk_s3::Client, uri: &S3Uri) -> Result<Vec<u8>, BuildError> {
+    let source_error = |reason: String| BuildError::RequirementsSource {
+        source_name: uri.to_string(),
+        reason,
+    };
+    let object = s3
+        .get_object()
+        .bucket(&uri.bucket)
+        .key(&uri.key)
+        .send()
+        .await
+        .map_err(|e| source_error(AwsFault::from_sdk("GetObject", &e).to_string()))?;
+    if object.content_length().unwrap_or(0) > MAX_REQUIREMENTS_OBJECT_BYTES {
+        return Err(source_error(format!(
+            "the object is {} bytes, more than {MAX_REQUIREMENTS_OBJECT_BYTES}",
+            object.content_length().unwrap_or(0)
+        )));
+    }
+    let body = object
+        .body
+        .collect()
+        .await
+        .map_err(|e| source_error(aws::error_chain(&e)))?;
+    Ok(body.into_bytes().to_vec())
+}
+
+/// The interpreter for this build: required and exact for native builds, any Python 3 for pip cross builds,
+/// none for uv cross builds (uv resolves for the target by itself).
+fn select_interpreter(
+    args: &Args,
+    architecture: Architecture,
+) -> Result<Option<python::Interpreter>, BuildError> {
+    let override_path = std::env::var_os(PYTHON_ENV);
+    match (args.platform_mode, args.installer) {
+        (PlatformMode::Native, _) => {
+            let interpreter = python::find(args.runtime, override_path, true)?;
+            let host = cli::host_architecture();
+            if host != architecture {
+                warn!(
+                    host = host.as_str(),
+                    %architecture,
+                    "native build on a host of another architecture: only pure-Python packages can be right; \
+                     every ELF file is checked after the install"
+                );
+            }
+            info!(python = %interpreter.path.display(), version = interpreter.version, "interpreter");
+            Ok(Some(interpreter))
+        }
+        (PlatformMode::Cross, install::Installer::Pip) => {
+            Ok(Some(python::find(args.runtime, override_path, false)?))
+        }
+        (PlatformMode::Cross, install::Installer::Uv) => Ok(None),
+    }
+}
+
+/// The files of a tree, ready to zip.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Collected {
+    /// Sorted by name (byte order).
+    pub files: Vec<ZipSource>,
+    pub unzipped_bytes: u64,
+    /// `__pycache__` folders and `.pyc`/`.pyo` files left out.
+    pub skipped: usize,
+}
+
+/// Lists the regular files under `root` as zip entries named `prefix/relative/path`, sorted, without
+/// `__pycache__` folders and `.pyc`/`.pyo` files. Symbolic links to files are followed (the zip holds the
+/// content); links to folders are left out, so a link cycle can't loop.
+pub fn collect(root: &Path, prefix: &str) -> std::io::Result<Collected> {
+    let mut collected = Collected {
+        files: Vec::new(),
+        unzipped_bytes: 0,
+        skipped: 0,
+    };
+    let mut pending = vec![(root.to_path_buf(), prefix.trim_end_matches('/').to_owned())];
+    while let Some((dir, name)) = pending.pop() {
+        for entry in std::fs::read_dir(&dir)? {
+            let entry = entry?;
+            let file_name = entry.file_name();
+            let Some(file_name) = file_name.to_str() else {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("file name is not UTF-8: {}", entry.path().display()),
+                ));
+            };
+            let entry_name = format!("{name}/{file_name}");
+            let file_type = entry.file_type()?;
+            if file_type.is_dir() {
+                if file_name == "__pycache__" {
+                    collected.skipped += 1;
+                } else {
+                    pending.push((entry.path(), entry_name));
+                }
+                continue;
+            }
+            if file_name.ends_with(".pyc") || file_name.ends_with(".pyo") {
+                collected.skipped += 1;
+                continue;
+            }
+            // Follows a symbolic link; its target's type decides.
+            let metadata = std::fs::metadata(entry.path())?;
+            if !metadata.is_file() {
+                warn!(path = %entry.path().display(), "left out: not a regular file");
+                continue;
+            }
+            collected.unzipped_bytes += metadata.len();
+            collected.files.push(ZipSource {
+                name: entry_name,
+                path: entry.path(),
+                executable: is_executable(&metadata),
+            });
+        }
+    }
+    collected
+        .files
+        .sort_by(|a, b| a.name.as_bytes().cmp(b.name.as_bytes()));
+    Ok(collected)
+}
+
+#[cfg(unix)]
+fn is_executable(metadata: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    metadata.permissions().mode() & 0o111 != 0
+}
+
+#[cfg(not(unix))]
+fn is_executable(_: &std::fs::Metadata) -> bool {
+    false
+}
+
+/// Fails when any ELF file is built for another machine than `architecture`.
+pub fn check_architecture(
+    files: &[ZipSource],
+    architecture: Architecture,
+) -> Result<(), BuildError> {
+    let expected = elf::expected_machine(architecture);
+    let mut wrong = Vec::new();
+    let mut elf_files = 0usize;
+    for file in files {
+        let machine = elf::file_machine(&file.path)
+            .map_err(BuildError::io(format!("reading {}", file.path.display())))?;
+        if let Some(machine) = machine {
+            elf_files += 1;
+            if machine != expected {
+                wrong.push((file.name.clone(), machine));
+            }
+        }
+    }
+    info!(elf_files, wrong = wrong.len(), %architecture, "architecture check");
+    if wrong.is_empty() {
+        Ok(())
+    } else {
+        Err(BuildError::WrongArchitecture {
+            architecture,
+            files: wrong,
+        })
+    }
+}
+
+/// `YYYYmmddHHMMSSmmm` in UTC, the original tool's `create-date` format.
+pub fn create_date(at: SystemTime) -> String {
+    let since = at.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs();
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let (year, month, day) = civil_from_days(days);
+    format!(
+        "{year:04}{month:02}{day:02}{:02}{:02}{:02}{:03}",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60,
+        since.subsec_millis()
+    )
+}
+
+/// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian calendar (H. Hinnant's algorithm).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+/// A work folder under the system temp folder, removed when dropped.
+struct WorkDir(PathBuf);
+
+impl WorkDir {
+    fn create() -> std::io::Result<Self> {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
+        let path =
+            std::env::temp_dir().join(format!("layer-builder-{}-{nanos:x}", std::process::id()));
+        std::fs::create_dir_all(&path)?;
+        Ok(Self(path))
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_dir_all(&self.0) {
+            warn!(path = %self.0.display(), error = %e, "could not remove the work folder");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    #[test]
+    fn create_date_is_utc_with_milliseconds() {
+        let at = UNIX_EPOCH + Duration::from_millis(1_700_000_000_123);
+        assert_eq!(create_date(at), "20231114221320123");
+        assert_eq!(create_date(UNIX_EPOCH), "19700101000000000");
+        // A leap day.
+        let leap = UNIX_EPOCH + Duration::from_secs(951_782_400);
+        assert_eq!(create_date(leap), "20000229000000000");
+    }
+
+    #[test]
+    fn collect_sorts_and_drops_bytecode() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("pkg/__pycache__")).unwrap();
+        std::fs::create_dir_all(root.join("bin")).unwrap();
+        std::fs::write(root.join("pkg/__init__.py"), "x = 1\n").unwrap();
+        std::fs::write(
+            root.join("pkg/__pycache__/__init__.cpython-312.pyc"),
+            "junk",
+        )
+        .unwrap();
+        std::fs::write(root.join("pkg/old.pyc"), "junk").unwrap();
+        std::fs::write(root.join("Zed.py"), "").unwrap();
+        std::fs::write(root.join("bin/tool"), "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(
+            root.join("bin/tool"),
+            std::fs::Permissions::from_mode(0o700),
+        )
+        .unwrap();
+        std::os::unix::fs::symlink(root.join("pkg"), root.join("loop")).unwrap();
+        std::os::unix::fs::symlink(root.join("Zed.py"), root.join("alias.py")).unwrap();
+
+        let collected = collect(root, "python/lib/python3.12/site-packages/").unwrap();
+        let names: Vec<&str> = collected.files.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "python/lib/python3.12/site-packages/Zed.py",
+                "python/lib/python3.12/site-packages/alias.py",
+                "python/lib/python3.12/site-packages/bin/tool",
+                "python/lib/python3.12/site-packages/pkg/__init__.py",
+            ]
+        );
+        assert_eq!(collected.unzipped_bytes, 6 + 10);
+        assert_eq!(collected.skipped, 2);
+        assert!(collected.files[2].executable);
+        assert!(!collected.files[3].executable);
+    }
+
+    #[test]
+    fn wrong_architecture_names_the_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let exe = std::env::current_exe().unwrap();
+        let host = cli::host_architecture();
+        let other = if host == Architecture::Arm64 {
+            Architecture::X86_64
+        } else {
+            Architecture::Arm64
+        };
+        std::fs::write(dir.path().join("a.py"), "pass\n").unwrap();
+        let files = vec![
+            ZipSource {
+                name: "python/a.py".into(),
+                path: dir.path().join("a.py"),
+                executable: false,
+            },
+            ZipSource {
+                name: "python/_native.so".into(),
+                path: exe,
+                executable: false,
+            },
+        ];
+        assert!(check_architecture(&files, host).is_ok());
+        let err = check_architecture(&files, other).unwrap_err();
+        assert_eq!(err.exit_code(), 3);
+        let text = err.to_string();
+        assert!(text.contains("python/_native.so"), "{text}");
+        assert!(text.contains("--platform-mode cross"), "{text}");
+    }
+
+    #[test]
+    fn exit_codes() {
+        assert_eq!(BuildError::Usage("x".into()).exit_code(), 2);
+        let too_large = BuildError::TooLarge {
+            unzipped: MAX_UNZIPPED_BYTES + 5,
+            limit: MAX_UNZIPPED_BYTES,
+            files: 3,
+        };
+        assert_eq!(too_large.exit_code(), 4);
+        assert!(too_large.to_string().contains("262144005 bytes unzipped"));
+        assert!(too_large.to_string().contains("by 5 bytes"));
+    }
+}

@@ -1,0 +1,211 @@
+//! Uploading the zip: one PutObject up to [`MULTIPART_THRESHOLD`], a multipart upload (parts of
+//! [`PART_SIZE`], a few in flight) above it. The metadata goes on the object either way; a failed multipart
+//! upload is aborted so no parts linger.
+
+use std::{collections::HashMap, path::Path, sync::Arc};
+
+use aws_sdk_s3::{
+    Client,
+    primitives::ByteStream,
+    types::{CompletedMultipartUpload, CompletedPart},
+};
+use tokio::{io::AsyncReadExt, task::JoinSet};
+use tracing::{info, warn};
+
+use crate::aws::AwsFault;
+
+/// Zips above this size go up in parts.
+pub const MULTIPART_THRESHOLD: u64 = 16 * 1024 * 1024;
+/// Size of each part but the last.
+pub const PART_SIZE: usize = 16 * 1024 * 1024;
+/// Parts uploaded concurrently.
+const PARTS_IN_FLIGHT: usize = 4;
+
+/// The upload failed; nothing usable is left in the bucket.
+#[derive(Debug, thiserror::Error)]
+pub enum UploadError {
+    #[error(transparent)]
+    Aws(#[from] AwsFault),
+    #[error("reading {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("a part upload task failed: {0}")]
+    Task(String),
+}
+
+/// Where the object landed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Uploaded {
+    pub bucket: String,
+    pub key: String,
+    pub version_id: Option<String>,
+    pub multipart: bool,
+}
+
+/// Uploads `file` to `s3://bucket/key` with `metadata` (S3 user metadata) and content type `application/zip`.
+pub async fn upload(
+    s3: &Client,
+    file: &Path,
+    size: u64,
+    bucket: &str,
+    key: &str,
+    metadata: HashMap<String, String>,
+) -> Result<Uploaded, UploadError> {
+    let read_error = |source| UploadError::Read {
+        path: file.display().to_string(),
+        source,
+    };
+    if size <= MULTIPART_THRESHOLD {
+        let body = ByteStream::from_path(file)
+            .await
+            .map_err(|e| read_error(std::io::Error::other(e)))?;
+        let out = s3
+            .put_object()
+            .bucket(bucket)
+            .key(key)
+            .content_type("application/zip")
+            .set_metadata(Some(metadata))
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| AwsFault::from_sdk("PutObject", &e))?;
+        return Ok(Uploaded {
+            bucket: bucket.to_owned(),
+            key: key.to_owned(),
+            version_id: out.version_id().map(str::to_owned),
+            multipart: false,
+        });
+    }
+
+    let created = s3
+        .create_multipart_upload()
+        .bucket(bucket)
+        .key(key)
+        .content_type("application/zip")
+        .set_metadata(Some(metadata))
+        .send()
+        .await
+        .map_err(|e| AwsFault::from_sdk("CreateMultipartUpload", &e))?;
+    let upload_id = created
+        .upload_id()
+        .ok_or_else(|| UploadError::Task("CreateMultipartUpload returned no upload id".to_owned()))?
+        .to_owned();
+    info!(bucket, key, upload_id, size, "multipart upload started");
+
+    match upload_parts(s3, file, bucket, key, &upload_id).await {
+        Ok(parts) => {
+            let out = s3
+                .complete_multipart_upload()
+                .bucket(bucket)
+                .key(key)
+                .upload_id(&upload_id)
+                .multipart_upload(
+                    CompletedMultipartUpload::builder()
+                        .set_parts(Some(parts))
+                        .build(),
+                )
+                .send()
+                .await
+                .map_err(|e| AwsFault::from_sdk("CompleteMultipartUpload", &e));
+            match out {
+                Ok(out) => Ok(Uploaded {
+                    bucket: bucket.to_owned(),
+                    key: key.to_owned(),
+                    version_id: out.version_id().map(str::to_owned),
+                    multipart: true,
+                }),
+                Err(e) => {
+                    abort(s3, bucket, key, &upload_id).await;
+                    Err(e.into())
+                }
+            }
+        }
+        Err(e) => {
+            abort(s3, bucket, key, &upload_id).await;
+            Err(e)
+        }
+    }
+}
+
+/// Reads the file part by part and uploads up to [`PARTS_IN_FLIGHT`] parts at once.
+async fn upload_parts(
+    s3: &Client,
+    file: &Path,
+    bucket: &str,
+    key: &str,
+    upload_id: &str,
+) -> Result<Vec<CompletedPart>, UploadError> {
+    let read_error = |source| UploadError::Read {
+        path: file.display().to_string(),
+        source,
+    };
+    let mut reader = tokio::fs::File::open(file).await.map_err(read_error)?;
+    let target = Arc::new((bucket.to_owned(), key.to_owned(), upload_id.to_owned()));
+    let mut tasks: JoinSet<Result<CompletedPart, UploadError>> = JoinSet::new();
+    let mut parts = Vec::new();
+    let mut number = 0i32;
+    loop {
+        let mut chunk = Vec::with_capacity(PART_SIZE);
+        (&mut reader)
+            .take(PART_SIZE as u64)
+            .read_to_end(&mut chunk)
+            .await
+            .map_err(read_error)?;
+        if chunk.is_empty() {
+            break;
+        }
+        number += 1;
+        if tasks.len() >= PARTS_IN_FLIGHT {
+            parts.push(join_next(&mut tasks).await?);
+        }
+        let (s3, target) = (s3.clone(), Arc::clone(&target));
+        tasks.spawn(async move {
+            let (bucket, key, upload_id) = &*target;
+            let out = s3
+                .upload_part()
+                .bucket(bucket)
+                .key(key)
+                .upload_id(upload_id)
+                .part_number(number)
+                .body(ByteStream::from(chunk))
+                .send()
+                .await
+                .map_err(|e| AwsFault::from_sdk("UploadPart", &e))?;
+            Ok(CompletedPart::builder()
+                .part_number(number)
+                .set_e_tag(out.e_tag().map(str::to_owned))
+                .build())
+        });
+    }
+    while !tasks.is_empty() {
+        parts.push(join_next(&mut tasks).await?);
+    }
+    parts.sort_by_key(|p| p.part_number());
+    Ok(parts)
+}
+
+async fn join_next(
+    tasks: &mut JoinSet<Result<CompletedPart, UploadError>>,
+) -> Result<CompletedPart, UploadError> {
+    match tasks.join_next().await {
+        Some(Ok(result)) => result,
+        Some(Err(e)) => Err(UploadError::Task(e.to_string())),
+        None => Err(UploadError::Task("no part upload was running".to_owned())),
+    }
+}
+
+async fn abort(s3: &Client, bucket: &str, key: &str, upload_id: &str) {
+    if let Err(e) = s3
+        .abort_multipart_upload()
+        .bucket(bucket)
+        .key(key)
+        .upload_id(upload_id)
+        .send()
+        .await
+    {
+        let fault = AwsFault::from_sdk("AbortMultipartUpload", &e);
+        warn!(bucket, key, upload_id, error = %fault, "could not abort the multipart upload");
+    }
+}
