@@ -14,11 +14,6 @@ pub const FORMAT_VERSION: u32 = 1;
 /// S3 limits user metadata to 2 KB (keys and values, UTF-8 bytes) per object.
 pub const METADATA_LIMIT_BYTES: usize = 2048;
 
-/// Key prefix (no slashes) of publish-layer's idempotency claim records, `_claims/...`. It is outside every
-/// artifact prefix (template.yaml's `ArtifactPrefix` can't start with `_`), so writing a claim never triggers the
-/// artifact event, and the template grants publish-layer read/write here only.
-pub const CLAIMS_PREFIX: &str = "_claims";
-
 /// sha256 over the canonical requirement lines, runtime, architecture and [`FORMAT_VERSION`].
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Fingerprint(String);

@@ -8,7 +8,7 @@
 //!   [`Config::from_lookup`] (bucket name, build targets pointing at the right queue and job definition per
 //!   architecture);
 //! - the S3 event filter matches keys rendered by [`ArtifactKey`] and never a claim record
-//!   ([`CLAIMS_PREFIX`]);
+//!   ([`publish::claim_key`] under [`CLAIM_PREFIX`]), and IAM grants publish-layer exactly that claim prefix;
 //! - the functions are arm64 `provided.al2023` cargo-lambda builds of this package's binaries;
 //! - the IAM policies allow what each component does, and refuse what it must not do.
 //!
@@ -17,8 +17,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use layerforge::{
-    artifact::{ArtifactKey, CLAIMS_PREFIX, Fingerprint},
+    artifact::{ArtifactKey, Fingerprint},
     config::{Config, ENV_VARS},
+    publish::{self, CLAIM_PREFIX},
     request::{Architecture, LayerName, Requirements, Runtime},
 };
 use serde_yaml::{Mapping, Value};
@@ -646,9 +647,12 @@ fn the_s3_event_filter_matches_artifact_keys_and_never_claims() {
             Some(sample_key(prefix))
         );
 
+        let bucket = config.artifact_bucket.as_str();
         for not_an_artifact in [
-            format!("{CLAIMS_PREFIX}/{}.json", "3f2a9c0d1e2b4a5c"),
-            format!("{CLAIMS_PREFIX}/{key}"),
+            // The claim publish-layer writes for this very artifact, for a versioned and an unversioned bucket.
+            publish::claim_key(bucket, &key, "3HL4kqtJlcpXroDTDmJ.rSt1kQnIFIcwt"),
+            publish::claim_key(bucket, &key, ""),
+            format!("{CLAIM_PREFIX}/{key}"),
             format!("{key}.json"),
             format!("other/{key}"),
             // A prefix that merely starts like the artifact prefix is not under it.
@@ -661,14 +665,18 @@ fn the_s3_event_filter_matches_artifact_keys_and_never_claims() {
         }
     }
 
-    // ArtifactPrefix can't start with "_", so no artifact prefix can contain the claims prefix.
+    // ArtifactPrefix must start with a letter or digit, and the claims prefix starts with something else, so
+    // no allowed artifact prefix can contain the claims.
     let stack = Stack::new(&[]);
     let pattern = str_of(at(
         &stack.template,
         &["Parameters", "ArtifactPrefix", "AllowedPattern"],
     ));
     assert!(pattern.starts_with("^[A-Za-z0-9]"), "{pattern}");
-    assert!(CLAIMS_PREFIX.starts_with('_'), "{CLAIMS_PREFIX}");
+    assert!(
+        !CLAIM_PREFIX.starts_with(|c: char| c.is_ascii_alphanumeric()),
+        "{CLAIM_PREFIX}"
+    );
 }
 
 #[test]
@@ -802,7 +810,8 @@ fn each_role_may_do_its_job_and_nothing_next_to_it() {
     let object = |bucket: &str, key: &str| format!("arn:aws:s3:::{bucket}/{key}");
     let bucket = config.artifact_bucket.as_str();
     let artifact = object(bucket, &sample_key(&config.artifact_prefix).to_string());
-    let claim = object(bucket, &format!("{CLAIMS_PREFIX}/3f2a9c0d1e2b4a5c-v1.json"));
+    let artifact_key = sample_key(&config.artifact_prefix).to_string();
+    let claim = object(bucket, &publish::claim_key(bucket, &artifact_key, "v1"));
     let elsewhere = object(bucket, "other/file.zip");
     let layer = |name: &str| format!("arn:aws:lambda:{REGION}:{ACCOUNT}:layer:{name}");
 
