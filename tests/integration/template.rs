@@ -1,1 +1,944 @@
-//! Integration tests: template.
+//! Integration tests: `template.yaml` against the code it deploys.
+//!
+//! The template is parsed with CloudFormation's short-form tags (`!Ref`, `!Sub`, ...) kept as tagged YAML values,
+//! and a small evaluator ([`Stack`]) resolves the intrinsic functions the template uses with the parameters'
+//! defaults (or overrides) and stand-ins for resource references (`arn:fake:LOGICAL_ID`). The tests then feed the
+//! resolved values to the library itself, so that the template and the code can't drift apart:
+//! - each function's environment is exactly [`ENV_VARS`], and the resolved values parse with
+//!   [`Config::from_lookup`] (bucket name, build targets pointing at the right queue and job definition per
+//!   architecture);
+//! - the S3 event filter matches keys rendered by [`ArtifactKey`] and never a claim record
+//!   ([`publish::claim_key`] under [`CLAIM_PREFIX`]), and IAM grants publish-layer exactly that claim prefix;
+//! - the functions are arm64 `provided.al2023` cargo-lambda builds of this package's binaries;
+//! - the IAM policies allow what each component does, and refuse what it must not do.
+//!
+//! No server is needed: these tests read files only.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use layerforge::{
+    artifact::{ArtifactKey, Fingerprint},
+    config::{Config, ENV_VARS},
+    publish::{self, CLAIM_PREFIX},
+    request::{Architecture, LayerName, Requirements, Runtime},
+};
+use serde_yaml::{Mapping, Value};
+
+const ACCOUNT: &str = "123456789012";
+const REGION: &str = "us-east-1";
+const STACK_UUID: &str = "0f1e2d3c-4b5a-4978-8a9b-0c1d2e3f4a5b";
+
+/// The two functions and the binary each must be built from.
+const FUNCTIONS: &[(&str, &str)] = &[
+    ("SubmitBuildFunction", "submit-build"),
+    ("PublishLayerFunction", "publish-layer"),
+];
+
+fn manifest_dir() -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn load_template() -> Value {
+    let path = manifest_dir().join("template.yaml");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{}: not YAML: {e}", path.display()))
+}
+
+/// `v[path[0]][path[1]]...`, failing the test with the path when a step is missing.
+fn at<'a>(v: &'a Value, path: &[&str]) -> &'a Value {
+    let mut cur = v;
+    for (i, key) in path.iter().enumerate() {
+        cur = cur
+            .get(*key)
+            .unwrap_or_else(|| panic!("template: {} is missing", path[..=i].join(".")));
+    }
+    cur
+}
+
+fn str_of(v: &Value) -> &str {
+    v.as_str()
+        .unwrap_or_else(|| panic!("expected a string, got {v:?}"))
+}
+
+/// A plain scalar as a string (CloudFormation passes numbers and booleans as strings).
+fn scalar(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Number(n) => n.to_string(),
+        Value::Bool(b) => b.to_string(),
+        other => panic!("expected a scalar, got {other:?}"),
+    }
+}
+
+/// An intrinsic function call: short form (`!Sub x`) or long form (`{"Fn::Sub": x}`, `{"Ref": x}`).
+fn intrinsic(v: &Value) -> Option<(String, &Value)> {
+    match v {
+        Value::Tagged(t) => {
+            let tag = t.tag.to_string();
+            let name = tag.trim_start_matches('!');
+            let name = if name == "Ref" || name == "Condition" {
+                name.to_owned()
+            } else {
+                format!("Fn::{name}")
+            };
+            Some((name, &t.value))
+        }
+        Value::Mapping(m) if m.len() == 1 => {
+            let (k, arg) = m.iter().next()?;
+            let k = k.as_str()?;
+            (k == "Ref" || k.starts_with("Fn::")).then(|| (k.to_owned(), arg))
+        }
+        _ => None,
+    }
+}
+
+/// The template evaluated for one set of parameter values.
+struct Stack {
+    template: Value,
+    params: BTreeMap<String, Value>,
+}
+
+impl Stack {
+    /// The template with its parameters' defaults, `overrides` applied on top. A parameter without a default gets
+    /// a plausible stand-in.
+    fn new(overrides: &[(&str, &str)]) -> Self {
+        let template = load_template();
+        let overrides: BTreeMap<&str, &str> = overrides.iter().copied().collect();
+        let mut params = BTreeMap::new();
+        let declared = at(&template, &["Parameters"])
+            .as_mapping()
+            .expect("Parameters is a mapping");
+        for (name, decl) in declared {
+            let name = str_of(name);
+            let ty = str_of(at(decl, &["Type"]));
+            let raw = match (overrides.get(name), decl.get("Default")) {
+                (Some(v), _) => (*v).to_owned(),
+                (None, Some(d)) => scalar(d),
+                (None, None) if ty.starts_with("List<") => {
+                    "subnet-0a1b2c3d,subnet-4e5f6a7b".to_owned()
+                }
+                (None, None) => panic!("parameter {name} has no default and no stand-in"),
+            };
+            let value = if ty == "CommaDelimitedList" || ty.starts_with("List<") {
+                Value::Sequence(
+                    raw.split(',')
+                        .map(|s| Value::String(s.trim().to_owned()))
+                        .collect(),
+                )
+            } else {
+                Value::String(raw)
+            };
+            params.insert(name.to_owned(), value);
+        }
+        for name in overrides.keys() {
+            assert!(
+                params.contains_key(*name),
+                "override of an undeclared parameter {name}"
+            );
+        }
+        Self { template, params }
+    }
+
+    fn resource(&self, logical: &str) -> &Value {
+        at(&self.template, &["Resources", logical])
+    }
+
+    fn resource_type(&self, logical: &str) -> &str {
+        str_of(at(self.resource(logical), &["Type"]))
+    }
+
+    /// Logical ids of the resources of `ty`, in template order.
+    fn resources_of_type(&self, ty: &str) -> Vec<String> {
+        at(&self.template, &["Resources"])
+            .as_mapping()
+            .expect("Resources is a mapping")
+            .iter()
+            .filter(|(_, r)| r.get("Type").and_then(Value::as_str) == Some(ty))
+            .map(|(k, _)| str_of(k).to_owned())
+            .collect()
+    }
+
+    fn reference(&self, name: &str) -> Value {
+        let s = |v: &str| Value::String(v.to_owned());
+        match name {
+            "AWS::StackId" => s(&format!(
+                "arn:aws:cloudformation:{REGION}:{ACCOUNT}:stack/layerforge/{STACK_UUID}"
+            )),
+            "AWS::StackName" => s("layerforge"),
+            "AWS::Partition" => s("aws"),
+            "AWS::Region" => s(REGION),
+            "AWS::AccountId" => s(ACCOUNT),
+            "AWS::URLSuffix" => s("amazonaws.com"),
+            "AWS::NoValue" => Value::Null,
+            _ => {
+                if let Some(v) = self.params.get(name) {
+                    return v.clone();
+                }
+                let resources = at(&self.template, &["Resources"]);
+                assert!(
+                    resources.get(name).is_some(),
+                    "!Ref {name}: no such parameter or resource"
+                );
+                s(&format!("arn:fake:{name}"))
+            }
+        }
+    }
+
+    fn get_att(&self, logical: &str, attribute: &str) -> Value {
+        assert!(
+            at(&self.template, &["Resources"]).get(logical).is_some(),
+            "!GetAtt {logical}.{attribute}: no such resource"
+        );
+        Value::String(format!("arn:fake:{logical}.{attribute}"))
+    }
+
+    fn condition(&self, name: &str) -> bool {
+        self.eval_condition(at(&self.template, &["Conditions", name]))
+    }
+
+    fn eval_condition(&self, v: &Value) -> bool {
+        let (func, arg) = intrinsic(v).unwrap_or_else(|| panic!("not a condition: {v:?}"));
+        let args = || {
+            arg.as_sequence()
+                .unwrap_or_else(|| panic!("{func}: expected a list"))
+        };
+        match func.as_str() {
+            "Condition" => self.condition(str_of(arg)),
+            "Fn::Equals" => {
+                let a = args();
+                self.resolve(&a[0]) == self.resolve(&a[1])
+            }
+            "Fn::Not" => !self.eval_condition(&args()[0]),
+            "Fn::And" => args().iter().all(|c| self.eval_condition(c)),
+            "Fn::Or" => args().iter().any(|c| self.eval_condition(c)),
+            other => panic!("unsupported condition function {other}"),
+        }
+    }
+
+    fn resolve_str(&self, v: &Value) -> String {
+        match self.resolve(v) {
+            Value::String(s) => s,
+            other => scalar(&other),
+        }
+    }
+
+    fn resolve_list(&self, v: &Value) -> Vec<Value> {
+        match self.resolve(v) {
+            Value::Sequence(items) => items,
+            other => panic!("expected a list, got {other:?}"),
+        }
+    }
+
+    /// Evaluates every intrinsic function in `v`; `AWS::NoValue` removes the list item or mapping entry.
+    fn resolve(&self, v: &Value) -> Value {
+        if let Some((func, arg)) = intrinsic(v) {
+            return self.call(&func, arg);
+        }
+        match v {
+            Value::Sequence(items) => Value::Sequence(
+                items
+                    .iter()
+                    .map(|i| self.resolve(i))
+                    .filter(|i| !i.is_null())
+                    .collect(),
+            ),
+            Value::Mapping(m) => {
+                let mut out = Mapping::new();
+                for (k, val) in m {
+                    let val = self.resolve(val);
+                    if !val.is_null() {
+                        out.insert(k.clone(), val);
+                    }
+                }
+                Value::Mapping(out)
+            }
+            other => other.clone(),
+        }
+    }
+
+    fn call(&self, func: &str, arg: &Value) -> Value {
+        let args = || {
+            arg.as_sequence()
+                .unwrap_or_else(|| panic!("{func}: expected a list, got {arg:?}"))
+        };
+        match func {
+            "Ref" => self.reference(str_of(arg)),
+            "Fn::GetAtt" => match arg {
+                Value::String(s) => {
+                    let (logical, attribute) =
+                        s.split_once('.').expect("!GetAtt Resource.Attribute");
+                    self.get_att(logical, attribute)
+                }
+                _ => self.get_att(str_of(&args()[0]), str_of(&args()[1])),
+            },
+            "Fn::If" => {
+                let a = args();
+                if self.condition(str_of(&a[0])) {
+                    self.resolve(&a[1])
+                } else {
+                    self.resolve(&a[2])
+                }
+            }
+            "Fn::Join" => {
+                let a = args();
+                let delimiter = str_of(&a[0]);
+                let parts: Vec<String> = self.resolve_list(&a[1]).iter().map(scalar).collect();
+                Value::String(parts.join(delimiter))
+            }
+            "Fn::Split" => {
+                let a = args();
+                let delimiter = str_of(&a[0]);
+                let s = self.resolve_str(&a[1]);
+                Value::Sequence(
+                    s.split(delimiter)
+                        .map(|p| Value::String(p.to_owned()))
+                        .collect(),
+                )
+            }
+            "Fn::Select" => {
+                let a = args();
+                let index: usize = scalar(&self.resolve(&a[0])).parse().expect("!Select index");
+                self.resolve_list(&a[1]).swap_remove(index)
+            }
+            "Fn::Sub" => match arg {
+                Value::String(s) => Value::String(self.substitute(s, &BTreeMap::new())),
+                _ => {
+                    let a = args();
+                    let vars = a[1]
+                        .as_mapping()
+                        .expect("!Sub variables")
+                        .iter()
+                        .map(|(k, v)| (str_of(k).to_owned(), self.resolve_str(v)))
+                        .collect();
+                    Value::String(self.substitute(str_of(&a[0]), &vars))
+                }
+            },
+            other => panic!("unsupported intrinsic function {other}"),
+        }
+    }
+
+    /// `Fn::Sub`: `${Name}` is a variable, parameter, pseudo parameter or resource; `${Res.Attr}` an attribute;
+    /// `${!Literal}` stays `${Literal}`.
+    fn substitute(&self, template: &str, vars: &BTreeMap<String, String>) -> String {
+        let mut out = String::new();
+        let mut rest = template;
+        while let Some(start) = rest.find("${") {
+            out.push_str(&rest[..start]);
+            let end = rest[start..]
+                .find('}')
+                .map(|e| start + e)
+                .expect("!Sub: unclosed ${");
+            let name = &rest[start + 2..end];
+            if let Some(literal) = name.strip_prefix('!') {
+                out.push_str("${");
+                out.push_str(literal);
+                out.push('}');
+            } else if let Some(v) = vars.get(name) {
+                out.push_str(v);
+            } else if let Some((logical, attribute)) = name.split_once('.') {
+                out.push_str(&scalar(&self.get_att(logical, attribute)));
+            } else {
+                out.push_str(&scalar(&self.reference(name)));
+            }
+            rest = &rest[end + 1..];
+        }
+        out.push_str(rest);
+        out
+    }
+
+    /// The function's properties with `Globals.Function` merged in (SAM merges maps, the function's keys win).
+    fn function_properties(&self, logical: &str) -> Mapping {
+        let globals = self
+            .template
+            .get("Globals")
+            .and_then(|g| g.get("Function"))
+            .and_then(Value::as_mapping)
+            .cloned()
+            .unwrap_or_default();
+        let own = at(self.resource(logical), &["Properties"])
+            .as_mapping()
+            .expect("Properties")
+            .clone();
+        merge(globals, own)
+    }
+
+    /// The environment a function gets, resolved.
+    fn function_environment(&self, logical: &str) -> BTreeMap<String, String> {
+        let props = Value::Mapping(self.function_properties(logical));
+        let vars = at(&props, &["Environment", "Variables"]);
+        let resolved = self.resolve(vars);
+        resolved
+            .as_mapping()
+            .expect("Variables is a mapping")
+            .iter()
+            .map(|(k, v)| (str_of(k).to_owned(), scalar(v)))
+            .collect()
+    }
+
+    /// The typed configuration a function builds from its environment (as `Config::from_env` would).
+    fn function_config(&self, logical: &str) -> Config {
+        let env = self.function_environment(logical);
+        Config::from_lookup(|k| env.get(k).cloned())
+            .unwrap_or_else(|e| panic!("{logical}: the template's environment doesn't parse: {e}"))
+    }
+
+    /// Every inline policy statement of a role or a function, resolved, with the owner's logical id.
+    fn statements(&self, logical: &str) -> Vec<Value> {
+        let resource = self.resource(logical);
+        let policies = at(resource, &["Properties", "Policies"])
+            .as_sequence()
+            .expect("Policies is a list");
+        let mut out = Vec::new();
+        for policy in policies {
+            let document = match self.resource_type(logical) {
+                "AWS::IAM::Role" => at(policy, &["PolicyDocument"]),
+                "AWS::Serverless::Function" => {
+                    // Only inline documents: a managed policy name or a SAM policy template would hide what the
+                    // function may do from this test.
+                    assert!(
+                        policy.get("Statement").is_some(),
+                        "{logical}: a policy that is not an inline document"
+                    );
+                    policy
+                }
+                other => panic!("{logical}: no policies on a {other}"),
+            };
+            let statements = self.resolve(at(document, &["Statement"]));
+            out.extend(
+                statements
+                    .as_sequence()
+                    .expect("Statement is a list")
+                    .iter()
+                    .cloned(),
+            );
+        }
+        out
+    }
+
+    /// Whether the inline policies of `logical` allow `action` on `resource` (Allow statements only; the template
+    /// has no Deny in roles).
+    fn allows(&self, logical: &str, action: &str, resource: &str) -> bool {
+        self.statements(logical).iter().any(|st| {
+            str_of(at(st, &["Effect"])) == "Allow"
+                && strings(at(st, &["Action"])).iter().any(|a| glob(a, action))
+                && strings(at(st, &["Resource"]))
+                    .iter()
+                    .any(|r| glob(r, resource))
+        })
+    }
+}
+
+fn merge(mut base: Mapping, over: Mapping) -> Mapping {
+    for (k, v) in over {
+        let merged = match (base.get(&k), &v) {
+            (Some(Value::Mapping(b)), Value::Mapping(o)) => {
+                Value::Mapping(merge(b.clone(), o.clone()))
+            }
+            _ => v,
+        };
+        base.insert(k, merged);
+    }
+    base
+}
+
+/// A string or a list of strings.
+fn strings(v: &Value) -> Vec<String> {
+    match v {
+        Value::Sequence(items) => items.iter().map(scalar).collect(),
+        other => vec![scalar(other)],
+    }
+}
+
+/// IAM's wildcard matching: `*` any run of characters, `?` one character (case-sensitive).
+fn glob(pattern: &str, text: &str) -> bool {
+    let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
+    let (mut pi, mut ti, mut star, mut mark) = (0, 0, None, 0);
+    while ti < t.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+            pi += 1;
+            ti += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some(pi);
+            mark = ti;
+            pi += 1;
+        } else if let Some(s) = star {
+            pi = s + 1;
+            mark += 1;
+            ti = mark;
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|c| *c == '*')
+}
+
+fn sample_key(prefix: &str) -> ArtifactKey {
+    let requirements =
+        Requirements::parse("requests==2.32.3\nhttpx==0.27.2").expect("valid requirements");
+    let fingerprint = Fingerprint::compute(&requirements, Runtime::Python312, Architecture::Arm64);
+    let name = LayerName::parse("http-clients").expect("valid layer name");
+    ArtifactKey::new(
+        prefix,
+        &name,
+        Runtime::Python312,
+        Architecture::Arm64,
+        &fingerprint,
+    )
+}
+
+/// The S3 key filter of the function's S3 event: (prefix, suffix), resolved. Also checks the event's shape.
+fn s3_event_filter(stack: &Stack, logical: &str) -> (String, String) {
+    let events = at(stack.resource(logical), &["Properties", "Events"])
+        .as_mapping()
+        .expect("Events");
+    let s3: Vec<&Value> = events
+        .values()
+        .filter(|e| e.get("Type").and_then(Value::as_str) == Some("S3"))
+        .collect();
+    assert_eq!(s3.len(), 1, "{logical}: exactly one S3 event");
+    let props = at(s3[0], &["Properties"]);
+    assert_eq!(
+        stack.resolve_str(at(props, &["Bucket"])),
+        "arn:fake:ArtifactBucket"
+    );
+    assert_eq!(strings(at(props, &["Events"])), ["s3:ObjectCreated:*"]);
+    let rules = stack.resolve(at(props, &["Filter", "S3Key", "Rules"]));
+    let mut prefix = None;
+    let mut suffix = None;
+    for rule in rules.as_sequence().expect("Rules is a list") {
+        let value = scalar(at(rule, &["Value"]));
+        match str_of(at(rule, &["Name"])) {
+            "prefix" => prefix = Some(value),
+            "suffix" => suffix = Some(value),
+            other => panic!("unknown S3 filter rule {other}"),
+        }
+    }
+    (
+        prefix.expect("a prefix rule"),
+        suffix.expect("a suffix rule"),
+    )
+}
+
+/// What S3 does with a key filter: the key starts with the prefix and ends with the suffix.
+fn filter_matches((prefix, suffix): &(String, String), key: &str) -> bool {
+    key.starts_with(prefix.as_str()) && key.ends_with(suffix.as_str())
+}
+
+#[test]
+fn each_function_environment_is_exactly_what_config_reads() {
+    let stack = Stack::new(&[]);
+    let functions = stack.resources_of_type("AWS::Serverless::Function");
+    let expected_functions: Vec<&str> = FUNCTIONS.iter().map(|(f, _)| *f).collect();
+    assert_eq!(functions, expected_functions, "the template's functions");
+
+    let wanted: BTreeSet<&str> = ENV_VARS.iter().copied().collect();
+    assert_eq!(
+        wanted.len(),
+        ENV_VARS.len(),
+        "ENV_VARS lists a variable twice"
+    );
+    // Rule: both functions read the whole Config (Config::from_env), so each gets exactly ENV_VARS.
+    for function in functions {
+        let env = stack.function_environment(&function);
+        let keys: BTreeSet<&str> = env.keys().map(String::as_str).collect();
+        assert_eq!(
+            keys, wanted,
+            "{function}: environment variables != layerforge::config::ENV_VARS"
+        );
+    }
+}
+
+#[test]
+fn the_environment_parses_into_config_and_points_at_the_stacks_resources() {
+    for (x86, expected_archs) in [
+        ("false", vec![Architecture::Arm64]),
+        ("true", vec![Architecture::Arm64, Architecture::X86_64]),
+    ] {
+        let stack = Stack::new(&[
+            ("EnableX86SpotQueue", x86),
+            ("AllowedRequirementsBuckets", "reqs-a, reqs-b"),
+        ]);
+        let bucket = stack.resolve_str(at(
+            stack.resource("ArtifactBucket"),
+            &["Properties", "BucketName"],
+        ));
+        for (function, _) in FUNCTIONS {
+            let config = stack.function_config(function);
+            // The functions name the bucket by the same computed name the bucket is created with.
+            assert_eq!(config.artifact_bucket, bucket, "{function}");
+            assert_eq!(
+                config.artifact_prefix, "layers",
+                "{function}: ArtifactPrefix default"
+            );
+            assert_eq!(config.default_architecture, Architecture::Arm64);
+            assert_eq!(config.default_runtime, Runtime::Python312);
+            assert!(
+                config.requirements_bucket_allowed("reqs-b"),
+                "{function}: {config:?}"
+            );
+            assert_eq!(config.max_vcpu, 4.0);
+            assert_eq!(config.max_memory_mib, 16_384);
+
+            let archs: Vec<Architecture> = config.build_targets.keys().copied().collect();
+            assert_eq!(
+                archs, expected_archs,
+                "{function}: build targets with EnableX86SpotQueue={x86}"
+            );
+            assert!(config.build_target(config.default_architecture).is_some());
+            for (arch, target) in &config.build_targets {
+                let queue = target
+                    .job_queue
+                    .strip_prefix("arn:fake:")
+                    .expect("a queue of this stack");
+                let definition = target
+                    .job_definition
+                    .strip_prefix("arn:fake:")
+                    .expect("a definition of this stack");
+                assert_eq!(stack.resource_type(queue), "AWS::Batch::JobQueue");
+                assert_eq!(stack.resource_type(definition), "AWS::Batch::JobDefinition");
+                let platform = at(
+                    stack.resource(definition),
+                    &["Properties", "ContainerProperties", "RuntimePlatform"],
+                );
+                let cpu = match arch {
+                    Architecture::Arm64 => "ARM64",
+                    Architecture::X86_64 => "X86_64",
+                };
+                assert_eq!(
+                    str_of(at(platform, &["CpuArchitecture"])),
+                    cpu,
+                    "{arch}: {definition}"
+                );
+                assert_eq!(str_of(at(platform, &["OperatingSystemFamily"])), "LINUX");
+            }
+        }
+    }
+}
+
+#[test]
+fn the_bucket_name_is_a_valid_unique_s3_name() {
+    let stack = Stack::new(&[]);
+    let bucket = stack.resolve_str(at(
+        stack.resource("ArtifactBucket"),
+        &["Properties", "BucketName"],
+    ));
+    assert_eq!(bucket, format!("layerforge-{STACK_UUID}"));
+    assert!((3..=63).contains(&bucket.len()), "{bucket}");
+    assert!(
+        bucket
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'),
+        "{bucket}"
+    );
+}
+
+#[test]
+fn the_s3_event_filter_matches_artifact_keys_and_never_claims() {
+    for prefix in ["layers", "team-a/layers"] {
+        let stack = Stack::new(&[("ArtifactPrefix", prefix)]);
+        let filter = s3_event_filter(&stack, "PublishLayerFunction");
+        let config = stack.function_config("PublishLayerFunction");
+        assert_eq!(config.artifact_prefix, prefix);
+
+        let key = sample_key(&config.artifact_prefix).to_string();
+        assert!(filter_matches(&filter, &key), "{filter:?} must match {key}");
+        assert_eq!(
+            ArtifactKey::parse(&config.artifact_prefix, &key),
+            Some(sample_key(prefix))
+        );
+
+        let bucket = config.artifact_bucket.as_str();
+        for not_an_artifact in [
+            // The claim publish-layer writes for this very artifact, for a versioned and an unversioned bucket.
+            publish::claim_key(bucket, &key, "3HL4kqtJlcpXroDTDmJ.rSt1kQnIFIcwt"),
+            publish::claim_key(bucket, &key, ""),
+            format!("{CLAIM_PREFIX}/{key}"),
+            format!("{key}.json"),
+            format!("other/{key}"),
+            // A prefix that merely starts like the artifact prefix is not under it.
+            key.replacen(&format!("{prefix}/"), &format!("{prefix}x/"), 1),
+        ] {
+            assert!(
+                !filter_matches(&filter, &not_an_artifact),
+                "{filter:?} must not match {not_an_artifact}"
+            );
+        }
+    }
+
+    // ArtifactPrefix must start with a letter or digit, and the claims prefix starts with something else, so
+    // no allowed artifact prefix can contain the claims.
+    let stack = Stack::new(&[]);
+    let pattern = str_of(at(
+        &stack.template,
+        &["Parameters", "ArtifactPrefix", "AllowedPattern"],
+    ));
+    assert!(pattern.starts_with("^[A-Za-z0-9]"), "{pattern}");
+    assert!(
+        !CLAIM_PREFIX.starts_with(|c: char| c.is_ascii_alphanumeric()),
+        "{CLAIM_PREFIX}"
+    );
+}
+
+#[test]
+fn functions_are_arm64_cargo_lambda_builds_of_this_packages_binaries() {
+    let stack = Stack::new(&[]);
+    let cargo_toml =
+        std::fs::read_to_string(manifest_dir().join("Cargo.toml")).expect("Cargo.toml");
+    for (function, binary) in FUNCTIONS {
+        let props = Value::Mapping(stack.function_properties(function));
+        assert_eq!(
+            str_of(at(&props, &["Runtime"])),
+            "provided.al2023",
+            "{function}"
+        );
+        assert_eq!(
+            strings(at(&props, &["Architectures"])),
+            ["arm64"],
+            "{function}"
+        );
+        assert_eq!(str_of(at(&props, &["Handler"])), "bootstrap", "{function}");
+        assert_eq!(str_of(at(&props, &["CodeUri"])), ".", "{function}");
+
+        let metadata = at(stack.resource(function), &["Metadata"]);
+        assert_eq!(
+            str_of(at(metadata, &["BuildMethod"])),
+            "rust-cargolambda",
+            "{function}"
+        );
+        assert_eq!(
+            str_of(at(metadata, &["BuildProperties", "Binary"])),
+            *binary,
+            "{function}"
+        );
+        assert!(
+            cargo_toml.contains(&format!("name = \"{binary}\"")),
+            "{function}: Cargo.toml has no [[bin]] {binary}"
+        );
+        assert!(
+            manifest_dir()
+                .join(format!("src/bin/{binary}.rs"))
+                .is_file(),
+            "{binary}"
+        );
+
+        assert_eq!(
+            str_of(at(&props, &["LoggingConfig", "LogFormat"])),
+            "JSON",
+            "{function}"
+        );
+        let log_group = stack.resolve_str(at(&props, &["LoggingConfig", "LogGroup"]));
+        let log_group = log_group
+            .strip_prefix("arn:fake:")
+            .expect("a log group of this stack");
+        assert_eq!(stack.resource_type(log_group), "AWS::Logs::LogGroup");
+        let retention = stack.resolve_str(at(
+            stack.resource(log_group),
+            &["Properties", "RetentionInDays"],
+        ));
+        assert!(
+            retention.parse::<u32>().is_ok_and(|d| d > 0),
+            "{log_group}: retention {retention}"
+        );
+    }
+
+    // publish-layer: failed async invocations are retried, then kept in the on-failure queue.
+    let publish = Value::Mapping(stack.function_properties("PublishLayerFunction"));
+    let invoke = at(&publish, &["EventInvokeConfig"]);
+    assert!(
+        stack
+            .resolve_str(at(invoke, &["MaximumRetryAttempts"]))
+            .parse::<u32>()
+            .is_ok_and(|n| n >= 1)
+    );
+    let on_failure = at(invoke, &["DestinationConfig", "OnFailure"]);
+    assert_eq!(str_of(at(on_failure, &["Type"])), "SQS");
+    assert_eq!(
+        stack.resolve_str(at(on_failure, &["Destination"])),
+        "arn:fake:PublishFailureQueue.Arn"
+    );
+}
+
+#[test]
+fn iam_has_no_wildcard_actions_and_no_star_resources_where_arns_exist() {
+    // Actions that have no resource-level permissions, and so may only be granted on "*".
+    const UNSCOPED: &[&str] = &["ecr:GetAuthorizationToken"];
+    let stack = Stack::new(&[
+        ("EnableX86SpotQueue", "true"),
+        ("AllowedRequirementsBuckets", "reqs-a"),
+    ]);
+    let mut owners = stack.resources_of_type("AWS::IAM::Role");
+    owners.extend(stack.resources_of_type("AWS::Serverless::Function"));
+    assert_eq!(owners.len(), 4, "{owners:?}");
+    let mut checked = 0;
+    for owner in &owners {
+        for st in stack.statements(owner) {
+            assert!(
+                st.get("NotAction").is_none() && st.get("NotResource").is_none(),
+                "{owner}: {st:?}"
+            );
+            let actions = strings(at(&st, &["Action"]));
+            for action in &actions {
+                assert!(
+                    action != "*" && !action.ends_with(":*"),
+                    "{owner}: action {action}"
+                );
+            }
+            for resource in strings(at(&st, &["Resource"])) {
+                if resource == "*" {
+                    assert!(
+                        actions.iter().all(|a| UNSCOPED.contains(&a.as_str())),
+                        "{owner}: {actions:?} on *"
+                    );
+                } else {
+                    assert!(resource.starts_with("arn:"), "{owner}: resource {resource}");
+                }
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked >= 10, "only {checked} statements found");
+}
+
+#[test]
+fn each_role_may_do_its_job_and_nothing_next_to_it() {
+    let stack = Stack::new(&[
+        ("EnableX86SpotQueue", "true"),
+        ("AllowedRequirementsBuckets", "reqs-a,reqs-b"),
+        ("LayerNamePrefix", "team-a-"),
+    ]);
+    let config = stack.function_config("SubmitBuildFunction");
+    let object = |bucket: &str, key: &str| format!("arn:aws:s3:::{bucket}/{key}");
+    let bucket = config.artifact_bucket.as_str();
+    let artifact = object(bucket, &sample_key(&config.artifact_prefix).to_string());
+    let artifact_key = sample_key(&config.artifact_prefix).to_string();
+    let claim = object(bucket, &publish::claim_key(bucket, &artifact_key, "v1"));
+    let elsewhere = object(bucket, "other/file.zip");
+    let layer = |name: &str| format!("arn:aws:lambda:{REGION}:{ACCOUNT}:layer:{name}");
+
+    // submit-build: submits only to its own queues and definitions, reads, never writes.
+    let submit = "SubmitBuildFunction";
+    for target in config.build_targets.values() {
+        for resource in [&target.job_queue, &target.job_definition] {
+            assert!(
+                stack.allows(submit, "batch:SubmitJob", resource),
+                "{resource}"
+            );
+            assert!(
+                stack.allows(submit, "batch:TagResource", resource),
+                "{resource}"
+            );
+        }
+    }
+    assert!(!stack.allows(
+        submit,
+        "batch:SubmitJob",
+        "arn:aws:batch:us-east-1:123456789012:job-queue/other"
+    ));
+    assert!(stack.allows(submit, "s3:GetObject", &artifact));
+    assert!(stack.allows(submit, "s3:GetObjectTagging", &artifact));
+    assert!(stack.allows(
+        submit,
+        "s3:GetObject",
+        &object("reqs-b", "team/requirements.txt")
+    ));
+    assert!(stack.allows(submit, "s3:ListBucket", &format!("arn:aws:s3:::{bucket}")));
+    assert!(!stack.allows(
+        submit,
+        "s3:GetObject",
+        &object("reqs-c", "requirements.txt")
+    ));
+    assert!(!stack.allows(submit, "s3:PutObject", &artifact));
+
+    // publish-layer: reads and tags artifacts, writes only claims, publishes only its layer names.
+    let publish = "PublishLayerFunction";
+    for action in [
+        "s3:GetObject",
+        "s3:GetObjectVersion",
+        "s3:GetObjectTagging",
+        "s3:GetObjectVersionTagging",
+        "s3:PutObjectTagging",
+        "s3:PutObjectVersionTagging",
+    ] {
+        assert!(stack.allows(publish, action, &artifact), "{action}");
+        assert!(
+            !stack.allows(publish, action, &elsewhere),
+            "{action} outside the prefix"
+        );
+    }
+    assert!(stack.allows(publish, "s3:PutObject", &claim));
+    assert!(stack.allows(publish, "s3:GetObject", &claim));
+    assert!(
+        !stack.allows(publish, "s3:PutObject", &artifact),
+        "publish-layer must not create artifacts"
+    );
+    assert!(!stack.allows(publish, "s3:DeleteObject", &artifact));
+    assert!(stack.allows(
+        publish,
+        "lambda:PublishLayerVersion",
+        &layer("team-a-http-clients")
+    ));
+    assert!(stack.allows(
+        publish,
+        "lambda:ListLayerVersions",
+        &layer("team-a-http-clients")
+    ));
+    assert!(stack.allows(
+        publish,
+        "lambda:GetLayerVersion",
+        &format!("{}:3", layer("team-a-http-clients"))
+    ));
+    assert!(!stack.allows(
+        publish,
+        "lambda:PublishLayerVersion",
+        &layer("http-clients")
+    ));
+    assert!(!stack.allows(
+        publish,
+        "lambda:DeleteLayerVersion",
+        &format!("{}:3", layer("team-a-x"))
+    ));
+
+    // The build job: writes artifacts under the prefix only, reads the allowed requirement buckets.
+    let job = "BuilderJobRole";
+    assert!(stack.allows(job, "s3:PutObject", &artifact));
+    assert!(!stack.allows(job, "s3:PutObject", &claim));
+    assert!(!stack.allows(job, "s3:PutObject", &elsewhere));
+    assert!(stack.allows(job, "s3:GetObject", &object("reqs-a", "requirements.txt")));
+    assert!(!stack.allows(job, "s3:PutObjectTagging", &artifact));
+
+    // Separate execution role: pulls the image and writes the job log, touches no data.
+    let exec = "BuilderExecutionRole";
+    assert!(stack.allows(exec, "ecr:BatchGetImage", "arn:fake:BuilderRepository.Arn"));
+    assert!(stack.allows(exec, "logs:PutLogEvents", "arn:fake:BuildLogGroup.Arn"));
+    assert!(!stack.allows(exec, "s3:GetObject", &artifact));
+    for definition in stack.resources_of_type("AWS::Batch::JobDefinition") {
+        let container = at(
+            stack.resource(&definition),
+            &["Properties", "ContainerProperties"],
+        );
+        assert_eq!(
+            stack.resolve_str(at(container, &["JobRoleArn"])),
+            "arn:fake:BuilderJobRole.Arn"
+        );
+        assert_eq!(
+            stack.resolve_str(at(container, &["ExecutionRoleArn"])),
+            "arn:fake:BuilderExecutionRole.Arn"
+        );
+    }
+}
+
+#[test]
+fn glob_follows_iam_wildcards() {
+    assert!(glob(
+        "arn:aws:s3:::b/layers/*",
+        "arn:aws:s3:::b/layers/x/y.zip"
+    ));
+    assert!(!glob(
+        "arn:aws:s3:::b/layers/*",
+        "arn:aws:s3:::b/layersx/y.zip"
+    ));
+    assert!(glob("layer:team-*:*", "layer:team-a:3"));
+    assert!(!glob("layer:team-*:*", "layer:team-a"));
+    assert!(glob("s3:Get?bject", "s3:GetObject"));
+    assert!(glob("*", ""));
+}
