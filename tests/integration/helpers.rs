@@ -385,3 +385,81 @@ pub fn config(bucket: &str, build_targets: &str, extra: &[(&str, &str)]) -> Conf
     })
     .expect("config")
 }
+
+/// A versioned bucket whose `ObjectCreated` events for `.zip` keys (under `key_prefix`, when given) go to a new SQS
+/// queue, as the template's S3 event does: (bucket, queue URL). moto's first message on it is an `s3:TestEvent`.
+pub async fn bucket_with_events(
+    sdk: &SdkConfig,
+    name: &str,
+    key_prefix: Option<&str>,
+) -> (String, String) {
+    use aws_sdk_s3::types::{
+        BucketVersioningStatus, Event, FilterRule, FilterRuleName, NotificationConfiguration,
+        NotificationConfigurationFilter, QueueConfiguration, S3KeyFilter, VersioningConfiguration,
+    };
+    let s3 = layerforge::aws::s3_client(sdk);
+    let sqs = aws_sdk_sqs::Client::new(sdk);
+    let bucket = bucket(sdk, name).await;
+    s3.put_bucket_versioning()
+        .bucket(&bucket)
+        .versioning_configuration(
+            VersioningConfiguration::builder()
+                .status(BucketVersioningStatus::Enabled)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let queue_url = sqs
+        .create_queue()
+        .queue_name(unique(&format!("{name}-events")))
+        .send()
+        .await
+        .unwrap()
+        .queue_url()
+        .unwrap()
+        .to_owned();
+    let attrs = sqs
+        .get_queue_attributes()
+        .queue_url(&queue_url)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .unwrap();
+    let queue_arn =
+        attrs.attributes().unwrap()[&aws_sdk_sqs::types::QueueAttributeName::QueueArn].clone();
+    let filter =
+        |name: FilterRuleName, value: &str| FilterRule::builder().name(name).value(value).build();
+    s3.put_bucket_notification_configuration()
+        .bucket(&bucket)
+        .notification_configuration(
+            NotificationConfiguration::builder()
+                .queue_configurations(
+                    QueueConfiguration::builder()
+                        .queue_arn(queue_arn)
+                        .events(Event::from("s3:ObjectCreated:*"))
+                        .filter(
+                            NotificationConfigurationFilter::builder()
+                                .key(
+                                    S3KeyFilter::builder()
+                                        .set_filter_rules(Some(
+                                            key_prefix
+                                                .map(|p| filter(FilterRuleName::Prefix, p))
+                                                .into_iter()
+                                                .chain([filter(FilterRuleName::Suffix, ".zip")])
+                                                .collect(),
+                                        ))
+                                        .build(),
+                                )
+                                .build(),
+                        )
+                        .build()
+                        .unwrap(),
+                )
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    (bucket, queue_url)
+}

@@ -5,10 +5,6 @@
 
 use std::{path::Path, process::Command, sync::Arc, time::Duration};
 
-use aws_sdk_s3::types::{
-    BucketVersioningStatus, Event, FilterRule, FilterRuleName, NotificationConfiguration,
-    NotificationConfigurationFilter, QueueConfiguration, S3KeyFilter, VersioningConfiguration,
-};
 use base64::Engine;
 use layerforge::{
     publish::{self, PublishState},
@@ -19,70 +15,6 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::helpers;
-
-/// A versioned bucket whose `ObjectCreated` events under `layers/` (suffix `.zip`) go to a new SQS queue.
-async fn artifact_bucket_with_events(sdk: &aws_config::SdkConfig) -> (String, String) {
-    let s3 = layerforge::aws::s3_client(sdk);
-    let sqs = aws_sdk_sqs::Client::new(sdk);
-    let bucket = helpers::bucket(sdk, "pipeline").await;
-    s3.put_bucket_versioning()
-        .bucket(&bucket)
-        .versioning_configuration(
-            VersioningConfiguration::builder()
-                .status(BucketVersioningStatus::Enabled)
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
-    let queue_url = sqs
-        .create_queue()
-        .queue_name(helpers::unique("events"))
-        .send()
-        .await
-        .unwrap()
-        .queue_url()
-        .unwrap()
-        .to_owned();
-    let attrs = sqs
-        .get_queue_attributes()
-        .queue_url(&queue_url)
-        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
-        .send()
-        .await
-        .unwrap();
-    let queue_arn =
-        attrs.attributes().unwrap()[&aws_sdk_sqs::types::QueueAttributeName::QueueArn].clone();
-    let filter =
-        |name: FilterRuleName, value: &str| FilterRule::builder().name(name).value(value).build();
-    s3.put_bucket_notification_configuration()
-        .bucket(&bucket)
-        .notification_configuration(
-            NotificationConfiguration::builder()
-                .queue_configurations(
-                    QueueConfiguration::builder()
-                        .queue_arn(queue_arn)
-                        .events(Event::from("s3:ObjectCreated:*"))
-                        .filter(
-                            NotificationConfigurationFilter::builder()
-                                .key(
-                                    S3KeyFilter::builder()
-                                        .filter_rules(filter(FilterRuleName::Prefix, "layers/"))
-                                        .filter_rules(filter(FilterRuleName::Suffix, ".zip"))
-                                        .build(),
-                                )
-                                .build(),
-                        )
-                        .build()
-                        .unwrap(),
-                )
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
-    (bucket, queue_url)
-}
 
 /// The S3 event message moto generated for `key` (skipping its `s3:TestEvent` and other keys' events).
 async fn event_for(sqs: &aws_sdk_sqs::Client, queue_url: &str, key: &str) -> Value {
@@ -143,7 +75,7 @@ fn unzip(zip: &[u8], into: &Path) {
 async fn a_build_request_becomes_a_published_layer_that_imports() {
     let sdk = helpers::sdk().await;
     let stack = helpers::batch_stack(&sdk).await;
-    let (bucket, queue_url) = artifact_bucket_with_events(&sdk).await;
+    let (bucket, queue_url) = helpers::bucket_with_events(&sdk, "pipeline", Some("layers/")).await;
     let config = Arc::new(helpers::config(&bucket, &stack.build_targets, &[]));
     let s3 = layerforge::aws::s3_client(&sdk);
     let batch = aws_sdk_batch::Client::new(&sdk);

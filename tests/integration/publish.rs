@@ -9,13 +9,7 @@ use std::{
 };
 
 use aws_config::SdkConfig;
-use aws_sdk_s3::{
-    primitives::ByteStream,
-    types::{
-        BucketVersioningStatus, Event, FilterRule, FilterRuleName, NotificationConfiguration,
-        NotificationConfigurationFilter, QueueConfiguration, S3KeyFilter, VersioningConfiguration,
-    },
-};
+use aws_sdk_s3::primitives::ByteStream;
 use base64::Engine;
 use layerforge::{
     artifact::{ArtifactMetadata, keys},
@@ -46,66 +40,7 @@ impl Fixture {
         let s3 = layerforge::aws::s3_client(&sdk);
         let sqs = aws_sdk_sqs::Client::new(&sdk);
         let lambda = layerforge::aws::lambda_client(&sdk);
-        let bucket = helpers::bucket(&sdk, "lf-publish").await;
-        s3.put_bucket_versioning()
-            .bucket(&bucket)
-            .versioning_configuration(
-                VersioningConfiguration::builder()
-                    .status(BucketVersioningStatus::Enabled)
-                    .build(),
-            )
-            .send()
-            .await
-            .unwrap();
-        let queue_url = sqs
-            .create_queue()
-            .queue_name(unique("lf-publish"))
-            .send()
-            .await
-            .unwrap()
-            .queue_url()
-            .unwrap()
-            .to_owned();
-        let queue_arn = sqs
-            .get_queue_attributes()
-            .queue_url(&queue_url)
-            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
-            .send()
-            .await
-            .unwrap()
-            .attributes()
-            .unwrap()[&aws_sdk_sqs::types::QueueAttributeName::QueueArn]
-            .clone();
-        s3.put_bucket_notification_configuration()
-            .bucket(&bucket)
-            .notification_configuration(
-                NotificationConfiguration::builder()
-                    .queue_configurations(
-                        QueueConfiguration::builder()
-                            .queue_arn(queue_arn)
-                            .events(Event::from("s3:ObjectCreated:*"))
-                            .filter(
-                                NotificationConfigurationFilter::builder()
-                                    .key(
-                                        S3KeyFilter::builder()
-                                            .filter_rules(
-                                                FilterRule::builder()
-                                                    .name(FilterRuleName::Suffix)
-                                                    .value(".zip")
-                                                    .build(),
-                                            )
-                                            .build(),
-                                    )
-                                    .build(),
-                            )
-                            .build()
-                            .unwrap(),
-                    )
-                    .build(),
-            )
-            .send()
-            .await
-            .unwrap();
+        let (bucket, queue_url) = helpers::bucket_with_events(&sdk, "lf-publish", None).await;
         let config = helpers::config(&bucket, "{}", &[]);
         let state = PublishState::new(Arc::new(config), s3.clone(), lambda.clone());
         Self {
