@@ -1573,42 +1573,18 @@ mod tests {
         use aws_sdk_s3::operation::{
             get_object::GetObjectOutput, head_object::HeadObjectOutput, put_object::PutObjectOutput,
         };
-        use aws_smithy_mocks::{
-            MockResponseInterceptor, Rule, RuleMode, create_mock_http_client, mock,
-        };
+        use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
 
         use super::*;
 
         fn s3(rules: &[&Rule]) -> aws_sdk_s3::Client {
-            let mut interceptor = MockResponseInterceptor::new().rule_mode(RuleMode::MatchAny);
-            for r in rules {
-                interceptor = interceptor.with_rule(r);
-            }
-            aws_sdk_s3::Client::from_conf(
-                aws_sdk_s3::Config::builder()
-                    .with_test_defaults()
-                    .region(aws_sdk_s3::config::Region::new("us-east-1"))
-                    .retry_config(aws_sdk_s3::config::retry::RetryConfig::disabled())
-                    .http_client(create_mock_http_client())
-                    .interceptor(interceptor)
-                    .build(),
-            )
+            mock_client!(aws_sdk_s3, RuleMode::MatchAny, rules, |c| c
+                .retry_config(aws_sdk_s3::config::retry::RetryConfig::disabled()))
         }
 
         fn lambda(rules: &[&Rule]) -> aws_sdk_lambda::Client {
-            let mut interceptor = MockResponseInterceptor::new().rule_mode(RuleMode::MatchAny);
-            for r in rules {
-                interceptor = interceptor.with_rule(r);
-            }
-            aws_sdk_lambda::Client::from_conf(
-                aws_sdk_lambda::Config::builder()
-                    .with_test_defaults()
-                    .region(aws_sdk_lambda::config::Region::new("us-east-1"))
-                    .retry_config(aws_sdk_lambda::config::retry::RetryConfig::disabled())
-                    .http_client(create_mock_http_client())
-                    .interceptor(interceptor)
-                    .build(),
-            )
+            mock_client!(aws_sdk_lambda, RuleMode::MatchAny, rules, |c| c
+                .retry_config(aws_sdk_lambda::config::retry::RetryConfig::disabled()))
         }
 
         fn zip() -> Vec<u8> {
