@@ -19,3 +19,4 @@ pub mod request;
 pub mod samcache;
 pub mod submit;
 pub mod zipcheck;
+mod zipformat;

@@ -47,14 +47,9 @@ const ZIP64_LOCATOR_LEN: u64 = 20;
 const ZIP64_EOCD_LEN: u64 = 56;
 const CENTRAL_HEADER_LEN: usize = 46;
 
-const SIG_EOCD: u32 = 0x0605_4b50;
-const SIG_ZIP64_LOCATOR: u32 = 0x0706_4b50;
-const SIG_ZIP64_EOCD: u32 = 0x0606_4b50;
-const SIG_CENTRAL: u32 = 0x0201_4b50;
-const SIG_LOCAL: u32 = 0x0403_4b50;
-
-/// Extra-field header id of the ZIP64 extended information.
-const ZIP64_EXTRA_ID: u16 = 0x0001;
+use crate::zipformat::{
+    SIG_CENTRAL, SIG_EOCD, SIG_LOCAL, SIG_ZIP64_EOCD, SIG_ZIP64_LOCATOR, ZIP64_EXTRA_ID,
+};
 
 /// Bounds on what [`inspect`] accepts and reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

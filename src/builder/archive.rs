@@ -26,12 +26,11 @@ pub const BATCH_BYTES: u64 = 64 * 1024 * 1024;
 /// Deflate level: zlib's default, a good size/time balance for layers that are built once and read often.
 const LEVEL: u32 = 6;
 
-const LOCAL_HEADER: u32 = 0x0403_4b50;
-const CENTRAL_HEADER: u32 = 0x0201_4b50;
-const END_OF_CENTRAL: u32 = 0x0605_4b50;
-const ZIP64_END_OF_CENTRAL: u32 = 0x0606_4b50;
-const ZIP64_LOCATOR: u32 = 0x0706_4b50;
-const ZIP64_EXTRA: u16 = 0x0001;
+use crate::zipformat::{
+    SIG_CENTRAL as CENTRAL_HEADER, SIG_EOCD as END_OF_CENTRAL, SIG_LOCAL as LOCAL_HEADER,
+    SIG_ZIP64_EOCD as ZIP64_END_OF_CENTRAL, SIG_ZIP64_LOCATOR as ZIP64_LOCATOR,
+    ZIP64_EXTRA_ID as ZIP64_EXTRA,
+};
 /// "Made by" host 3 (Unix), so readers honour the permission bits in the external attributes.
 const MADE_BY_UNIX: u16 = 3 << 8;
 const VERSION_DEFAULT: u16 = 20;
