@@ -19,18 +19,60 @@ pub const ENV_VARS: &[&str] = &[
     "ALLOWED_REQUIREMENTS_BUCKETS",
     "MAX_VCPU",
     "MAX_MEMORY_MIB",
+    "LAYER_NAME_PREFIX",
 ];
 
 /// Upper bounds for Fargate: 16 vCPU and 120 GiB are the largest task sizes Fargate offers.
 const FARGATE_MAX_VCPU: f64 = 16.0;
 const FARGATE_MAX_MEMORY_MIB: u32 = 122_880;
 
-/// Where a build for one architecture runs.
+/// Where a build for one runtime and architecture runs.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BuildTarget {
     pub job_queue: String,
     pub job_definition: String,
+}
+
+/// A key of `BUILD_TARGETS`: `"<runtime>/<architecture>"`, or `"<architecture>"` for every runtime (a deployment
+/// with one builder image).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TargetKey {
+    /// `None`: every runtime of the architecture without a key of its own.
+    pub runtime: Option<Runtime>,
+    pub architecture: Architecture,
+}
+
+impl TargetKey {
+    fn parse(raw: &str) -> Result<Self, String> {
+        match raw.split_once('/') {
+            Some((runtime, architecture)) => Ok(Self {
+                runtime: Some(runtime.parse()?),
+                architecture: architecture.parse()?,
+            }),
+            None => Ok(Self {
+                runtime: None,
+                architecture: raw.parse()?,
+            }),
+        }
+    }
+}
+
+impl std::fmt::Display for TargetKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.runtime {
+            Some(runtime) => write!(f, "{runtime}/{}", self.architecture),
+            None => write!(f, "{}", self.architecture),
+        }
+    }
+}
+
+/// Why a runtime/architecture has no build target; names the request field to blame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NoTarget {
+    /// `architecture` when nothing is built for the architecture, else `runtime`.
+    pub field: &'static str,
+    pub rule: String,
 }
 
 /// The typed configuration of the functions (DESIGN section 7).
@@ -39,13 +81,16 @@ pub struct Config {
     pub artifact_bucket: String,
     /// Key prefix without leading or trailing slashes, e.g. `layers`.
     pub artifact_prefix: String,
-    pub build_targets: BTreeMap<Architecture, BuildTarget>,
+    /// `BUILD_TARGETS`; a key whose value is JSON `null` (a runtime the stack does not build) is left out.
+    pub build_targets: BTreeMap<TargetKey, BuildTarget>,
     pub default_runtime: Runtime,
     pub default_architecture: Architecture,
     /// Buckets a `requirements_s3_uri` may name besides the artifact bucket.
     pub allowed_requirements_buckets: BTreeSet<String>,
     pub max_vcpu: f64,
     pub max_memory_mib: u32,
+    /// Every layer name must start with it (submit-build refuses, publish-layer rejects); empty: any name.
+    pub layer_name_prefix: String,
 }
 
 /// A variable that is missing or can't be parsed; names the variable.
@@ -147,6 +192,18 @@ impl Config {
             None => 16_384,
         };
 
+        let layer_name_prefix = get("LAYER_NAME_PREFIX").unwrap_or_default();
+        if layer_name_prefix.len() > 63
+            || !layer_name_prefix
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(ConfigError::new(
+                "LAYER_NAME_PREFIX",
+                format!("must be at most 63 of A-Z a-z 0-9 - _, got {layer_name_prefix:?}"),
+            ));
+        }
+
         Ok(Self {
             artifact_bucket,
             artifact_prefix,
@@ -156,12 +213,72 @@ impl Config {
             allowed_requirements_buckets,
             max_vcpu,
             max_memory_mib,
+            layer_name_prefix,
         })
     }
 
-    /// The queue and job definition for `arch`, if this deployment builds for it.
-    pub fn build_target(&self, arch: Architecture) -> Option<&BuildTarget> {
-        self.build_targets.get(&arch)
+    /// The queue and job definition for `runtime` on `architecture`: the exact `"<runtime>/<architecture>"` key,
+    /// else the architecture-only key. The error names the request field to blame.
+    pub fn build_target(
+        &self,
+        runtime: Runtime,
+        architecture: Architecture,
+    ) -> Result<&BuildTarget, NoTarget> {
+        let exact = TargetKey {
+            runtime: Some(runtime),
+            architecture,
+        };
+        let any = TargetKey {
+            runtime: None,
+            architecture,
+        };
+        if let Some(target) = self
+            .build_targets
+            .get(&exact)
+            .or_else(|| self.build_targets.get(&any))
+        {
+            return Ok(target);
+        }
+        let built: Vec<&str> = self
+            .build_targets
+            .keys()
+            .filter(|k| k.architecture == architecture)
+            .filter_map(|k| k.runtime.map(Runtime::as_str))
+            .collect();
+        if built.is_empty() {
+            Err(NoTarget {
+                field: "architecture",
+                rule: format!("this deployment builds no {architecture} layers (BUILD_TARGETS)"),
+            })
+        } else {
+            Err(NoTarget {
+                field: "runtime",
+                rule: format!(
+                    "this deployment builds no {runtime} layers for {architecture}; it builds {}",
+                    built.join(", ")
+                ),
+            })
+        }
+    }
+
+    /// The architectures this deployment builds for (any runtime).
+    pub fn architectures(&self) -> BTreeSet<Architecture> {
+        self.build_targets.keys().map(|k| k.architecture).collect()
+    }
+
+    /// The area of the artifact bucket `uri` points into that no request may read: the artifact prefix (other
+    /// builds' zips) and `.layerforge/` (publish-layer's and submit-build's bookkeeping). `None` elsewhere.
+    pub fn reserved_area(&self, uri: &crate::request::S3Uri) -> Option<String> {
+        if uri.bucket != self.artifact_bucket {
+            return None;
+        }
+        let key = uri.key.trim_start_matches('/');
+        [
+            format!("{}/", self.artifact_prefix),
+            ".layerforge/".to_owned(),
+        ]
+        .into_iter()
+        .find(|area| key.starts_with(area.as_str()))
     }
 
     /// Whether a `requirements_s3_uri` may point into `bucket`.
@@ -170,25 +287,31 @@ impl Config {
     }
 }
 
-fn parse_build_targets(raw: &str) -> Result<BTreeMap<Architecture, BuildTarget>, ConfigError> {
-    let map: BTreeMap<String, BuildTarget> = serde_json::from_str(raw).map_err(|e| {
+/// `{"python3.12/arm64": {job_queue, job_definition}, "x86_64": {…}, "python3.10/arm64": null, …}`. A `null`
+/// value is a runtime the stack does not build (the template writes one for each runtime left out of
+/// `BuildRuntimes`, since CloudFormation can't drop a key from a string it joins).
+fn parse_build_targets(raw: &str) -> Result<BTreeMap<TargetKey, BuildTarget>, ConfigError> {
+    let map: BTreeMap<String, Option<BuildTarget>> = serde_json::from_str(raw).map_err(|e| {
         ConfigError::new(
             "BUILD_TARGETS",
-            format!("expected a JSON object architecture -> {{job_queue, job_definition}}: {e}"),
+            format!(
+                "expected a JSON object \"<runtime>/<architecture>\" or \"<architecture>\" -> \
+                 {{job_queue, job_definition}}: {e}"
+            ),
         )
     })?;
     let mut targets = BTreeMap::new();
-    for (arch, target) in map {
-        let arch = arch
-            .parse::<Architecture>()
-            .map_err(|e| ConfigError::new("BUILD_TARGETS", e))?;
+    for (raw_key, target) in map {
+        let key = TargetKey::parse(&raw_key)
+            .map_err(|e| ConfigError::new("BUILD_TARGETS", format!("key {raw_key:?}: {e}")))?;
+        let Some(target) = target else { continue };
         if target.job_queue.trim().is_empty() || target.job_definition.trim().is_empty() {
             return Err(ConfigError::new(
                 "BUILD_TARGETS",
-                format!("{arch}: job_queue and job_definition must not be empty"),
+                format!("{key}: job_queue and job_definition must not be empty"),
             ));
         }
-        targets.insert(arch, target);
+        targets.insert(key, target);
     }
     Ok(targets)
 }
@@ -230,15 +353,68 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(c.artifact_prefix, "custom");
-        assert_eq!(
-            c.build_target(Architecture::X86_64).unwrap().job_queue,
-            "q-x86"
-        );
-        assert_eq!(
-            c.build_target(Architecture::Arm64).unwrap().job_definition,
-            "d-arm"
-        );
+        for runtime in Runtime::ALL {
+            assert_eq!(
+                c.build_target(runtime, Architecture::X86_64)
+                    .unwrap()
+                    .job_queue,
+                "q-x86",
+                "an architecture-only key serves every runtime"
+            );
+            assert_eq!(
+                c.build_target(runtime, Architecture::Arm64)
+                    .unwrap()
+                    .job_definition,
+                "d-arm"
+            );
+        }
         assert!(c.requirements_bucket_allowed("reqs-b"));
+    }
+
+    #[test]
+    fn build_targets_by_runtime_prefer_the_exact_key_and_skip_nulls() {
+        let c = config(&[
+            ("ARTIFACT_BUCKET", "b"),
+            (
+                "BUILD_TARGETS",
+                r#"{"python3.11/arm64":{"job_queue":"q","job_definition":"d311"},
+                    "python3.12/arm64":{"job_queue":"q","job_definition":"d312"},
+                    "python3.13/arm64":null,
+                    "x86_64":{"job_queue":"qx","job_definition":"dx"},
+                    "python3.14/x86_64":{"job_queue":"qx","job_definition":"dx314"}}"#,
+            ),
+        ])
+        .unwrap();
+        let def = |r, a| c.build_target(r, a).map(|t| t.job_definition.as_str());
+        assert_eq!(def(Runtime::Python311, Architecture::Arm64), Ok("d311"));
+        assert_eq!(def(Runtime::Python312, Architecture::Arm64), Ok("d312"));
+        assert_eq!(def(Runtime::Python314, Architecture::X86_64), Ok("dx314"));
+        assert_eq!(def(Runtime::Python310, Architecture::X86_64), Ok("dx"));
+        let missing = c
+            .build_target(Runtime::Python313, Architecture::Arm64)
+            .unwrap_err();
+        assert_eq!(missing.field, "runtime");
+        assert!(
+            missing.rule.contains("python3.11, python3.12"),
+            "{}",
+            missing.rule
+        );
+        let c = config(&[
+            ("ARTIFACT_BUCKET", "b"),
+            (
+                "BUILD_TARGETS",
+                r#"{"python3.12/arm64":{"job_queue":"q","job_definition":"d"}}"#,
+            ),
+        ])
+        .unwrap();
+        let missing = c
+            .build_target(Runtime::Python312, Architecture::X86_64)
+            .unwrap_err();
+        assert_eq!(missing.field, "architecture");
+        assert_eq!(
+            c.architectures().into_iter().collect::<Vec<_>>(),
+            vec![Architecture::Arm64]
+        );
     }
 
     #[test]
@@ -260,6 +436,16 @@ mod tests {
                 "BUILD_TARGETS",
             ),
             (
+                &[
+                    ("ARTIFACT_BUCKET", "b"),
+                    (
+                        "BUILD_TARGETS",
+                        r#"{"python2.7/arm64":{"job_queue":"q","job_definition":"d"}}"#,
+                    ),
+                ],
+                "BUILD_TARGETS",
+            ),
+            (
                 &[("ARTIFACT_BUCKET", "b"), ("DEFAULT_RUNTIME", "python2.7")],
                 "DEFAULT_RUNTIME",
             ),
@@ -275,6 +461,10 @@ mod tests {
             (
                 &[("ARTIFACT_BUCKET", "b"), ("ARTIFACT_PREFIX", "//")],
                 "ARTIFACT_PREFIX",
+            ),
+            (
+                &[("ARTIFACT_BUCKET", "b"), ("LAYER_NAME_PREFIX", "team a")],
+                "LAYER_NAME_PREFIX",
             ),
         ];
         for (vars, var) in cases {

@@ -163,11 +163,6 @@ impl Architecture {
             Architecture::X86_64 => "x86_64",
         }
     }
-
-    /// The manylinux platform tag pip's `--platform` takes for cross builds.
-    pub fn manylinux_platform(self) -> String {
-        format!("manylinux2014_{}", self.machine())
-    }
 }
 
 impl fmt::Display for Architecture {
@@ -294,7 +289,8 @@ impl Requirements {
                     "at most {MAX_REQUIREMENTS_BYTES} bytes of text ({} given)",
                     text.len()
                 ),
-                text,
+                // Only the size: the text may be a file the caller can't otherwise read.
+                &format!("{} bytes", text.len()),
             ));
         }
         let physical: Vec<&str> = text.split(['\n', '|']).collect();
@@ -305,7 +301,7 @@ impl Requirements {
                     "at most {MAX_REQUIREMENT_LINES} lines ({} given)",
                     physical.len()
                 ),
-                text,
+                &format!("{} lines", physical.len()),
             ));
         }
 
@@ -544,6 +540,17 @@ impl RequestDraft {
                 .map_err(|rule| InvalidRequest::new("layer_name", rule, s))?,
             None => return Err(InvalidRequest::new("layer_name", "required", "")),
         };
+        if !layer_name.as_str().starts_with(&config.layer_name_prefix) {
+            return Err(InvalidRequest::new(
+                "layer_name",
+                format!(
+                    "must start with {:?}: this deployment publishes only layers of that prefix \
+                     (LAYER_NAME_PREFIX)",
+                    config.layer_name_prefix
+                ),
+                layer_name.as_str(),
+            ));
+        }
 
         let requirements = match (
             present(map, "requirements"),
@@ -570,6 +577,13 @@ impl RequestDraft {
                 let raw = string_field(map, "requirements_s3_uri")?.unwrap_or_default();
                 let uri = S3Uri::parse(raw.trim())
                     .map_err(|rule| InvalidRequest::new("requirements_s3_uri", rule, raw))?;
+                if let Some(area) = config.reserved_area(&uri) {
+                    return Err(InvalidRequest::new(
+                        "requirements_s3_uri",
+                        format!("may not point under {area} of the artifact bucket"),
+                        raw,
+                    ));
+                }
                 if !config.requirements_bucket_allowed(&uri.bucket) {
                     return Err(InvalidRequest::new(
                         "requirements_s3_uri",
@@ -597,12 +611,13 @@ impl RequestDraft {
                 .map_err(|rule| InvalidRequest::new("architecture", rule, s))?,
             None => config.default_architecture,
         };
-        if config.build_target(architecture).is_none() {
-            return Err(InvalidRequest::new(
-                "architecture",
-                format!("this deployment has no build target for {architecture} (BUILD_TARGETS)"),
-                architecture.as_str(),
-            ));
+        if let Err(missing) = config.build_target(runtime, architecture) {
+            let value = if missing.field == "runtime" {
+                runtime.as_str()
+            } else {
+                architecture.as_str()
+            };
+            return Err(InvalidRequest::new(missing.field, missing.rule, value));
         }
 
         let description = text_field(map, "description", MAX_DESCRIPTION)?;
@@ -777,6 +792,78 @@ mod tests {
             RequirementsInput::Inline(r) => r,
             RequirementsInput::S3(uri) => panic!("expected inline requirements, got {uri}"),
         }
+    }
+
+    #[test]
+    fn requirements_s3_uri_may_not_read_artifacts_or_bookkeeping() {
+        for key in [
+            "layers/other-team/python3.12-arm64/0123456789abcdef.zip",
+            ".layerforge/claims/abc.json",
+            ".layerforge/builds/x/python3.12-arm64/0123456789abcdef.json",
+        ] {
+            let err = parse(
+                json!({"layer_name": "a", "requirements_s3_uri": format!("s3://artifacts/{key}")}),
+            )
+            .unwrap_err();
+            assert_eq!(err.field, "requirements_s3_uri", "{key}");
+            assert!(
+                err.rule.starts_with("may not point under"),
+                "{key}: {}",
+                err.rule
+            );
+        }
+        // Elsewhere in the artifact bucket, and in another allowed bucket, it may.
+        for uri in [
+            "s3://artifacts/requirements/team-a.txt",
+            "s3://artifacts/layers-not-the-prefix.txt",
+            "s3://team-reqs/layers/x.txt",
+        ] {
+            assert!(
+                parse(json!({"layer_name": "a", "requirements_s3_uri": uri})).is_ok(),
+                "{uri}"
+            );
+        }
+    }
+
+    #[test]
+    fn size_errors_quote_no_content() {
+        let secret = format!("TOP-SECRET-{}", "z".repeat(MAX_REQUIREMENTS_BYTES));
+        let err = Requirements::parse(&secret).unwrap_err();
+        assert!(!err.to_string().contains("TOP-SECRET"), "{err}");
+        let many: String = (0..600).map(|i| format!("SECRET{i}\n")).collect();
+        let err = Requirements::parse(&many).unwrap_err();
+        assert!(!err.to_string().contains("SECRET"), "{err}");
+        // A bad line is quoted, and only that line.
+        let err = Requirements::parse("six==1.16.0\nnot a requirement !!\nattrs").unwrap_err();
+        assert!(err.to_string().contains("not a requirement !!"), "{err}");
+        assert!(!err.to_string().contains("six==1.16.0"), "{err}");
+    }
+
+    #[test]
+    fn layer_name_prefix_is_enforced() {
+        let config = Config::from_lookup(|k| match k {
+            "ARTIFACT_BUCKET" => Some("artifacts".into()),
+            "LAYER_NAME_PREFIX" => Some("team-a-".into()),
+            "BUILD_TARGETS" => Some(r#"{"arm64":{"job_queue":"q","job_definition":"d"}}"#.into()),
+            _ => None,
+        })
+        .unwrap();
+        let err = RequestDraft::parse(
+            &json!({"layer_name": "team-b-http", "requirements": "six"}),
+            &config,
+        )
+        .unwrap_err();
+        assert_eq!(err.field, "layer_name");
+        assert!(err.rule.contains("\"team-a-\""), "{}", err.rule);
+        assert!(
+            RequestDraft::parse(
+                &json!({"layer_name": "team-a-http", "requirements": "six"}),
+                &config
+            )
+            .is_ok()
+        );
+        // Without a prefix any name goes.
+        assert!(parse(json!({"layer_name": "team-b-http", "requirements": "six"})).is_ok());
     }
 
     #[test]
@@ -1100,12 +1187,39 @@ mod tests {
             include_str!("../events/build-request.json"),
             include_str!("../events/build-request-s3.json"),
             include_str!("../events/build-request-x86_64.json"),
-            include_str!("../events/build-request-python314.json"),
             include_str!("../events/local-demo.json"),
         ];
         for text in valid {
             let event: Value = serde_json::from_str(text).unwrap();
             parse(event).unwrap_or_else(|e| panic!("{text}: {e}"));
+        }
+        // A request for each runtime.
+        let per_runtime = [
+            (
+                include_str!("../events/build-request-python310.json"),
+                Runtime::Python310,
+            ),
+            (
+                include_str!("../events/build-request-python311.json"),
+                Runtime::Python311,
+            ),
+            (
+                include_str!("../events/build-request.json"),
+                Runtime::Python312,
+            ),
+            (
+                include_str!("../events/build-request-python313.json"),
+                Runtime::Python313,
+            ),
+            (
+                include_str!("../events/build-request-python314.json"),
+                Runtime::Python314,
+            ),
+        ];
+        for (text, runtime) in per_runtime {
+            let event: Value = serde_json::from_str(text).unwrap();
+            let draft = parse(event).unwrap_or_else(|e| panic!("{text}: {e}"));
+            assert_eq!(draft.runtime, runtime, "{text}");
         }
         let invalid = [
             (
@@ -1146,7 +1260,36 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(err.field, "architecture");
-        assert!(err.rule.contains("no build target"));
+        assert!(err.rule.contains("builds no x86_64 layers"), "{}", err.rule);
+    }
+
+    #[test]
+    fn runtime_without_a_build_target_is_refused() {
+        let config = Config::from_lookup(|k| match k {
+            "ARTIFACT_BUCKET" => Some("artifacts".into()),
+            "BUILD_TARGETS" => Some(
+                r#"{"python3.12/arm64":{"job_queue":"q","job_definition":"d"},"python3.13/arm64":null}"#
+                    .into(),
+            ),
+            _ => None,
+        })
+        .unwrap();
+        for runtime in ["python3.10", "python3.13"] {
+            let err = RequestDraft::parse(
+                &json!({"layer_name": "a", "requirements": "six", "runtime": runtime}),
+                &config,
+            )
+            .unwrap_err();
+            assert_eq!(err.field, "runtime", "{runtime}");
+            assert!(err.rule.contains("it builds python3.12"), "{}", err.rule);
+        }
+        assert!(
+            RequestDraft::parse(
+                &json!({"layer_name": "a", "requirements": "six", "runtime": "python3.12"}),
+                &config,
+            )
+            .is_ok()
+        );
     }
 
     #[test]
@@ -1164,10 +1307,7 @@ mod tests {
     fn runtime_and_architecture_names() {
         assert_eq!(Runtime::Python312.python_version(), "3.12");
         assert_eq!(Runtime::Python310.compact(), "python310");
-        assert_eq!(
-            Architecture::Arm64.manylinux_platform(),
-            "manylinux2014_aarch64"
-        );
+        assert_eq!(Architecture::Arm64.machine(), "aarch64");
         for r in Runtime::ALL {
             assert_eq!(r.as_str().parse::<Runtime>(), Ok(r));
         }

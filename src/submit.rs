@@ -108,16 +108,16 @@ const MAX_JOB_NAME: usize = 128;
 /// Builds the SubmitJob input (DESIGN section 3). The request was validated against this config, so its
 /// architecture has a build target; a config without one is reported as an invalid request all the same.
 pub fn plan_job(request: &BuildRequest, config: &Config) -> Result<JobPlan, InvalidRequest> {
-    let target = config.build_target(request.architecture).ok_or_else(|| {
-        InvalidRequest::new(
-            "architecture",
-            format!(
-                "this deployment has no build target for {} (BUILD_TARGETS)",
-                request.architecture
-            ),
-            request.architecture.as_str(),
-        )
-    })?;
+    let target = config
+        .build_target(request.runtime, request.architecture)
+        .map_err(|missing| {
+            let value = if missing.field == "runtime" {
+                request.runtime.as_str()
+            } else {
+                request.architecture.as_str()
+            };
+            InvalidRequest::new(missing.field, missing.rule, value)
+        })?;
     let fingerprint =
         Fingerprint::compute(&request.requirements, request.runtime, request.architecture);
     let key = ArtifactKey::new(
@@ -136,19 +136,15 @@ pub fn plan_job(request: &BuildRequest, config: &Config) -> Result<JobPlan, Inva
     );
     job_name.truncate(MAX_JOB_NAME);
 
+    // `--flag=value`, one element each: a value that begins with `-` (a layer name `-x`, a description
+    // `- beta`, a requirements text starting with a comment line `--hash`…) can't be read as an option.
     let mut command = vec![
-        "--name".to_owned(),
-        request.layer_name.to_string(),
-        "--requirements".to_owned(),
-        request.requirements.to_text(),
-        "--runtime".to_owned(),
-        request.runtime.to_string(),
-        "--architecture".to_owned(),
-        request.architecture.to_string(),
-        "--bucket".to_owned(),
-        config.artifact_bucket.clone(),
-        "--key".to_owned(),
-        key.to_string(),
+        format!("--name={}", request.layer_name),
+        format!("--requirements={}", request.requirements.to_text()),
+        format!("--runtime={}", request.runtime),
+        format!("--architecture={}", request.architecture),
+        format!("--bucket={}", config.artifact_bucket),
+        format!("--key={key}"),
     ];
     // Batch refuses empty command elements: optional flags appear only with a value.
     for (flag, value) in [
@@ -156,8 +152,7 @@ pub fn plan_job(request: &BuildRequest, config: &Config) -> Result<JobPlan, Inva
         ("--description", &request.description),
     ] {
         if let Some(v) = value.as_deref().filter(|v| !v.is_empty()) {
-            command.push(flag.to_owned());
-            command.push(v.to_owned());
+            command.push(format!("{flag}={v}"));
         }
     }
 
@@ -468,17 +463,15 @@ mod tests {
             ("q-arm", "d-arm")
         );
         assert_eq!(
-            plan.command[0..4],
+            plan.command[0..2],
             [
-                "--name",
-                "http-clients",
-                "--requirements",
-                "requests == 2.32.3\nhttpx == 0.27.2\n"
+                "--name=http-clients",
+                "--requirements=requests == 2.32.3\nhttpx == 0.27.2\n"
             ]
         );
-        assert_eq!(plan.command.last().unwrap(), &plan.key.to_string());
+        assert_eq!(plan.command.last().unwrap(), &format!("--key={}", plan.key));
         assert!(
-            !plan.command.contains(&"--license".to_owned()),
+            !plan.command.iter().any(|c| c.starts_with("--license")),
             "no flag without a value"
         );
         assert_eq!(

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{ArgGroup, CommandFactory, Parser};
 
-use super::install::{Installer, PlatformMode};
+use super::install::Installer;
 use crate::request::{Architecture, LayerName, MAX_DESCRIPTION, MAX_LICENSE, Runtime, S3Uri};
 
 /// Key prefix used with `--bucket` when neither `--key` nor `-k` is given: the deployment's
@@ -49,12 +49,12 @@ Examples:
     group(ArgGroup::new("source").required(true).args(["requirements", "requirements_file", "requirements_s3_uri"]))
 )]
 pub struct Args {
-    /// Layer name: 1 to 64 of A-Z a-z 0-9 - _.
-    #[arg(short = 'n', long, value_name = "NAME", value_parser = parse_name)]
+    /// Layer name: 1 to 64 of A-Z a-z 0-9 - _ (a name that begins with '-' is read as the name).
+    #[arg(short = 'n', long, value_name = "NAME", value_parser = parse_name, allow_hyphen_values = true)]
     pub name: LayerName,
 
     /// Requirements text: lines separated by newlines or '|' (PEP 508 specifiers, comments, --hash= options).
-    #[arg(short = 'r', long, value_name = "TEXT")]
+    #[arg(short = 'r', long, value_name = "TEXT", allow_hyphen_values = true)]
     pub requirements: Option<String>,
 
     /// A requirements.txt file: a local path or an s3://bucket/key URL (the original tool's -p).
@@ -65,9 +65,10 @@ pub struct Args {
     #[arg(long, value_name = "s3://BUCKET/KEY", value_parser = S3Uri::parse)]
     pub requirements_s3_uri: Option<S3Uri>,
 
-    /// Lambda runtime the layer is for (python3.10 … python3.14).
-    #[arg(long, value_name = "RUNTIME", default_value = "python3.12", value_parser = parse_runtime)]
-    pub runtime: Runtime,
+    /// Lambda runtime the layer is for (python3.10 … python3.14) [default: the version of the Python found
+    /// here, as the original tool built for the interpreter it found].
+    #[arg(long, value_name = "RUNTIME", value_parser = parse_runtime)]
+    pub runtime: Option<Runtime>,
 
     /// Lambda architecture the layer is for: arm64 or x86_64 [default: this machine's].
     #[arg(long, value_name = "ARCH", value_parser = parse_architecture)]
@@ -96,21 +97,30 @@ pub struct Args {
     pub out: Option<PathBuf>,
 
     /// License of the layer (PublishLayerVersion's LicenseInfo, at most 512 characters).
-    #[arg(short = 'l', long, value_name = "TEXT")]
+    #[arg(short = 'l', long, value_name = "TEXT", allow_hyphen_values = true)]
     pub license: Option<String>,
 
     /// Description of the layer (at most 256 characters).
-    #[arg(long, value_name = "TEXT")]
+    #[arg(long, value_name = "TEXT", allow_hyphen_values = true)]
     pub description: Option<String>,
 
     /// Installer.
     #[arg(long, value_enum, default_value_t = Installer::Pip)]
     pub installer: Installer,
 
-    /// native: the interpreter's own platform (must match --runtime; builds sdists). cross: manylinux2014
-    /// wheels for --architecture and --runtime only, on any host.
-    #[arg(long, value_enum, default_value_t = PlatformMode::Native)]
-    pub platform_mode: PlatformMode,
+    /// auto: native when a Python of the runtime's version runs here and this machine is of the target
+    /// architecture, else cross. native: the interpreter's own platform (must match --runtime; builds sdists).
+    /// cross: wheels only, for --architecture and --runtime, up to the runtime's manylinux level; any host.
+    #[arg(long, value_enum, default_value_t = ModeArg::Auto)]
+    pub platform_mode: ModeArg,
+}
+
+/// `--platform-mode`: `auto` is resolved to native or cross before the install.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ModeArg {
+    Auto,
+    Native,
+    Cross,
 }
 
 fn parse_name(s: &str) -> Result<LayerName, String> {
@@ -238,15 +248,37 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(args.name.as_str(), "http");
-        assert_eq!(args.runtime, Runtime::Python312);
+        assert_eq!(args.runtime, Some(Runtime::Python312));
         assert_eq!(args.architecture(), Architecture::Arm64);
         assert_eq!(
             args.key.as_deref(),
             Some("layers/http/python3.12-arm64/0123456789abcdef.zip")
         );
         assert_eq!(args.installer, Installer::Pip);
-        assert_eq!(args.platform_mode, PlatformMode::Native);
+        assert_eq!(args.platform_mode, ModeArg::Auto);
         assert!(args.check().is_ok());
+    }
+
+    #[test]
+    fn values_that_begin_with_a_dash_are_values() {
+        let args = parse(&[
+            "--name",
+            "-dash",
+            "--requirements",
+            "six==1.16.0",
+            "--description",
+            "- beta",
+            "--license",
+            "-MIT-",
+        ])
+        .unwrap();
+        assert_eq!(args.name.as_str(), "-dash");
+        assert_eq!(args.description.as_deref(), Some("- beta"));
+        assert_eq!(args.license.as_deref(), Some("-MIT-"));
+        let args = parse(&["--name=-x", "--description=--y", "-r", "six"]).unwrap();
+        assert_eq!(args.name.as_str(), "-x");
+        assert_eq!(args.description.as_deref(), Some("--y"));
+        assert_eq!(args.runtime, None, "the interpreter's version decides");
     }
 
     #[test]

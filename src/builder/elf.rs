@@ -1,10 +1,17 @@
-//! The architecture check: every ELF file in a layer must be built for the layer's architecture.
+//! The ELF checks: every ELF file in a layer must be built for the layer's architecture, and need no more of
+//! glibc and libstdc++ than the runtime offers ([`super::platform`]).
 //!
 //! A native build on a host of another machine (or an sdist that compiled for the host) silently produces
 //! wheels Lambda can't load: the most common broken layer. Reading the ELF header's `e_machine` of every file
-//! (not only `*.so`: executables and versioned `libfoo.so.1` count too) catches it before upload.
+//! (not only `*.so`: executables and versioned `libfoo.so.1` count too) catches it before upload. The symbol
+//! versions a file needs (its `SHT_GNU_VERNEED` section) are read with the `object` crate.
 
 use std::{fs::File, io::Read, path::Path};
+
+use object::{
+    Endianness,
+    read::elf::{FileHeader, SectionTable},
+};
 
 use crate::request::Architecture;
 
@@ -55,6 +62,44 @@ pub fn file_machine(path: &Path) -> std::io::Result<Option<u16>> {
     Ok(elf_machine(&header))
 }
 
+/// The symbol versions an ELF file needs, e.g. `GLIBC_2.17`, `GLIBCXX_3.4.21` (each once, sorted).
+/// `Err` for a file that starts like ELF but can't be parsed.
+pub fn version_needs(data: &[u8]) -> Result<Vec<String>, String> {
+    let mut names = match data.get(4) {
+        // EI_CLASS: 1 for 32-bit, 2 for 64-bit files.
+        Some(1) => needs_of::<object::elf::FileHeader32<Endianness>>(data),
+        Some(2) => needs_of::<object::elf::FileHeader64<Endianness>>(data),
+        _ => Err("not an ELF file of a known class".to_owned()),
+    }?;
+    names.sort();
+    names.dedup();
+    Ok(names)
+}
+
+fn needs_of<Elf: FileHeader<Endian = Endianness>>(data: &[u8]) -> Result<Vec<String>, String> {
+    let header = Elf::parse(data).map_err(|e| e.to_string())?;
+    let endian = header.endian().map_err(|e| e.to_string())?;
+    let sections: SectionTable<'_, Elf, &[u8]> =
+        header.sections(endian, data).map_err(|e| e.to_string())?;
+    let Some((mut needs, link)) = sections
+        .gnu_verneed(endian, data)
+        .map_err(|e| e.to_string())?
+    else {
+        return Ok(Vec::new());
+    };
+    let strings = sections
+        .strings(endian, data, link)
+        .map_err(|e| e.to_string())?;
+    let mut names = Vec::new();
+    while let Some((_, mut aux)) = needs.next().map_err(|e| e.to_string())? {
+        while let Some(entry) = aux.next().map_err(|e| e.to_string())? {
+            let name = entry.name(endian, strings).map_err(|e| e.to_string())?;
+            names.push(String::from_utf8_lossy(name).into_owned());
+        }
+    }
+    Ok(names)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -91,6 +136,22 @@ mod tests {
             EM_X86_64
         };
         assert_eq!(file_machine(&exe).unwrap(), Some(expected));
+    }
+
+    #[test]
+    fn reads_the_glibc_versions_the_running_binary_needs() {
+        let exe = std::fs::read(std::env::current_exe().unwrap()).unwrap();
+        let needs = version_needs(&exe).unwrap();
+        assert!(
+            needs.iter().any(|n| n.starts_with("GLIBC_2.")),
+            "a Rust test binary links glibc: {needs:?}"
+        );
+        let mut sorted = needs.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(needs, sorted);
+        assert!(version_needs(b"\x7fELF\x02\x01garbage").is_err());
+        assert!(version_needs(b"#!/bin/sh").is_err());
     }
 
     #[test]

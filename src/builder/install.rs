@@ -11,7 +11,7 @@ use std::{
 
 use tracing::info;
 
-use super::python::Interpreter;
+use super::{platform, python::Interpreter};
 use crate::request::{Architecture, Runtime};
 
 /// Which installer runs.
@@ -37,7 +37,8 @@ impl Installer {
 pub enum PlatformMode {
     /// The interpreter's own platform; source distributions are built. The interpreter must be the runtime's.
     Native,
-    /// manylinux2014 wheels of the target architecture and runtime only (`--only-binary=:all:`), on any host.
+    /// Wheels only (`--only-binary=:all:`) for the target architecture and runtime, up to the runtime's
+    /// manylinux level ([`platform::Ceiling`]), on any host.
     Cross,
 }
 
@@ -108,7 +109,9 @@ pub fn command(spec: &InstallSpec) -> Result<Command, InstallError> {
             ]);
             cmd.arg("--target").arg(target).arg("-r").arg(requirements);
             if spec.mode == PlatformMode::Cross {
-                cmd.args(["--platform", &spec.architecture.manylinux_platform()]);
+                for tag in platform::ceiling(spec.runtime).pip_platforms(spec.architecture) {
+                    cmd.arg("--platform").arg(tag);
+                }
                 cmd.args(["--implementation", "cp", "--python-version", python_version]);
                 cmd.arg("--only-binary=:all:");
             }
@@ -126,10 +129,8 @@ pub fn command(spec: &InstallSpec) -> Result<Command, InstallError> {
                     }
                 }
                 PlatformMode::Cross => {
-                    cmd.args([
-                        "--python-platform",
-                        &format!("{}-manylinux2014", spec.architecture.machine()),
-                    ]);
+                    cmd.arg("--python-platform")
+                        .arg(platform::ceiling(spec.runtime).uv_platform(spec.architecture));
                     cmd.args(["--python-version", python_version, "--only-binary", ":all:"]);
                 }
             }
@@ -274,12 +275,25 @@ mod tests {
         );
         let cross = render(&command(&spec(Installer::Pip, PlatformMode::Cross)).unwrap());
         assert!(
-            cross.ends_with(
-                "-r /w/requirements.txt --platform manylinux2014_aarch64 --implementation cp --python-version 3.12 \
-                 --only-binary=:all:"
+            cross.contains(
+                "-r /w/requirements.txt --platform manylinux_2_34_aarch64 --platform manylinux_2_33_aarch64 "
             ),
             "{cross}"
         );
+        assert!(
+            cross.ends_with(
+                "--platform manylinux_2_5_aarch64 --implementation cp --python-version 3.12 --only-binary=:all:"
+            ),
+            "{cross}"
+        );
+        let mut al2 = spec(Installer::Pip, PlatformMode::Cross);
+        al2.runtime = Runtime::Python311;
+        let cross = render(&command(&al2).unwrap());
+        assert!(
+            cross.contains("--platform manylinux_2_26_aarch64 --platform manylinux_2_25_aarch64"),
+            "{cross}"
+        );
+        assert!(!cross.contains("manylinux_2_27"), "{cross}");
     }
 
     #[test]
@@ -296,7 +310,15 @@ mod tests {
         let cross = render(&command(&x86).unwrap());
         assert!(
             cross.ends_with(
-                "--python-platform x86_64-manylinux2014 --python-version 3.12 --only-binary :all:"
+                "--python-platform x86_64-manylinux_2_34 --python-version 3.12 --only-binary :all:"
+            ),
+            "{cross}"
+        );
+        x86.runtime = Runtime::Python310;
+        let cross = render(&command(&x86).unwrap());
+        assert!(
+            cross.ends_with(
+                "--python-platform x86_64-manylinux_2_17 --python-version 3.10 --only-binary :all:"
             ),
             "{cross}"
         );

@@ -19,6 +19,7 @@ pub mod archive;
 pub mod cli;
 pub mod elf;
 pub mod install;
+pub mod platform;
 pub mod python;
 pub mod upload;
 
@@ -35,7 +36,7 @@ use tracing::{info, warn};
 
 use self::{
     archive::{ZipSource, ZipSummary},
-    cli::{Args, DEFAULT_KEY_PREFIX, usage_error},
+    cli::{Args, DEFAULT_KEY_PREFIX, ModeArg, usage_error},
     install::{InstallError, InstallSpec, PlatformMode},
     python::{InterpreterError, PYTHON_ENV},
     upload::UploadError,
@@ -43,7 +44,9 @@ use self::{
 use crate::{
     artifact::{ArtifactKey, ArtifactMetadata, Fingerprint},
     aws::{self, AwsFault},
-    request::{Architecture, InvalidRequest, MAX_REQUIREMENTS_OBJECT_BYTES, Requirements, S3Uri},
+    request::{
+        Architecture, InvalidRequest, MAX_REQUIREMENTS_OBJECT_BYTES, Requirements, Runtime, S3Uri,
+    },
 };
 
 /// Lambda's limit on a function's code plus its layers, unzipped; a layer alone can't exceed it.
@@ -80,6 +83,19 @@ pub enum BuildError {
         files: Vec<(String, u16)>,
     },
     #[error(
+        "{} ELF file(s) need more than the {runtime} runtime offers: {}{}; pick versions with wheels for the \
+         runtime's manylinux level (or build with --platform-mode cross, which only takes such wheels)",
+        violations.len(),
+        violations.iter().take(LISTED_FILES).map(ToString::to_string).collect::<Vec<_>>().join("; "),
+        if violations.len() > LISTED_FILES { "; …" } else { "" }
+    )]
+    AboveCeiling {
+        runtime: Runtime,
+        violations: Vec<platform::Violation>,
+    },
+    #[error("{0}")]
+    UnsupportedInterpreter(String),
+    #[error(
         "the layer is {unzipped} bytes unzipped ({files} files), over Lambda's limit of {limit} bytes by {} bytes; \
          nothing was uploaded",
         unzipped - limit
@@ -110,8 +126,11 @@ impl BuildError {
             BuildError::Usage(_)
             | BuildError::InvalidRequirements(_)
             | BuildError::RequirementsSource { .. }
-            | BuildError::Interpreter(_) => 2,
-            BuildError::Install(_) | BuildError::WrongArchitecture { .. } => 3,
+            | BuildError::Interpreter(_)
+            | BuildError::UnsupportedInterpreter(_) => 2,
+            BuildError::Install(_)
+            | BuildError::WrongArchitecture { .. }
+            | BuildError::AboveCeiling { .. } => 3,
             BuildError::TooLarge { .. } => 4,
             BuildError::Upload { .. } => 5,
         }
@@ -136,7 +155,15 @@ pub struct Outcome {
     pub artifact: Option<String>,
     pub summary: ZipSummary,
     pub python_version: String,
+    /// The runtime built for (given, or the interpreter's) and how.
+    pub runtime: Runtime,
+    pub mode: PlatformMode,
+    /// ELF files checked against the architecture and the runtime's ceiling.
+    pub elf_files: usize,
     pub install_time: Duration,
+    pub zip_time: Duration,
+    pub check_time: Duration,
+    pub upload_time: Duration,
     pub total_time: Duration,
 }
 
@@ -157,17 +184,23 @@ impl Outcome {
         }
         let _ = writeln!(out, "layer: {}", self.layer_name);
         let _ = writeln!(out, "fingerprint: {}", self.fingerprint.short());
+        let _ = writeln!(out, "runtime: {}", self.runtime);
+        let _ = writeln!(out, "platform_mode: {}", self.mode.as_str());
         let _ = writeln!(out, "python_version: {}", self.python_version);
+        let _ = writeln!(out, "elf_files: {}", self.elf_files);
         let _ = writeln!(out, "entries: {}", self.summary.entries);
         let _ = writeln!(out, "unzipped_bytes: {}", self.summary.unzipped_bytes);
         let _ = writeln!(out, "zipped_bytes: {}", self.summary.zipped_bytes);
         let _ = writeln!(out, "content_sha256: {}", self.content_sha256());
         let _ = writeln!(out, "sha256_hex: {}", hex::encode(self.summary.sha256));
-        let _ = writeln!(
-            out,
-            "install_seconds: {:.2}",
-            self.install_time.as_secs_f64()
-        );
+        for (name, time) in [
+            ("install", self.install_time),
+            ("zip", self.zip_time),
+            ("check", self.check_time),
+            ("upload", self.upload_time),
+        ] {
+            let _ = writeln!(out, "{name}_seconds: {:.2}", time.as_secs_f64());
+        }
         let _ = writeln!(out, "total_seconds: {:.2}", self.total_time.as_secs_f64());
         out
     }
@@ -210,7 +243,6 @@ pub async fn main(args: Args) -> ExitCode {
 pub async fn run(args: Args) -> Result<Outcome, BuildError> {
     let started = Instant::now();
     args.check().map_err(BuildError::Usage)?;
-    let runtime = args.runtime;
     let architecture = args.architecture();
     let layer_name = args.name.clone();
 
@@ -227,6 +259,7 @@ pub async fn run(args: Args) -> Result<Outcome, BuildError> {
     };
 
     let requirements = load_requirements(&args, s3.as_ref()).await?;
+    let (runtime, mode, interpreter) = resolve_target(&args, architecture)?;
     let fingerprint = Fingerprint::compute(&requirements, runtime, architecture);
     info!(
         layer = %layer_name,
@@ -235,7 +268,7 @@ pub async fn run(args: Args) -> Result<Outcome, BuildError> {
         fingerprint = fingerprint.short(),
         requirements = requirements.lines().len(),
         installer = args.installer.as_str(),
-        mode = args.platform_mode.as_str(),
+        mode = mode.as_str(),
         "building layer"
     );
 
@@ -265,8 +298,7 @@ pub async fn run(args: Args) -> Result<Outcome, BuildError> {
     std::fs::write(&requirements_file, requirements.to_text())
         .map_err(BuildError::io("writing requirements.txt"))?;
 
-    let interpreter = select_interpreter(&args, architecture)?;
-    let python_version = match (&interpreter, args.platform_mode) {
+    let python_version = match (&interpreter, mode) {
         (Some(i), PlatformMode::Native) => i.version.clone(),
         _ => runtime.python_version().to_owned(),
     };
@@ -274,7 +306,7 @@ pub async fn run(args: Args) -> Result<Outcome, BuildError> {
     std::fs::create_dir_all(&target).map_err(BuildError::io("creating site-packages"))?;
     let spec = InstallSpec {
         installer: args.installer,
-        mode: args.platform_mode,
+        mode,
         runtime,
         architecture,
         interpreter,
@@ -299,9 +331,12 @@ pub async fn run(args: Args) -> Result<Outcome, BuildError> {
             files: collected.files.len(),
         });
     }
-    check_architecture(&collected.files, architecture)?;
+    let check_started = Instant::now();
+    let elf_files = check_elf(&collected.files, architecture, runtime)?;
+    let check_time = check_started.elapsed();
     info!(
         files = collected.files.len(),
+        elf_files,
         unzipped_bytes = collected.unzipped_bytes,
         skipped_bytecode = collected.skipped,
         "tree checked"
@@ -318,6 +353,7 @@ pub async fn run(args: Args) -> Result<Outcome, BuildError> {
     let zip_started = Instant::now();
     let summary = archive::write_zip(&collected.files, &zip_path)
         .map_err(BuildError::io(format!("writing {}", zip_path.display())))?;
+    let zip_time = zip_started.elapsed();
     info!(
         path = %zip_path.display(),
         entries = summary.entries,
@@ -334,7 +370,13 @@ pub async fn run(args: Args) -> Result<Outcome, BuildError> {
         artifact: None,
         summary,
         python_version,
+        runtime,
+        mode,
+        elf_files,
         install_time,
+        zip_time,
+        check_time,
+        upload_time: Duration::ZERO,
         total_time: Duration::ZERO,
     };
 
@@ -357,6 +399,7 @@ pub async fn run(args: Args) -> Result<Outcome, BuildError> {
             description: args.description.clone().filter(|d| !d.is_empty()),
             builder_version: Some(env!("CARGO_PKG_VERSION").to_owned()),
         };
+        let upload_started = Instant::now();
         let uploaded = upload::upload(
             s3,
             &zip_path,
@@ -378,6 +421,7 @@ pub async fn run(args: Args) -> Result<Outcome, BuildError> {
             multipart = uploaded.multipart,
             "uploaded"
         );
+        outcome.upload_time = upload_started.elapsed();
         outcome.artifact = Some(format!("s3://{bucket}/{key}"));
     }
     outcome.total_time = started.elapsed();
@@ -456,17 +500,51 @@ async fn read_s3_requirements(s3: &aws_sdk_s3::Client, uri: &S3Uri) -> Result<Ve
     Ok(body.into_bytes().to_vec())
 }
 
-/// The interpreter for this build: required and exact for native builds, any Python 3 for pip cross builds,
-/// none for uv cross builds (uv resolves for the target by itself).
-fn select_interpreter(
+/// The runtime, the platform mode and the interpreter of this build (DESIGN section 4).
+///
+/// Without `--runtime` the target is the Python found here (`LAYERFORGE_PYTHON`, else `python3`, `python`), as
+/// the original tool built. `auto` is native when a Python of the runtime's version runs here and this machine
+/// is of the target architecture, else cross. The interpreter is required and exact for native builds, any
+/// Python 3 for pip cross builds, none for uv cross builds (uv resolves for the target by itself).
+fn resolve_target(
     args: &Args,
     architecture: Architecture,
-) -> Result<Option<python::Interpreter>, BuildError> {
+) -> Result<(Runtime, PlatformMode, Option<python::Interpreter>), BuildError> {
     let override_path = std::env::var_os(PYTHON_ENV);
-    match (args.platform_mode, args.installer) {
-        (PlatformMode::Native, _) => {
-            let interpreter = python::find(args.runtime, override_path, true)?;
-            let host = cli::host_architecture();
+    let host = cli::host_architecture();
+    let (runtime, found) = match args.runtime {
+        Some(runtime) => (runtime, None),
+        None => {
+            let interpreter = python::find_default(override_path.clone())?;
+            let runtime = format!("python{}", interpreter.major_minor())
+                .parse::<Runtime>()
+                .map_err(|_| {
+                    BuildError::UnsupportedInterpreter(format!(
+                        "--runtime: not given, and the Python found here ({}, {}) is not a Lambda runtime \
+                         (python3.10 … python3.14); give --runtime",
+                        interpreter.path.display(),
+                        interpreter.version
+                    ))
+                })?;
+            (runtime, Some(interpreter))
+        }
+    };
+    let exact = |override_path| -> Result<python::Interpreter, BuildError> {
+        match &found {
+            Some(interpreter) => Ok(interpreter.clone()),
+            None => Ok(python::find(runtime, override_path, true)?),
+        }
+    };
+    let (mode, interpreter) = match args.platform_mode {
+        ModeArg::Native => (PlatformMode::Native, Some(exact(override_path.clone())?)),
+        ModeArg::Auto if host == architecture => match exact(override_path.clone()) {
+            Ok(interpreter) => (PlatformMode::Native, Some(interpreter)),
+            Err(_) => (PlatformMode::Cross, None),
+        },
+        ModeArg::Auto | ModeArg::Cross => (PlatformMode::Cross, None),
+    };
+    let interpreter = match (mode, args.installer, interpreter) {
+        (PlatformMode::Native, _, Some(interpreter)) => {
             if host != architecture {
                 warn!(
                     host = host.as_str(),
@@ -476,13 +554,17 @@ fn select_interpreter(
                 );
             }
             info!(python = %interpreter.path.display(), version = interpreter.version, "interpreter");
-            Ok(Some(interpreter))
+            Some(interpreter)
         }
-        (PlatformMode::Cross, install::Installer::Pip) => {
-            Ok(Some(python::find(args.runtime, override_path, false)?))
-        }
-        (PlatformMode::Cross, install::Installer::Uv) => Ok(None),
-    }
+        (_, install::Installer::Pip, _) => Some(
+            found
+                .clone()
+                .map_or_else(|| python::find(runtime, override_path, false), Ok)?,
+        ),
+        (_, install::Installer::Uv, _) => None,
+    };
+    info!(%runtime, %architecture, mode = mode.as_str(), requested = ?args.platform_mode, "build target");
+    Ok((runtime, mode, interpreter))
 }
 
 /// The files of a tree, ready to zip.
@@ -560,33 +642,74 @@ fn is_executable(_: &std::fs::Metadata) -> bool {
     false
 }
 
-/// Fails when any ELF file is built for another machine than `architecture`.
-pub fn check_architecture(
+/// Checks every ELF file: built for `architecture` ([`BuildError::WrongArchitecture`]), and needing no newer
+/// glibc or libstdc++ symbol version than `runtime` offers ([`BuildError::AboveCeiling`]). Returns how many ELF
+/// files there were.
+pub fn check_elf(
     files: &[ZipSource],
     architecture: Architecture,
-) -> Result<(), BuildError> {
+    runtime: Runtime,
+) -> Result<usize, BuildError> {
     let expected = elf::expected_machine(architecture);
+    let ceiling = platform::ceiling(runtime);
     let mut wrong = Vec::new();
+    let mut violations = Vec::new();
     let mut elf_files = 0usize;
     for file in files {
-        let machine = elf::file_machine(&file.path)
+        let read_error = BuildError::io(format!("reading {}", file.path.display()));
+        let Some(machine) = elf::file_machine(&file.path).map_err(read_error)? else {
+            continue;
+        };
+        elf_files += 1;
+        if machine != expected {
+            wrong.push((file.name.clone(), machine));
+            continue;
+        }
+        let data = std::fs::read(&file.path)
             .map_err(BuildError::io(format!("reading {}", file.path.display())))?;
-        if let Some(machine) = machine {
-            elf_files += 1;
-            if machine != expected {
-                wrong.push((file.name.clone(), machine));
+        let needs = match elf::version_needs(&data) {
+            Ok(needs) => needs,
+            Err(reason) => {
+                // A file that starts like ELF but can't be parsed can't be loaded either.
+                violations.push(platform::Violation {
+                    file: file.name.clone(),
+                    needs: format!("an unreadable ELF file ({reason})"),
+                    ceiling: format!("{} ({})", ceiling.glibc_version(), ceiling.os),
+                });
+                continue;
             }
+        };
+        for needs in ceiling.check(needs.iter().map(String::as_str)) {
+            violations.push(platform::Violation {
+                file: file.name.clone(),
+                ceiling: ceiling.describe_for(&needs),
+                needs,
+            });
         }
     }
-    info!(elf_files, wrong = wrong.len(), %architecture, "architecture check");
-    if wrong.is_empty() {
-        Ok(())
-    } else {
-        Err(BuildError::WrongArchitecture {
+    info!(
+        elf_files,
+        wrong_architecture = wrong.len(),
+        above_ceiling = violations.len(),
+        %architecture,
+        %runtime,
+        glibc = ceiling.glibc_version(),
+        glibcxx = ceiling.glibcxx_version(),
+        "ELF check"
+    );
+    if !wrong.is_empty() {
+        return Err(BuildError::WrongArchitecture {
             architecture,
             files: wrong,
-        })
+        });
     }
+    if !violations.is_empty() {
+        return Err(BuildError::AboveCeiling {
+            runtime,
+            violations,
+        });
+    }
+    Ok(elf_files)
 }
 
 /// `YYYYmmddHHMMSSmmm` in UTC, the original tool's `create-date` format.
@@ -726,8 +849,8 @@ mod tests {
                 executable: false,
             },
         ];
-        assert!(check_architecture(&files, host).is_ok());
-        let err = check_architecture(&files, other).unwrap_err();
+        assert_eq!(check_elf(&files, host, Runtime::Python312).ok(), Some(1));
+        let err = check_elf(&files, other, Runtime::Python312).unwrap_err();
         assert_eq!(err.exit_code(), 3);
         let text = err.to_string();
         assert!(text.contains("python/_native.so"), "{text}");

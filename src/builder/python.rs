@@ -55,7 +55,8 @@ pub struct Probe {
 /// No usable interpreter.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub struct InterpreterError {
-    pub runtime: Runtime,
+    /// The runtime asked for; `None` when any Python would do (no `--runtime`).
+    pub runtime: Option<Runtime>,
     /// Whether the runtime's version was required (native builds) or any Python would do (cross builds).
     pub exact: bool,
     pub probes: Vec<Probe>,
@@ -63,12 +64,12 @@ pub struct InterpreterError {
 
 impl fmt::Display for InterpreterError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.exact {
+        if let (true, Some(runtime)) = (self.exact, self.runtime) {
             write!(
                 f,
                 "no Python {} interpreter for a native {} build",
-                self.runtime.python_version(),
-                self.runtime
+                runtime.python_version(),
+                runtime
             )?;
         } else {
             write!(f, "no working Python interpreter")?;
@@ -82,14 +83,15 @@ impl fmt::Display for InterpreterError {
             })
             .collect();
         write!(f, " (tried: {})", tried.join("; "))?;
-        if self.exact {
-            write!(
+        match (self.exact, self.runtime) {
+            (true, Some(runtime)) => write!(
                 f,
-                "; run in the Lambda build image of the runtime (public.ecr.aws/sam/build-{}), set {PYTHON_ENV} \
-                 to a Python {} interpreter, or use --platform-mode cross",
-                self.runtime,
-                self.runtime.python_version()
-            )?;
+                "; run in the Lambda build image of the runtime (public.ecr.aws/sam/build-{runtime}), set \
+                 {PYTHON_ENV} to a Python {} interpreter, or use --platform-mode cross",
+                runtime.python_version()
+            )?,
+            (_, None) => write!(f, "; give --runtime, or set {PYTHON_ENV}")?,
+            _ => {}
         }
         Ok(())
     }
@@ -168,8 +170,33 @@ pub fn find(
         return Ok(interpreter.clone());
     }
     Err(InterpreterError {
-        runtime,
+        runtime: Some(runtime),
         exact,
+        probes,
+    })
+}
+
+/// The Python found here when no runtime is named: the override alone when given, else `python3`, then
+/// `python` (the original tool's usage: build for the interpreter found).
+pub fn find_default(override_path: Option<OsString>) -> Result<Interpreter, InterpreterError> {
+    let candidates = match override_path.filter(|p| !p.is_empty()) {
+        Some(path) => vec![path],
+        None => vec!["python3".into(), "python".into()],
+    };
+    let mut probes = Vec::new();
+    for candidate in candidates {
+        let outcome = probe(&candidate);
+        if let Ok(interpreter) = outcome {
+            return Ok(interpreter);
+        }
+        probes.push(Probe {
+            candidate: candidate.to_string_lossy().into_owned(),
+            outcome,
+        });
+    }
+    Err(InterpreterError {
+        runtime: None,
+        exact: false,
         probes,
     })
 }

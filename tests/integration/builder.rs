@@ -649,6 +649,8 @@ fn native_build_needs_the_runtime_interpreter() {
             "six==1.16.0",
             "--runtime",
             other,
+            "--platform-mode",
+            "native",
             "--out",
             "/nonexistent/x.zip",
         ],
@@ -687,6 +689,8 @@ fn native_build_for_another_architecture_refuses_foreign_elf_files() {
             &runtime,
             "--architecture",
             other,
+            "--platform-mode",
+            "native",
             "--out",
             zip.to_str().unwrap(),
         ],
@@ -700,4 +704,237 @@ fn native_build_for_another_architecture_refuses_foreign_elf_files() {
         !zip.exists(),
         "no zip is written for a wrong-architecture tree"
     );
+}
+
+/// An x86_64 cp3XX wheel whose extension needs more than glibc 2.26: numpy 2.3.0 ships only `manylinux_2_28`
+/// wheels for x86_64.
+const NEEDS_GLIBC_2_28: &str = "numpy==2.3.0";
+
+#[test]
+fn a_wheel_above_glibc_2_26_is_refused_for_python311_and_accepted_for_python312() {
+    assert_eq!(
+        host_architecture(),
+        "x86_64",
+        "numpy 2.3.0's manylinux_2_28 wheels are x86_64's"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    // python3.11 (Amazon Linux 2, glibc 2.26): a native install on this glibc 2.36 host takes the 2_28 wheel,
+    // and the ELF check refuses it before anything is written.
+    let refused = dir.path().join("np311.zip");
+    let output = builder(
+        &[
+            "-n",
+            "np",
+            "-r",
+            NEEDS_GLIBC_2_28,
+            "--runtime",
+            "python3.11",
+            "--architecture",
+            "x86_64",
+            "--platform-mode",
+            "native",
+            "--installer",
+            "uv",
+            "--out",
+            refused.to_str().unwrap(),
+        ],
+        &[("LAYERFORGE_PYTHON", "python3.11")],
+    );
+    assert_eq!(output.status.code(), Some(3));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(
+            "numpy/_core/_multiarray_umath.cpython-311-x86_64-linux-gnu.so needs GLIBC_2."
+        ),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("above GLIBC_2.26 (Amazon Linux 2)"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("python3.11 runtime"), "{stderr}");
+    assert!(!refused.exists(), "nothing is written above the ceiling");
+
+    // python3.11 in cross mode asks only for wheels up to glibc 2.26: there is none, the install fails.
+    let output = builder(
+        &[
+            "-n",
+            "np",
+            "-r",
+            NEEDS_GLIBC_2_28,
+            "--runtime",
+            "python3.11",
+            "--architecture",
+            "x86_64",
+            "--platform-mode",
+            "cross",
+            "--installer",
+            "uv",
+            "--out",
+            refused.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(output.status.code(), Some(3));
+    assert!(!refused.exists());
+
+    // python3.12 (Amazon Linux 2023, glibc 2.34) runs it: cross builds with uv and with pip take the wheel.
+    for installer in ["uv", "pip"] {
+        let zip = dir.path().join(format!("np312-{installer}.zip"));
+        let output = builder(
+            &[
+                "-n",
+                "np",
+                "-r",
+                NEEDS_GLIBC_2_28,
+                "--runtime",
+                "python3.12",
+                "--architecture",
+                "x86_64",
+                "--installer",
+                installer,
+                "--out",
+                zip.to_str().unwrap(),
+            ],
+            &[],
+        );
+        let sums = summary(&output);
+        assert_eq!(sums["runtime"], "python3.12");
+        assert_eq!(sums["platform_mode"], "cross", "auto: no Python 3.12 here");
+        let elves = elf_entries(&zip);
+        assert!(
+            elves.iter().any(|(n, m)| n
+                .ends_with("numpy/_core/_multiarray_umath.cpython-312-x86_64-linux-gnu.so")
+                && *m == EM_X86_64),
+            "{elves:?}"
+        );
+        assert_eq!(sums["elf_files"], elves.len().to_string());
+        eprintln!(
+            "FIGURES {installer} cross python3.12 x86_64 {NEEDS_GLIBC_2_28}: {} ELF files checked, zip {} bytes, \
+             install {}s, check {}s, zip {}s",
+            sums["elf_files"],
+            sums["zipped_bytes"],
+            sums["install_seconds"],
+            sums["check_seconds"],
+            sums["zip_seconds"]
+        );
+    }
+}
+
+#[test]
+fn cross_builds_for_every_runtime_and_architecture() {
+    // MarkupSafe 3.0.3 has a cp3XX manylinux wheel per Python version and architecture.
+    let dir = tempfile::tempdir().unwrap();
+    let mut built = Vec::new();
+    for runtime in [
+        "python3.10",
+        "python3.11",
+        "python3.12",
+        "python3.13",
+        "python3.14",
+    ] {
+        for (architecture, machine, expected) in [
+            ("arm64", "aarch64", EM_AARCH64),
+            ("x86_64", "x86_64", EM_X86_64),
+        ] {
+            let zip = dir.path().join(format!("ms-{runtime}-{architecture}.zip"));
+            let output = builder(
+                &[
+                    "-n",
+                    "markupsafe",
+                    "-r",
+                    "markupsafe==3.0.3",
+                    "--runtime",
+                    runtime,
+                    "--architecture",
+                    architecture,
+                    "--platform-mode",
+                    "cross",
+                    "--installer",
+                    "uv",
+                    "--out",
+                    zip.to_str().unwrap(),
+                ],
+                &[],
+            );
+            let sums = summary(&output);
+            assert_eq!(sums["runtime"], runtime);
+            let site = format!("python/lib/{runtime}/site-packages/");
+            let entries = names(&zip);
+            assert!(entries.iter().all(|n| n.starts_with(&site)), "{entries:?}");
+            assert!(entries.contains(&format!("{site}markupsafe/__init__.py")));
+            let elves = elf_entries(&zip);
+            let abi = format!("cpython-3{}-{machine}-linux-gnu.so", &runtime[8..]);
+            assert!(
+                !elves.is_empty()
+                    && elves
+                        .iter()
+                        .all(|(n, m)| n.ends_with(&abi) && *m == expected),
+                "{runtime}/{architecture}: {elves:?}"
+            );
+            built.push(format!("{runtime}/{architecture}: {} ELF", elves.len()));
+        }
+    }
+    eprintln!("FIGURES cross builds: {}", built.join(", "));
+}
+
+#[test]
+fn without_runtime_the_interpreter_found_decides() {
+    // The original tool's usage: no --runtime, no --architecture.
+    let runtime = machine_runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let zip = dir.path().join("x.zip");
+    let output = builder(
+        &[
+            "-r",
+            "six==1.16.0",
+            "-n",
+            "x",
+            "--out",
+            zip.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let sums = summary(&output);
+    assert_eq!(sums["runtime"], runtime);
+    assert_eq!(sums["platform_mode"], "native");
+    assert!(
+        names(&zip).contains(&format!("python/lib/{runtime}/site-packages/six.py")),
+        "{:?}",
+        names(&zip)
+    );
+}
+
+#[test]
+fn auto_mode_builds_a_foreign_architecture_in_cross_mode() {
+    let runtime = machine_runtime();
+    let (other, expected) = if host_architecture() == "arm64" {
+        ("x86_64", EM_X86_64)
+    } else {
+        ("arm64", EM_AARCH64)
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let zip = dir.path().join("foreign.zip");
+    let output = builder(
+        &[
+            "--name",
+            "foreign",
+            "--requirements",
+            "orjson==3.10.7",
+            "--runtime",
+            &runtime,
+            "--architecture",
+            other,
+            "--installer",
+            "uv",
+            "--out",
+            zip.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let sums = summary(&output);
+    assert_eq!(sums["platform_mode"], "cross");
+    let elves = elf_entries(&zip);
+    assert!(!elves.is_empty());
+    assert!(elves.iter().all(|(_, m)| *m == expected), "{elves:?}");
 }

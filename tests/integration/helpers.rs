@@ -13,7 +13,10 @@ use std::{
 };
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
-use layerforge::{config::Config, request::Architecture};
+use layerforge::{
+    config::Config,
+    request::{Architecture, Runtime},
+};
 
 pub const REGION: &str = "us-east-1";
 pub const ACCOUNT: &str = "123456789012";
@@ -222,27 +225,40 @@ pub fn network(name: &str) -> (String, String) {
     (subnet, group)
 }
 
-/// What the SAM template would create for the builds: per architecture a Fargate queue and job definition.
+/// What the SAM template would create for the builds: per architecture a Fargate queue; for arm64 one job
+/// definition per runtime (keys `"python3.X/arm64"`, as the template writes them), for x86_64 one definition for
+/// every runtime (an architecture-only key, as a deployment with one image has).
 #[derive(Debug, Clone)]
 pub struct BatchStack {
     /// `BUILD_TARGETS` JSON for [`Config`].
     pub build_targets: String,
-    pub arm64: (String, String),
+    /// (queue ARN, arm64 job definition ARN of each runtime).
+    pub arm64: (String, Vec<(Runtime, String)>),
+    /// (queue ARN, job definition ARN).
     pub x86_64: (String, String),
 }
 
 impl BatchStack {
-    /// (queue ARN, job definition ARN) for `arch`.
-    pub fn target(&self, arch: Architecture) -> &(String, String) {
+    /// (queue ARN, job definition ARN) for `runtime` on `arch`.
+    pub fn target(&self, runtime: Runtime, arch: Architecture) -> (String, String) {
         match arch {
-            Architecture::Arm64 => &self.arm64,
-            Architecture::X86_64 => &self.x86_64,
+            Architecture::Arm64 => {
+                let definition = self
+                    .arm64
+                    .1
+                    .iter()
+                    .find(|(r, _)| *r == runtime)
+                    .map(|(_, d)| d.clone())
+                    .expect("every runtime has an arm64 definition");
+                (self.arm64.0.clone(), definition)
+            }
+            Architecture::X86_64 => self.x86_64.clone(),
         }
     }
 }
 
-/// Provisions, in moto: service and job roles, network, a FARGATE compute environment, one job queue and
-/// one job definition per architecture (`runtimePlatform` ARM64 / X86_64).
+/// Provisions, in moto: service and job roles, network, a FARGATE compute environment, one job queue per
+/// architecture and the job definitions of [`BatchStack`] (`runtimePlatform` ARM64 / X86_64).
 pub async fn batch_stack(sdk: &SdkConfig) -> BatchStack {
     use aws_sdk_batch::types::{
         AssignPublicIp, CeState, CeType, ComputeEnvironmentOrder, ComputeResource,
@@ -276,7 +292,8 @@ pub async fn batch_stack(sdk: &SdkConfig) -> BatchStack {
         .expect("create compute environment");
     let ce_arn = ce.compute_environment_arn().unwrap().to_owned();
 
-    let mut targets = Vec::new();
+    let mut queues = Vec::new();
+    let mut definitions = Vec::new();
     for (arch, cpu) in [
         (Architecture::Arm64, "ARM64"),
         (Architecture::X86_64, "X86_64"),
@@ -295,63 +312,98 @@ pub async fn batch_stack(sdk: &SdkConfig) -> BatchStack {
             .send()
             .await
             .expect("create job queue");
-        let definition = batch
-            .register_job_definition()
-            .job_definition_name(format!("{name}-builder-{arch}"))
-            .r#type(JobDefinitionType::Container)
-            .platform_capabilities(PlatformCapability::Fargate)
-            .container_properties(
-                ContainerProperties::builder()
-                    .image("123456789012.dkr.ecr.us-east-1.amazonaws.com/layerforge-builder:latest")
-                    .execution_role_arn(&job_role)
-                    .job_role_arn(&job_role)
-                    .resource_requirements(
-                        ResourceRequirement::builder()
-                            .r#type(ResourceType::Vcpu)
-                            .value("2")
-                            .build(),
-                    )
-                    .resource_requirements(
-                        ResourceRequirement::builder()
-                            .r#type(ResourceType::Memory)
-                            .value("4096")
-                            .build(),
-                    )
-                    .runtime_platform(
-                        RuntimePlatform::builder()
-                            .cpu_architecture(cpu)
-                            .operating_system_family("LINUX")
-                            .build(),
-                    )
-                    .network_configuration(
-                        NetworkConfiguration::builder()
-                            .assign_public_ip(AssignPublicIp::Enabled)
-                            .build(),
-                    )
-                    .fargate_platform_configuration(
-                        FargatePlatformConfiguration::builder()
-                            .platform_version("LATEST")
-                            .build(),
-                    )
-                    .build(),
-            )
-            .send()
-            .await
-            .expect("register job definition");
-        targets.push((
-            arch,
-            queue.job_queue_arn().unwrap().to_owned(),
-            definition.job_definition_arn().unwrap().to_owned(),
-        ));
+        queues.push(queue.job_queue_arn().unwrap().to_owned());
+        let runtimes: Vec<Option<Runtime>> = match arch {
+            Architecture::Arm64 => Runtime::ALL.into_iter().map(Some).collect(),
+            Architecture::X86_64 => vec![None],
+        };
+        for runtime in runtimes {
+            let (suffix, tag) = match runtime {
+                Some(r) => (format!("{}-{arch}", r.compact()), r.to_string()),
+                None => (arch.to_string(), "latest".to_owned()),
+            };
+            let definition = batch
+                .register_job_definition()
+                .job_definition_name(format!("{name}-builder-{suffix}"))
+                .r#type(JobDefinitionType::Container)
+                .platform_capabilities(PlatformCapability::Fargate)
+                .container_properties(
+                    ContainerProperties::builder()
+                        .image(format!(
+                            "123456789012.dkr.ecr.us-east-1.amazonaws.com/layerforge-builder:{tag}"
+                        ))
+                        .execution_role_arn(&job_role)
+                        .job_role_arn(&job_role)
+                        .resource_requirements(
+                            ResourceRequirement::builder()
+                                .r#type(ResourceType::Vcpu)
+                                .value("2")
+                                .build(),
+                        )
+                        .resource_requirements(
+                            ResourceRequirement::builder()
+                                .r#type(ResourceType::Memory)
+                                .value("4096")
+                                .build(),
+                        )
+                        .runtime_platform(
+                            RuntimePlatform::builder()
+                                .cpu_architecture(cpu)
+                                .operating_system_family("LINUX")
+                                .build(),
+                        )
+                        .network_configuration(
+                            NetworkConfiguration::builder()
+                                .assign_public_ip(AssignPublicIp::Enabled)
+                                .build(),
+                        )
+                        .fargate_platform_configuration(
+                            FargatePlatformConfiguration::builder()
+                                .platform_version("LATEST")
+                                .build(),
+                        )
+                        .build(),
+                )
+                .send()
+                .await
+                .expect("register job definition");
+            definitions.push((
+                runtime,
+                arch,
+                definition.job_definition_arn().unwrap().to_owned(),
+            ));
+        }
     }
-    let json = serde_json::json!({
-        "arm64": {"job_queue": targets[0].1, "job_definition": targets[0].2},
-        "x86_64": {"job_queue": targets[1].1, "job_definition": targets[1].2},
-    });
+    let mut json = serde_json::Map::new();
+    for (runtime, arch, definition) in &definitions {
+        let key = match runtime {
+            Some(r) => format!("{r}/{arch}"),
+            None => arch.to_string(),
+        };
+        let queue = &queues[usize::from(*arch == Architecture::X86_64)];
+        json.insert(
+            key,
+            serde_json::json!({"job_queue": queue, "job_definition": definition}),
+        );
+    }
     BatchStack {
-        build_targets: json.to_string(),
-        arm64: (targets[0].1.clone(), targets[0].2.clone()),
-        x86_64: (targets[1].1.clone(), targets[1].2.clone()),
+        build_targets: serde_json::Value::Object(json).to_string(),
+        arm64: (
+            queues[0].clone(),
+            definitions
+                .iter()
+                .filter(|(_, a, _)| *a == Architecture::Arm64)
+                .map(|(r, _, d)| (r.expect("arm64 definitions are per runtime"), d.clone()))
+                .collect(),
+        ),
+        x86_64: (
+            queues[1].clone(),
+            definitions
+                .iter()
+                .find(|(_, a, _)| *a == Architecture::X86_64)
+                .map(|(_, _, d)| d.clone())
+                .unwrap(),
+        ),
     }
 }
 

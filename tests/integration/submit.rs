@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use aws_sdk_batch::types::JobStatus;
 use aws_sdk_s3::primitives::ByteStream;
+use clap::Parser as _;
 use layerforge::{
     artifact::{ArtifactKey, Fingerprint},
     request::{Architecture, LayerName, Requirements, Runtime},
@@ -102,12 +103,30 @@ async fn jobs_are_submitted_with_the_exact_command_queue_and_definition() {
             Architecture::X86_64,
             Runtime::Python313,
         ),
+        // Routed by runtime: each arm64 runtime has its own job definition (its own builder image).
+        (
+            json!({"layer_name": "old", "requirements": "six==1.16.0", "runtime": "python3.10"}),
+            Architecture::Arm64,
+            Runtime::Python310,
+        ),
+        (
+            json!({"layer_name": "new", "requirements": "six==1.16.0", "runtime": "python3.14"}),
+            Architecture::Arm64,
+            Runtime::Python314,
+        ),
+        // Values that begin with `-` reach the builder intact.
+        (
+            json!({"layer_name": "-dash", "requirements": "six==1.16.0", "runtime": "python3.11",
+                   "description": "- beta", "license": "-MIT-"}),
+            Architecture::Arm64,
+            Runtime::Python311,
+        ),
     ];
     for (event, arch, runtime) in cases {
         let response = submit::handle(&fx.state, event.clone()).await.unwrap();
         assert_eq!(response.status, Status::Submitted);
         let job_id = response.job_id.clone().unwrap();
-        let (queue, definition) = fx.stack.target(arch);
+        let (queue, definition) = fx.stack.target(runtime, arch);
 
         let described = fx.batch.describe_jobs().jobs(&job_id).send().await.unwrap();
         let job = &described.jobs()[0];
@@ -135,32 +154,44 @@ async fn jobs_are_submitted_with_the_exact_command_queue_and_definition() {
 
         let command = job.container().unwrap().command();
         let mut expected: Vec<String> = vec![
-            "--name".into(),
-            name.into(),
-            "--requirements".into(),
-            Requirements::parse(&text).unwrap().to_text(),
-            "--runtime".into(),
-            runtime.to_string(),
-            "--architecture".into(),
-            arch.to_string(),
-            "--bucket".into(),
-            fx.bucket.clone(),
-            "--key".into(),
-            key.to_string(),
+            format!("--name={name}"),
+            format!(
+                "--requirements={}",
+                Requirements::parse(&text).unwrap().to_text()
+            ),
+            format!("--runtime={runtime}"),
+            format!("--architecture={arch}"),
+            format!("--bucket={}", fx.bucket),
+            format!("--key={key}"),
         ];
         if let Some(l) = event["license"].as_str() {
-            expected.extend(["--license".to_owned(), l.to_owned()]);
+            expected.push(format!("--license={l}"));
         }
         if let Some(d) = event["description"].as_str() {
-            expected.extend(["--description".to_owned(), d.to_owned()]);
+            expected.push(format!("--description={d}"));
         }
         assert_eq!(command, expected.as_slice());
         assert!(command.iter().all(|c| !c.is_empty()));
+
+        // layer-builder's own parser reads the job's command back into the request's values.
+        let args = layerforge::builder::cli::Args::try_parse_from(
+            std::iter::once("layer-builder").chain(command.iter().map(String::as_str)),
+        )
+        .unwrap_or_else(|e| panic!("{command:?}: {e}"));
+        assert_eq!(args.name.as_str(), name);
+        assert_eq!(args.runtime, Some(runtime));
+        assert_eq!(args.architecture, Some(arch));
+        assert_eq!(args.description.as_deref(), event["description"].as_str());
+        assert_eq!(args.license.as_deref(), event["license"].as_str());
         // Requirement text reaches the builder unchanged: commas and markers intact.
+        assert_eq!(
+            args.requirements.as_deref(),
+            Some(Requirements::parse(&text).unwrap().to_text().as_str())
+        );
         if arch == Architecture::X86_64 {
             assert_eq!(
-                command[3],
-                "pandas>=2.2,<3\npyarrow==17.0.0; python_version >= \"3.9\"\n"
+                args.requirements.as_deref(),
+                Some("pandas>=2.2,<3\npyarrow==17.0.0; python_version >= \"3.9\"\n")
             );
         }
         let tags = job.tags().unwrap();
@@ -180,6 +211,7 @@ async fn invalid_requests_leave_no_job_behind() {
         json!({"layer_name": "x y", "requirements": "six"}),
         json!({"layer_name": "x", "requirements": "six", "licence": "MIT"}),
         json!({"layer_name": "x", "requirements": "six", "architecture": "sparc"}),
+        json!({"layer_name": "x", "requirements": "six", "runtime": "python3.9"}),
         json!({"layer_name": "x", "requirements": "git+https://github.com/psf/requests"}),
         json!({"layer_name": "x", "requirements_s3_uri": "s3://not-allowed-bucket/requirements.txt"}),
     ];
@@ -190,7 +222,7 @@ async fn invalid_requests_leave_no_job_behind() {
         }
     }
     for arch in Architecture::ALL {
-        let jobs = jobs_in(&fx.batch, &fx.stack.target(arch).0).await;
+        let jobs = jobs_in(&fx.batch, &fx.stack.target(Runtime::Python312, arch).0).await;
         assert!(jobs.is_empty(), "{arch}: {jobs:?}");
     }
 }
@@ -315,10 +347,15 @@ async fn requirements_from_s3_are_validated_and_passed_on() {
         .await
         .unwrap();
     let command = described.jobs()[0].container().unwrap().command();
-    let at = command.iter().position(|c| c == "--requirements").unwrap();
-    assert_eq!(command[at + 1], "requests==2.32.3\nhttpx==0.27.2\n");
     assert!(
-        !command.iter().any(|c| c == "--requirements-s3-uri"),
+        command
+            .iter()
+            .any(|c| c == "--requirements=requests==2.32.3\nhttpx==0.27.2\n")
+    );
+    assert!(
+        !command
+            .iter()
+            .any(|c| c.starts_with("--requirements-s3-uri")),
         "the builder gets validated text, not the file"
     );
 

@@ -41,7 +41,84 @@ fn manifest_dir() -> std::path::PathBuf {
 fn load_template() -> Value {
     let path = manifest_dir().join("template.yaml");
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{}: not YAML: {e}", path.display()))
+    let template: Value =
+        serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{}: not YAML: {e}", path.display()));
+    expand_for_each(&template)
+}
+
+/// `AWS::LanguageExtensions`' `Fn::ForEach::Loop: [Identifier, [values], {fragment}]`: the fragment once per value,
+/// with `${Identifier}` and `&{Identifier}` replaced in its keys and strings (nested loops too).
+fn expand_for_each(v: &Value) -> Value {
+    match v {
+        Value::Mapping(m) => {
+            let mut out = Mapping::new();
+            for (k, val) in m {
+                if str_of(k).starts_with("Fn::ForEach::") {
+                    let parts = val.as_sequence().expect("Fn::ForEach: a list");
+                    let id = str_of(&parts[0]);
+                    for value in parts[1].as_sequence().expect("Fn::ForEach: literal values") {
+                        let fragment = replace_identifier(&parts[2], id, str_of(value));
+                        let Value::Mapping(entries) = expand_for_each(&fragment) else {
+                            panic!("Fn::ForEach: the fragment is a mapping")
+                        };
+                        for (key, entry) in entries {
+                            assert!(
+                                out.insert(key.clone(), entry).is_none(),
+                                "Fn::ForEach: {key:?} twice"
+                            );
+                        }
+                    }
+                } else {
+                    out.insert(k.clone(), expand_for_each(val));
+                }
+            }
+            Value::Mapping(out)
+        }
+        Value::Sequence(items) => Value::Sequence(items.iter().map(expand_for_each).collect()),
+        Value::Tagged(t) => Value::Tagged(Box::new(serde_yaml::value::TaggedValue {
+            tag: t.tag.clone(),
+            value: expand_for_each(&t.value),
+        })),
+        other => other.clone(),
+    }
+}
+
+fn replace_identifier(v: &Value, id: &str, value: &str) -> Value {
+    // `!Ref Identifier` is the value itself.
+    if let Some(("Ref", arg)) = intrinsic(v).as_ref().map(|(f, a)| (f.as_str(), *a))
+        && arg.as_str() == Some(id)
+    {
+        return Value::String(value.to_owned());
+    }
+    let text = |s: &str| {
+        let alnum: String = value.chars().filter(char::is_ascii_alphanumeric).collect();
+        s.replace(&format!("${{{id}}}"), value)
+            .replace(&format!("&{{{id}}}"), &alnum)
+    };
+    match v {
+        Value::String(s) => Value::String(text(s)),
+        Value::Mapping(m) => Value::Mapping(
+            m.iter()
+                .map(|(k, val)| {
+                    (
+                        replace_identifier(k, id, value),
+                        replace_identifier(val, id, value),
+                    )
+                })
+                .collect(),
+        ),
+        Value::Sequence(items) => Value::Sequence(
+            items
+                .iter()
+                .map(|i| replace_identifier(i, id, value))
+                .collect(),
+        ),
+        Value::Tagged(t) => Value::Tagged(Box::new(serde_yaml::value::TaggedValue {
+            tag: t.tag.clone(),
+            value: replace_identifier(&t.value, id, value),
+        })),
+        other => other.clone(),
+    }
 }
 
 /// `v[path[0]][path[1]]...`, failing the test with the path when a step is missing.
@@ -139,6 +216,23 @@ impl Stack {
         Self { template, params }
     }
 
+    /// The logical id of the job definition an ARN (from !Ref) names.
+    fn job_definition_by_arn(&self, arn: &str) -> String {
+        let name = arn
+            .rsplit_once(":job-definition/")
+            .and_then(|(_, rest)| rest.split(':').next())
+            .unwrap_or_else(|| panic!("not a job definition ARN: {arn}"));
+        self.resources_of_type("AWS::Batch::JobDefinition")
+            .into_iter()
+            .find(|logical| {
+                self.resolve_str(at(
+                    self.resource(logical),
+                    &["Properties", "JobDefinitionName"],
+                )) == name
+            })
+            .unwrap_or_else(|| panic!("no job definition named {name}"))
+    }
+
     fn resource(&self, logical: &str) -> &Value {
         at(&self.template, &["Resources", logical])
     }
@@ -175,10 +269,16 @@ impl Stack {
                     return v.clone();
                 }
                 let resources = at(&self.template, &["Resources"]);
-                assert!(
-                    resources.get(name).is_some(),
-                    "!Ref {name}: no such parameter or resource"
-                );
+                let resource = resources
+                    .get(name)
+                    .unwrap_or_else(|| panic!("!Ref {name}: no such parameter or resource"));
+                // A job definition's !Ref is its ARN with the revision; IAM matches it by name.
+                if let Some(definition) = at(resource, &["Properties"]).get("JobDefinitionName") {
+                    return s(&format!(
+                        "arn:aws:batch:{REGION}:{ACCOUNT}:job-definition/{}:1",
+                        self.resolve_str(definition)
+                    ));
+                }
                 s(&format!("arn:fake:{name}"))
             }
         }
@@ -294,6 +394,12 @@ impl Stack {
                         .map(|p| Value::String(p.to_owned()))
                         .collect(),
                 )
+            }
+            "Fn::FindInMap" => {
+                let a = args();
+                let map = str_of(&a[0]);
+                let (top, second) = (self.resolve_str(&a[1]), self.resolve_str(&a[2]));
+                self.resolve(at(&self.template, &["Mappings", map, &top, &second]))
             }
             "Fn::Select" => {
                 let a = args();
@@ -579,25 +685,53 @@ fn the_environment_parses_into_config_and_points_at_the_stacks_resources() {
             assert_eq!(config.max_vcpu, 4.0);
             assert_eq!(config.max_memory_mib, 16_384);
 
-            let archs: Vec<Architecture> = config.build_targets.keys().copied().collect();
+            // Every runtime of BuildRuntimes (default: all five) on every architecture built, each with its own
+            // job definition.
+            let keys: Vec<(Option<Runtime>, Architecture)> = config
+                .build_targets
+                .keys()
+                .map(|k| (k.runtime, k.architecture))
+                .collect();
+            let expected: Vec<(Option<Runtime>, Architecture)> = Runtime::ALL
+                .into_iter()
+                .flat_map(|r| expected_archs.iter().map(move |a| (Some(r), *a)))
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect();
             assert_eq!(
-                archs, expected_archs,
+                keys, expected,
                 "{function}: build targets with EnableX86SpotQueue={x86}"
             );
-            assert!(config.build_target(config.default_architecture).is_some());
-            for (arch, target) in &config.build_targets {
+            assert!(
+                config
+                    .build_target(config.default_runtime, config.default_architecture)
+                    .is_ok()
+            );
+            let mut definitions = BTreeSet::new();
+            for (key, target) in &config.build_targets {
+                let arch = key.architecture;
+                let runtime = key.runtime.expect("keyed by runtime");
                 let queue = target
                     .job_queue
                     .strip_prefix("arn:fake:")
                     .expect("a queue of this stack");
-                let definition = target
-                    .job_definition
-                    .strip_prefix("arn:fake:")
-                    .expect("a definition of this stack");
+                let definition = stack.job_definition_by_arn(&target.job_definition);
+                assert!(definitions.insert(definition.clone()), "{definition} twice");
+                let image = stack.resolve_str(at(
+                    stack.resource(&definition),
+                    &["Properties", "ContainerProperties", "Image"],
+                ));
+                assert!(
+                    image.ends_with(&format!(":{runtime}-0.1.0")),
+                    "{key}: the image of its Python version, got {image}"
+                );
                 assert_eq!(stack.resource_type(queue), "AWS::Batch::JobQueue");
-                assert_eq!(stack.resource_type(definition), "AWS::Batch::JobDefinition");
+                assert_eq!(
+                    stack.resource_type(&definition),
+                    "AWS::Batch::JobDefinition"
+                );
                 let platform = at(
-                    stack.resource(definition),
+                    stack.resource(&definition),
                     &["Properties", "ContainerProperties", "RuntimePlatform"],
                 );
                 let cpu = match arch {
@@ -605,11 +739,68 @@ fn the_environment_parses_into_config_and_points_at_the_stacks_resources() {
                     Architecture::X86_64 => "X86_64",
                 };
                 assert_eq!(
-                    str_of(at(platform, &["CpuArchitecture"])),
+                    stack.resolve_str(at(platform, &["CpuArchitecture"])),
                     cpu,
                     "{arch}: {definition}"
                 );
                 assert_eq!(str_of(at(platform, &["OperatingSystemFamily"])), "LINUX");
+            }
+        }
+    }
+}
+
+#[test]
+fn build_runtimes_chooses_the_job_definitions_and_the_targets() {
+    let stack = Stack::new(&[
+        ("BuildRuntimes", "python3.12,python3.13"),
+        ("EnableX86SpotQueue", "true"),
+    ]);
+    let config = stack.function_config("SubmitBuildFunction");
+    let definitions: BTreeSet<String> = config
+        .build_targets
+        .values()
+        .map(|t| stack.job_definition_by_arn(&t.job_definition))
+        .collect();
+    assert_eq!(
+        definitions,
+        [
+            "Arm64Python312JobDefinition",
+            "Arm64Python313JobDefinition",
+            "X86Python312JobDefinition",
+            "X86Python313JobDefinition"
+        ]
+        .map(String::from)
+        .into(),
+    );
+    for definition in &definitions {
+        let condition = stack.resolve_str(at(stack.resource(definition), &["Condition"]));
+        assert!(stack.condition(&condition), "{definition}: {condition}");
+    }
+    for (runtime, built) in [
+        (Runtime::Python310, false),
+        (Runtime::Python311, false),
+        (Runtime::Python312, true),
+        (Runtime::Python313, true),
+        (Runtime::Python314, false),
+    ] {
+        for arch in Architecture::ALL {
+            let name = format!(
+                "{}Python3{}JobDefinition",
+                if arch == Architecture::Arm64 {
+                    "Arm64"
+                } else {
+                    "X86"
+                },
+                &runtime.python_version()[2..]
+            );
+            let condition = stack.resolve_str(at(stack.resource(&name), &["Condition"]));
+            assert_eq!(stack.condition(&condition), built, "{name}");
+            match config.build_target(runtime, arch) {
+                Ok(_) => assert!(built, "{runtime}/{arch}"),
+                Err(missing) => {
+                    assert!(!built, "{runtime}/{arch}");
+                    assert_eq!(missing.field, "runtime");
+                }
             }
         }
     }
@@ -833,6 +1024,11 @@ fn each_role_may_do_its_job_and_nothing_next_to_it() {
         submit,
         "batch:SubmitJob",
         "arn:aws:batch:us-east-1:123456789012:job-queue/other"
+    ));
+    assert!(!stack.allows(
+        submit,
+        "batch:SubmitJob",
+        "arn:aws:batch:us-east-1:123456789012:job-definition/other-builder-python312-arm64:1"
     ));
     assert!(stack.allows(submit, "s3:GetObject", &artifact));
     assert!(stack.allows(submit, "s3:GetObjectTagging", &artifact));
