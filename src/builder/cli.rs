@@ -104,9 +104,9 @@ pub struct Args {
     #[arg(long, value_name = "TEXT", allow_hyphen_values = true)]
     pub description: Option<String>,
 
-    /// Installer.
-    #[arg(long, value_enum, default_value_t = Installer::Pip)]
-    pub installer: Installer,
+    /// Installer [default: uv when it runs here ($LAYERFORGE_UV or uv on PATH, as in the image), else pip].
+    #[arg(long, value_enum)]
+    pub installer: Option<Installer>,
 
     /// auto: native when a Python of the runtime's version runs here and this machine is of the target
     /// architecture, else cross. native: the interpreter's own platform (must match --runtime; builds sdists).
@@ -254,7 +254,7 @@ mod tests {
             args.key.as_deref(),
             Some("layers/http/python3.12-arm64/0123456789abcdef.zip")
         );
-        assert_eq!(args.installer, Installer::Pip);
+        assert_eq!(args.installer, None, "uv when it runs here, else pip");
         assert_eq!(args.platform_mode, ModeArg::Auto);
         assert!(args.check().is_ok());
     }

@@ -11,7 +11,7 @@ use std::{
 
 use tracing::info;
 
-use super::{platform, python::Interpreter};
+use super::{isolation::Sandbox, platform, python::Interpreter};
 use crate::request::{Architecture, Runtime};
 
 /// Which installer runs.
@@ -70,6 +70,8 @@ pub struct InstallSpec {
     pub uv: OsString,
     pub requirements_file: PathBuf,
     pub target: PathBuf,
+    /// User, environment and `HOME` of the installer (and of every build backend it runs).
+    pub sandbox: Sandbox,
 }
 
 /// The installer failed or could not start.
@@ -99,6 +101,7 @@ pub fn command(spec: &InstallSpec) -> Result<Command, InstallError> {
                 .as_ref()
                 .ok_or(InstallError::NoInterpreter)?;
             let mut cmd = Command::new(&interpreter.path);
+            spec.sandbox.apply(&mut cmd);
             cmd.args([
                 "-m",
                 "pip",
@@ -114,11 +117,14 @@ pub fn command(spec: &InstallSpec) -> Result<Command, InstallError> {
                 }
                 cmd.args(["--implementation", "cp", "--python-version", python_version]);
                 cmd.arg("--only-binary=:all:");
+            } else if spec.sandbox.wheels_only {
+                cmd.arg("--only-binary=:all:");
             }
             cmd
         }
         Installer::Uv => {
             let mut cmd = Command::new(&spec.uv);
+            spec.sandbox.apply(&mut cmd);
             // Copies, not hard links into uv's cache: the tree is read and zipped, and nothing may alter the cache.
             cmd.args(["pip", "install", "--no-progress", "--link-mode", "copy"]);
             cmd.arg("--target").arg(target).arg("-r").arg(requirements);
@@ -126,6 +132,9 @@ pub fn command(spec: &InstallSpec) -> Result<Command, InstallError> {
                 PlatformMode::Native => {
                     if let Some(interpreter) = &spec.interpreter {
                         cmd.arg("--python").arg(&interpreter.path);
+                    }
+                    if spec.sandbox.wheels_only {
+                        cmd.args(["--only-binary", ":all:"]);
                     }
                 }
                 PlatformMode::Cross => {
@@ -262,6 +271,12 @@ mod tests {
             uv: "uv".into(),
             requirements_file: "/w/requirements.txt".into(),
             target: "/w/python/lib/python3.12/site-packages".into(),
+            sandbox: Sandbox {
+                user: None,
+                home: Some("/w/home".into()),
+                env: vec![("PATH".into(), "/usr/bin".into())],
+                wheels_only: false,
+            },
         }
     }
 

@@ -19,6 +19,7 @@ pub mod archive;
 pub mod cli;
 pub mod elf;
 pub mod install;
+pub mod isolation;
 pub mod platform;
 pub mod python;
 pub mod upload;
@@ -259,7 +260,9 @@ pub async fn run(args: Args) -> Result<Outcome, BuildError> {
     };
 
     let requirements = load_requirements(&args, s3.as_ref()).await?;
-    let (runtime, mode, interpreter) = resolve_target(&args, architecture)?;
+    let sandbox = isolation::Sandbox::from_env().map_err(BuildError::Usage)?;
+    let installer = args.installer.unwrap_or_else(default_installer);
+    let (runtime, mode, interpreter) = resolve_target(&args, installer, architecture, &sandbox)?;
     let fingerprint = Fingerprint::compute(&requirements, runtime, architecture);
     info!(
         layer = %layer_name,
@@ -267,7 +270,7 @@ pub async fn run(args: Args) -> Result<Outcome, BuildError> {
         %architecture,
         fingerprint = fingerprint.short(),
         requirements = requirements.lines().len(),
-        installer = args.installer.as_str(),
+        installer = installer.as_str(),
         mode = mode.as_str(),
         "building layer"
     );
@@ -304,8 +307,22 @@ pub async fn run(args: Args) -> Result<Outcome, BuildError> {
     };
     let target = install::site_packages(work.path(), runtime);
     std::fs::create_dir_all(&target).map_err(BuildError::io("creating site-packages"))?;
+    // The installer's home (its caches, a build backend's temporary files) and the layout it installs into
+    // belong to the build user; requirements.txt stays root's, readable.
+    let home = work.path().join("home");
+    std::fs::create_dir_all(&home).map_err(BuildError::io("creating the installer's home"))?;
+    let mut handed: Vec<PathBuf> = vec![work.path().to_path_buf(), home.clone()];
+    handed.extend(
+        target
+            .ancestors()
+            .take_while(|p| *p != work.path())
+            .map(Path::to_path_buf),
+    );
+    sandbox
+        .hand_over(&handed.iter().map(PathBuf::as_path).collect::<Vec<_>>())
+        .map_err(BuildError::io("handing the work folder to the build user"))?;
     let spec = InstallSpec {
-        installer: args.installer,
+        installer,
         mode,
         runtime,
         architecture,
@@ -315,10 +332,11 @@ pub async fn run(args: Args) -> Result<Outcome, BuildError> {
             .unwrap_or_else(|| OsString::from("uv")),
         requirements_file,
         target: target.clone(),
+        sandbox: sandbox.with_home(home),
     };
     let install_started = Instant::now();
     // The install and the zip block this task: a build is the process's only work, nothing else waits.
-    install::run(args.installer, install::command(&spec)?)?;
+    install::run(installer, install::command(&spec)?)?;
     let install_time = install_started.elapsed();
     info!(seconds = install_time.as_secs_f64(), "install finished");
 
@@ -508,14 +526,16 @@ async fn read_s3_requirements(s3: &aws_sdk_s3::Client, uri: &S3Uri) -> Result<Ve
 /// Python 3 for pip cross builds, none for uv cross builds (uv resolves for the target by itself).
 fn resolve_target(
     args: &Args,
+    installer: install::Installer,
     architecture: Architecture,
+    sandbox: &isolation::Sandbox,
 ) -> Result<(Runtime, PlatformMode, Option<python::Interpreter>), BuildError> {
     let override_path = std::env::var_os(PYTHON_ENV);
     let host = cli::host_architecture();
     let (runtime, found) = match args.runtime {
         Some(runtime) => (runtime, None),
         None => {
-            let interpreter = python::find_default(override_path.clone())?;
+            let interpreter = python::find_default(override_path.clone(), sandbox)?;
             let runtime = format!("python{}", interpreter.major_minor())
                 .parse::<Runtime>()
                 .map_err(|_| {
@@ -532,7 +552,7 @@ fn resolve_target(
     let exact = |override_path| -> Result<python::Interpreter, BuildError> {
         match &found {
             Some(interpreter) => Ok(interpreter.clone()),
-            None => Ok(python::find(runtime, override_path, true)?),
+            None => Ok(python::find(runtime, override_path, true, sandbox)?),
         }
     };
     let (mode, interpreter) = match args.platform_mode {
@@ -543,7 +563,7 @@ fn resolve_target(
         },
         ModeArg::Auto | ModeArg::Cross => (PlatformMode::Cross, None),
     };
-    let interpreter = match (mode, args.installer, interpreter) {
+    let interpreter = match (mode, installer, interpreter) {
         (PlatformMode::Native, _, Some(interpreter)) => {
             if host != architecture {
                 warn!(
@@ -559,12 +579,32 @@ fn resolve_target(
         (_, install::Installer::Pip, _) => Some(
             found
                 .clone()
-                .map_or_else(|| python::find(runtime, override_path, false), Ok)?,
+                .map_or_else(|| python::find(runtime, override_path, false, sandbox), Ok)?,
         ),
         (_, install::Installer::Uv, _) => None,
     };
     info!(%runtime, %architecture, mode = mode.as_str(), requested = ?args.platform_mode, "build target");
     Ok((runtime, mode, interpreter))
+}
+
+/// The installer when none is named: uv when it runs here (`LAYERFORGE_UV`, else `uv` on PATH, as in the
+/// image), else pip.
+pub fn default_installer() -> install::Installer {
+    let uv = std::env::var_os(UV_ENV)
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| OsString::from("uv"));
+    let runs = std::process::Command::new(uv)
+        .arg("--version")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if runs {
+        install::Installer::Uv
+    } else {
+        install::Installer::Pip
+    }
 }
 
 /// The files of a tree, ready to zip.

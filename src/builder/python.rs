@@ -11,6 +11,7 @@ use std::{
     process::{Command, Stdio},
 };
 
+use super::isolation::Sandbox;
 use crate::request::Runtime;
 
 /// The environment variable that names the interpreter to use.
@@ -97,9 +98,11 @@ impl fmt::Display for InterpreterError {
     }
 }
 
-/// Runs `candidate` to learn its version and real path.
-pub fn probe(candidate: &OsString) -> Result<Interpreter, String> {
-    let output = Command::new(candidate)
+/// Runs `candidate` in `sandbox` (as the user the installer will run as) to learn its version and real path.
+pub fn probe(candidate: &OsString, sandbox: &Sandbox) -> Result<Interpreter, String> {
+    let mut cmd = Command::new(candidate);
+    sandbox.apply(&mut cmd);
+    let output = cmd
         .args([
             "-c",
             "import platform, sys; print(platform.python_version()); print(sys.executable)",
@@ -152,10 +155,11 @@ pub fn find(
     runtime: Runtime,
     override_path: Option<OsString>,
     exact: bool,
+    sandbox: &Sandbox,
 ) -> Result<Interpreter, InterpreterError> {
     let mut probes = Vec::new();
     for candidate in candidates(runtime, override_path) {
-        let outcome = probe(&candidate);
+        let outcome = probe(&candidate, sandbox);
         if let Ok(interpreter) = &outcome
             && interpreter.matches(runtime)
         {
@@ -178,14 +182,17 @@ pub fn find(
 
 /// The Python found here when no runtime is named: the override alone when given, else `python3`, then
 /// `python` (the original tool's usage: build for the interpreter found).
-pub fn find_default(override_path: Option<OsString>) -> Result<Interpreter, InterpreterError> {
+pub fn find_default(
+    override_path: Option<OsString>,
+    sandbox: &Sandbox,
+) -> Result<Interpreter, InterpreterError> {
     let candidates = match override_path.filter(|p| !p.is_empty()) {
         Some(path) => vec![path],
         None => vec!["python3".into(), "python".into()],
     };
     let mut probes = Vec::new();
     for candidate in candidates {
-        let outcome = probe(&candidate);
+        let outcome = probe(&candidate, sandbox);
         if let Ok(interpreter) = outcome {
             return Ok(interpreter);
         }
@@ -235,12 +242,14 @@ mod tests {
 
     #[test]
     fn missing_program_is_reported_not_trusted() {
-        let err = probe(&OsString::from("/nonexistent/python3.99")).unwrap_err();
+        let sandbox = Sandbox::from_env().unwrap();
+        let err = probe(&OsString::from("/nonexistent/python3.99"), &sandbox).unwrap_err();
         assert_eq!(err, "not found");
         let err = find(
             Runtime::Python312,
             Some("/nonexistent/python3.99".into()),
             true,
+            &sandbox,
         )
         .unwrap_err();
         let text = err.to_string();
@@ -255,7 +264,7 @@ mod tests {
     #[test]
     fn a_non_python_program_is_refused() {
         // `true` runs and prints nothing: not an interpreter.
-        let err = probe(&OsString::from("true")).unwrap_err();
+        let err = probe(&OsString::from("true"), &Sandbox::from_env().unwrap()).unwrap_err();
         assert!(err.starts_with("unexpected answer"), "{err}");
     }
 }

@@ -548,6 +548,8 @@ async fn unknown_package_exits_3_and_uploads_nothing() {
                     "missing",
                     "--requirements",
                     "layerforge-no-such-package-3f2a9c==1.0.0",
+                    "--installer",
+                    "pip",
                     "--runtime",
                     &runtime,
                     "--architecture",

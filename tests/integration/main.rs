@@ -2,6 +2,7 @@
 
 mod builder;
 mod helpers;
+mod isolation;
 mod pipeline;
 mod publish;
 mod submit;

@@ -807,6 +807,30 @@ fn build_runtimes_chooses_the_job_definitions_and_the_targets() {
 }
 
 #[test]
+fn allow_source_builds_reaches_every_job_definition_as_the_builders_variable() {
+    for (allow, expected) in [("true", "0"), ("false", "1")] {
+        let stack = Stack::new(&[("AllowSourceBuilds", allow)]);
+        for definition in stack.resources_of_type("AWS::Batch::JobDefinition") {
+            let env = stack.resolve(at(
+                stack.resource(&definition),
+                &["Properties", "ContainerProperties", "Environment"],
+            ));
+            let value = env
+                .as_sequence()
+                .into_iter()
+                .flatten()
+                .find(|e| {
+                    e.get("Name").and_then(Value::as_str)
+                        == Some(layerforge::builder::isolation::WHEELS_ONLY_ENV)
+                })
+                .and_then(|e| e.get("Value"))
+                .map(scalar);
+            assert_eq!(value.as_deref(), Some(expected), "{definition}: {allow}");
+        }
+    }
+}
+
+#[test]
 fn the_bucket_name_is_a_valid_unique_s3_name() {
     let stack = Stack::new(&[]);
     let bucket = stack.resolve_str(at(

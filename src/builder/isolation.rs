@@ -1,0 +1,206 @@
+//! Install isolation (DESIGN section 4): pip/uv and every build backend they run (an sdist's `setup.py` is the
+//! caller's code) execute with nothing of the job's identity.
+//!
+//! - As an unprivileged user when layer-builder runs as root (as in the image): `LAYERFORGE_BUILD_USER`
+//!   (`UID:GID`, default `65534:65534`, nobody). Supplementary groups are dropped (std does `setgroups(0)` when a
+//!   root parent sets a uid). That user can't read `/proc/1/environ` of the root builder, where the container's
+//!   credential URI lives.
+//! - With an environment built from an allowlist ([`passes`]): no `AWS_*` variable, no container credential
+//!   URI (`AWS_CONTAINER_CREDENTIALS_*`), no `ECS_*`; `HOME` and `TMPDIR` point into the work folder, which the
+//!   user owns. Only layer-builder itself, after the install, uploads.
+//! - `LAYERFORGE_WHEELS_ONLY=1` (the stack's `AllowSourceBuilds=false`) turns source builds off: the installer
+//!   gets `--only-binary :all:` in native mode too.
+//!
+//! The interpreter is probed as the same user, so `auto` never picks one the user can't run (a pyenv Python
+//! under a root-only `/root`).
+
+use std::{
+    ffi::OsString,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+/// The variable naming the user the installer runs as, `UID:GID`.
+pub const BUILD_USER_ENV: &str = "LAYERFORGE_BUILD_USER";
+/// nobody:nogroup on Debian, Amazon Linux and the Lambda build images.
+pub const DEFAULT_BUILD_USER: (u32, u32) = (65_534, 65_534);
+/// `1`: wheels only, no source builds.
+pub const WHEELS_ONLY_ENV: &str = "LAYERFORGE_WHEELS_ONLY";
+
+/// How the installer (and the interpreter probe) run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sandbox {
+    /// `(uid, gid)` to switch to; `None` when layer-builder is not root (it can't switch, and already isn't).
+    pub user: Option<(u32, u32)>,
+    /// `HOME` and `TMPDIR` of the installer; `None` keeps the allowlisted environment only (probes).
+    pub home: Option<PathBuf>,
+    /// The allowlisted part of layer-builder's environment.
+    pub env: Vec<(OsString, OsString)>,
+    /// No source builds.
+    pub wheels_only: bool,
+}
+
+impl Sandbox {
+    /// From layer-builder's own environment and identity.
+    pub fn from_env() -> Result<Self, String> {
+        let user = if effective_uid_is_root() {
+            Some(match std::env::var(BUILD_USER_ENV) {
+                Ok(v) if !v.trim().is_empty() => parse_user(v.trim())?,
+                _ => DEFAULT_BUILD_USER,
+            })
+        } else {
+            None
+        };
+        Ok(Self {
+            user,
+            home: None,
+            env: std::env::vars_os()
+                .filter(|(k, _)| k.to_str().is_some_and(passes))
+                .collect(),
+            wheels_only: std::env::var(WHEELS_ONLY_ENV).is_ok_and(|v| v.trim() == "1"),
+        })
+    }
+
+    /// The same sandbox with `HOME`/`TMPDIR` in `home`.
+    pub fn with_home(mut self, home: PathBuf) -> Self {
+        self.home = Some(home);
+        self
+    }
+
+    /// Clears `cmd`'s environment to the allowlist, sets `HOME`/`TMPDIR`, and the user. Call first: variables
+    /// set on `cmd` afterwards are kept.
+    pub fn apply(&self, cmd: &mut Command) {
+        cmd.env_clear();
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
+        if let Some(home) = &self.home {
+            cmd.env("HOME", home).env("TMPDIR", home);
+        }
+        if let Some((uid, gid)) = self.user {
+            use std::os::unix::process::CommandExt;
+            cmd.uid(uid).gid(gid);
+        }
+    }
+
+    /// Gives `paths` (the work folder and what the installer writes into) to the build user.
+    pub fn hand_over(&self, paths: &[&Path]) -> std::io::Result<()> {
+        if let Some((uid, gid)) = self.user {
+            for path in paths {
+                std::os::unix::fs::chown(path, Some(uid), Some(gid))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whether a variable of layer-builder's environment reaches the installer: locale, proxies, CA bundles and the
+/// operator's pip/uv settings (index URL, no-cache); never credentials or container metadata.
+pub fn passes(name: &str) -> bool {
+    matches!(
+        name,
+        "PATH"
+            | "LANG"
+            | "TZ"
+            | "SOURCE_DATE_EPOCH"
+            | "SSL_CERT_FILE"
+            | "SSL_CERT_DIR"
+            | "REQUESTS_CA_BUNDLE"
+            | "HTTP_PROXY"
+            | "HTTPS_PROXY"
+            | "NO_PROXY"
+            | "http_proxy"
+            | "https_proxy"
+            | "no_proxy"
+    ) || name.starts_with("LC_")
+        || name.starts_with("PIP_")
+        || name.starts_with("UV_")
+}
+
+fn parse_user(text: &str) -> Result<(u32, u32), String> {
+    let bad = || format!("{BUILD_USER_ENV}: expected UID:GID (numbers, not 0), got {text:?}");
+    let (uid, gid) = text.split_once(':').ok_or_else(bad)?;
+    let (uid, gid): (u32, u32) = (
+        uid.parse().map_err(|_| bad())?,
+        gid.parse().map_err(|_| bad())?,
+    );
+    if uid == 0 || gid == 0 {
+        return Err(bad());
+    }
+    Ok((uid, gid))
+}
+
+fn effective_uid_is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and can't fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_allowlisted_variables_pass() {
+        for name in [
+            "PATH",
+            "LANG",
+            "LC_ALL",
+            "PIP_INDEX_URL",
+            "UV_NO_CACHE",
+            "HTTPS_PROXY",
+        ] {
+            assert!(passes(name), "{name}");
+        }
+        for name in [
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+            "AWS_SESSION_TOKEN",
+            "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+            "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+            "AWS_CONTAINER_AUTHORIZATION_TOKEN",
+            "AWS_WEB_IDENTITY_TOKEN_FILE",
+            "AWS_PROFILE",
+            "ECS_CONTAINER_METADATA_URI_V4",
+            "HOME",
+            "LAYERFORGE_PYTHON",
+            "PYTHONPATH",
+            "LD_PRELOAD",
+        ] {
+            assert!(!passes(name), "{name}");
+        }
+    }
+
+    #[test]
+    fn build_user_is_two_nonzero_ids() {
+        assert_eq!(parse_user("1000:1000"), Ok((1000, 1000)));
+        for bad in ["0:0", "1000", "nobody:nogroup", "1000:0", ""] {
+            assert!(parse_user(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn apply_clears_the_environment_and_sets_home() {
+        let sandbox = Sandbox {
+            user: None,
+            home: Some("/w/home".into()),
+            env: vec![("PATH".into(), "/usr/bin".into())],
+            wheels_only: false,
+        };
+        let mut cmd = Command::new("true");
+        cmd.env("AWS_SECRET_ACCESS_KEY", "x");
+        sandbox.apply(&mut cmd);
+        let envs: Vec<(String, Option<String>)> = cmd
+            .get_envs()
+            .map(|(k, v)| {
+                (
+                    k.to_string_lossy().into_owned(),
+                    v.map(|v| v.to_string_lossy().into_owned()),
+                )
+            })
+            .collect();
+        assert!(
+            !envs.iter().any(|(k, _)| k == "AWS_SECRET_ACCESS_KEY"),
+            "{envs:?}"
+        );
+        assert!(envs.contains(&("HOME".into(), Some("/w/home".into()))));
+        assert!(envs.contains(&("PATH".into(), Some("/usr/bin".into()))));
+    }
+}
