@@ -4,5 +4,8 @@ mod builder;
 mod helpers;
 mod pipeline;
 mod publish;
+mod robustness;
 mod submit;
 mod template;
+mod zipcraft;
+mod zipstrict;
