@@ -766,6 +766,9 @@ mod tests {
         );
         let mut longer = zip.clone();
         longer.push(0);
-        assert_eq!(stream(&longer, &dir).unwrap_err().code(), "entries-not-tiled");
+        assert_eq!(
+            stream(&longer, &dir).unwrap_err().code(),
+            "entries-not-tiled"
+        );
     }
 }
