@@ -614,6 +614,49 @@ mod tests {
         out
     }
 
+    /// A body that arrives a few bytes at a time, as a network stream may.
+    struct Trickle<'a> {
+        bytes: &'a [u8],
+        step: usize,
+        calls: usize,
+    }
+
+    impl AsyncRead for Trickle<'_> {
+        fn poll_read(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            self.calls += 1;
+            // 1, 2, ... `step` bytes, in turn.
+            let n = (self.calls % self.step + 1)
+                .min(self.bytes.len())
+                .min(buf.remaining());
+            let (head, tail) = self.bytes.split_at(n);
+            buf.put_slice(head);
+            self.bytes = tail;
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    #[test]
+    fn any_chunking_of_the_body_gives_the_same_answer() {
+        for method in [CompressionMethod::Deflated, CompressionMethod::Stored] {
+            let zip = layer_zip(method);
+            let dir = directory(&zip);
+            for step in [1, 3, 7, 4096] {
+                let trickle = Trickle {
+                    bytes: &zip,
+                    step,
+                    calls: 0,
+                };
+                let summary = block_on(verify(trickle, &dir)).unwrap();
+                assert_eq!(summary.bytes_read, zip.len() as u64, "{method:?} by {step}");
+                assert_eq!(summary.uncompressed_bytes, 27 * 5000 + 18);
+            }
+        }
+    }
+
     #[test]
     fn data_descriptors_of_streaming_writers_are_checked() {
         let zip = descriptor_zip(&[
