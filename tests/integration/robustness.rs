@@ -122,7 +122,55 @@ fn mutated_valid_zips_are_accepted_or_refused_by_name() {
         }
         let result = rt.block_on(strict(&zip));
         prop_assert!(outcome_is_named(&result), "{result:?}");
+        // What both stages accept, another reader (the zip crate) reads alike: same names, same content. (That
+        // reader is stricter in places, e.g. it refuses unknown flag bits in Info-ZIP's UT extra field: its
+        // refusal shows no other content, so only what it opens is compared.)
+        if result.is_ok() && let Ok(theirs) = other_reader(&zip) {
+            prop_assert_eq!(Ok(theirs), rt.block_on(contents(&zip)));
+        }
     });
+}
+
+/// Names and contents as the zip crate reads them.
+fn other_reader(zip: &[u8]) -> Result<Vec<(String, Vec<u8>)>, String> {
+    use std::io::Read;
+    let mut archive = zip::ZipArchive::new(std::io::Cursor::new(zip)).map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    for i in 0..archive.len() {
+        let mut entry = archive.by_index(i).map_err(|e| e.to_string())?;
+        let mut content = Vec::new();
+        entry.read_to_end(&mut content).map_err(|e| e.to_string())?;
+        out.push((entry.name().to_owned(), content));
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Names and contents as the strict reader's directory declares them (contents read at the local offsets).
+async fn contents(zip: &[u8]) -> Result<Vec<(String, Vec<u8>)>, String> {
+    use std::io::Read;
+    let summary = layerforge::zipcheck::inspect(zip, &layerforge::zipcheck::Limits::default())
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    for e in &summary.directory.entries {
+        let at = e.local_header_offset as usize;
+        let name_len = u16::from_le_bytes([zip[at + 26], zip[at + 27]]) as usize;
+        let extra_len = u16::from_le_bytes([zip[at + 28], zip[at + 29]]) as usize;
+        let data = &zip[at + 30 + name_len + extra_len..][..e.compressed_size as usize];
+        let content = if e.method == 8 {
+            let mut inflated = Vec::new();
+            flate2::read::DeflateDecoder::new(data)
+                .read_to_end(&mut inflated)
+                .map_err(|err| err.to_string())?;
+            inflated
+        } else {
+            data.to_vec()
+        };
+        out.push((e.name.clone(), content));
+    }
+    out.sort();
+    Ok(out)
 }
 
 /// Any JSON value, keys drawn mostly from the request's own fields so that validation goes deep.
