@@ -1084,6 +1084,16 @@ mod tests {
         assert_eq!(summary.directory.entries.len(), 5);
         assert_eq!(summary.directory.entries[1].uncompressed_size, 17);
 
+        // Nothing may hide between the ZIP64 end record and its locator either.
+        let locator = eocd - ZIP64_LOCATOR_LEN as usize;
+        let mut gapped = zip[..locator].to_vec();
+        gapped.extend_from_slice(b"junk");
+        gapped.extend_from_slice(&zip[locator..]);
+        assert_eq!(
+            check(&gapped),
+            Err(ZipProblem::DataAfterCentralDirectory { gap: 4 })
+        );
+
         // A classic field that is not saturated must agree with the ZIP64 record.
         let mut disagreeing = zip.clone();
         let size = u32_at(&disagreeing, eocd + 12);
