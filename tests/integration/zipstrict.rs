@@ -70,6 +70,39 @@ async fn the_issue_archives_are_refused_with_their_reason() {
     assert_eq!(strict(&honest).await, Ok(2));
 }
 
+/// The names Python's `zipfile` reads from `bytes` (the `python3` on PATH, as the builder tests use).
+fn python_names(bytes: &[u8]) -> String {
+    use std::io::Write;
+    let mut child = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import io, sys, zipfile; print(zipfile.ZipFile(io.BytesIO(sys.stdin.buffer.read())).namelist())",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 must be on PATH");
+    child.stdin.take().unwrap().write_all(bytes).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "zipfile could not read the archive");
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+#[tokio::test]
+async fn the_directory_attacks_show_python_zipfile_another_file() {
+    // What the declared directory lists (and a reader of the classic end record sees)...
+    let declared = zipcraft::zip(&[zipcraft::file("python/ok.py", b"")]);
+    assert_eq!(python_names(&declared), "['python/ok.py']");
+    // ...and what Python's zipfile reads instead: the hidden directory's entry.
+    for bytes in [
+        zipcraft::second_directory(),
+        zipcraft::end_record_in_comment(),
+        zipcraft::needless_zip64(),
+    ] {
+        assert_eq!(python_names(&bytes), "['python/ev.py']");
+    }
+}
+
 #[tokio::test]
 async fn the_local_name_attack_passes_stage_one_and_is_caught_by_stage_two() {
     let bytes = zipcraft::local_name_differs();
