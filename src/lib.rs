@@ -5,7 +5,8 @@
 //! Fargate job ([`submit`]) whose command runs `layer-builder` ([`builder`]) in the Lambda build image of the
 //! runtime. The builder installs the requirements, writes a deterministic zip in the layer layout and uploads it
 //! with metadata. The upload's S3 event triggers `publish-layer` ([`publish`]), which checks the zip by ranged
-//! reads of its central directory ([`zipcheck`]) and publishes a layer version, once per object version.
+//! reads of its central directory ([`zipcheck`]) and one streamed read of its bytes ([`zipstream`]), and publishes a
+//! layer version, once per object version.
 //!
 //! The three binaries are thin: configuration ([`config`]) and SDK clients ([`aws`]) are built once, and all
 //! logic lives here so that tests reach it.
@@ -20,3 +21,4 @@ pub mod samcache;
 pub mod submit;
 pub mod zipcheck;
 mod zipformat;
+pub mod zipstream;

@@ -67,6 +67,7 @@ use crate::{
     aws::{AwsFault, FaultKind, error_chain},
     config::Config,
     zipcheck::{self, InspectError, Limits, RangeReader, ZipProblem},
+    zipstream,
 };
 
 pub use crate::submit::LAYER_VERSION_ARN_TAG;
@@ -616,6 +617,12 @@ async fn check_and_publish(
         Err(InspectError::Invalid(problem)) => return Err(Rejection::Zip(problem).into()),
         Err(InspectError::Read(fault)) => return Err(fault.into()),
     };
+    let (bucket, key, version) = (&object.bucket, &object.key, object.version_id.as_deref());
+    match zipstream::verify_s3_object(&state.s3, bucket, key, version, &summary.directory).await {
+        Ok(_) => {}
+        Err(InspectError::Invalid(problem)) => return Err(Rejection::Zip(problem).into()),
+        Err(InspectError::Read(fault)) => return Err(fault.into()),
+    }
     info!(
         bucket = object.bucket,
         key = object.key,
@@ -1629,10 +1636,12 @@ mod tests {
                 mock!(aws_sdk_s3::Client::get_object).then_compute_output(move |req| {
                     let body = if req.key().is_some_and(|k| k.starts_with(CLAIM_PREFIX)) {
                         claim.lock().unwrap().clone().unwrap_or_default()
-                    } else {
-                        let range = req.range().unwrap().trim_start_matches("bytes=");
-                        let (a, b) = range.split_once('-').unwrap();
+                    } else if let Some(range) = req.range() {
+                        let (a, b) = range.trim_start_matches("bytes=").split_once('-').unwrap();
                         zip[a.parse::<usize>().unwrap()..=b.parse::<usize>().unwrap()].to_vec()
+                    } else {
+                        // The streamed check's whole-object GET.
+                        zip.to_vec()
                     };
                     GetObjectOutput::builder()
                         .e_tag("\"claim-etag\"")

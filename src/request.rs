@@ -412,6 +412,18 @@ fn parse_line(line: &str) -> Result<Option<RequirementLine>, String> {
         hashes.push(format!("--hash={algorithm}:{}", hex.to_ascii_lowercase()));
     }
 
+    // pep508_rs 0.9 panics (an `expect` in its name parser) on a name ending in `-`, `_` or `.` followed by a
+    // character that can't follow a name, e.g. `A-[` (found by tests/integration/robustness.rs): refuse it first.
+    let name: &str = spec
+        .trim_start()
+        .split(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
+        .next()
+        .unwrap_or("");
+    if name.ends_with(['-', '_', '.']) {
+        return Err(format!(
+            "not a PEP 508 requirement: the package name {name:?} must end with a letter or digit"
+        ));
+    }
     let requirement = Requirement::<pep508_rs::VerbatimUrl>::from_str(spec).map_err(|e| {
         let message = e.to_string();
         format!(

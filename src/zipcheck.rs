@@ -19,6 +19,15 @@
 //! Rules (every failure is a [`ZipProblem`], a permanent property of the object):
 //! - the object is not empty, ends with a well-formed EOCD and central directory (else *not a zip* or
 //!   *truncated*: a zip cut short loses its EOCD but still starts with a local file header);
+//! - one reading only, whatever the extractor: the EOCD ends exactly at the end of the object and its comment
+//!   holds no other EOCD signature (readers that search forwards or backwards would pick different records);
+//!   the central directory ends exactly where the end records begin (nothing, such as a second directory,
+//!   hides in between); ZIP64 end records only when a classic field is saturated, and then the classic fields
+//!   that are not saturated agree with them;
+//! - no extra field that renames an entry (Info-ZIP Unicode Path `0x7075`, Xceed Unicode `0x554e`): Info-ZIP
+//!   `unzip` honours them, Python's `zipfile` does not; extra fields must be well-formed;
+//! - only regular files and directories (the Unix file type in the external attributes: no symlinks, devices,
+//!   FIFOs or sockets), directories without content, and no path that is both a file and a directory;
 //! - single-disk archives only, at least one entry, entries counted by the EOCD all present;
 //! - every entry name is relative UTF-8 with `/` separators: no absolute path, drive letter, backslash, NUL,
 //!   empty, `.` or `..` component, no duplicates;
@@ -30,6 +39,9 @@
 //! - the declared uncompressed total is at most [`MAX_UNZIPPED_BYTES`] (Lambda's limit for a function and
 //!   its layers). Declared sizes can lie: Lambda still enforces the limit when it extracts; this check makes
 //!   honest oversize layers fail early, with a clear reason.
+//!
+//! The parsed directory ([`ZipSummary::directory`]) is what stage two ([`crate::zipstream`]) checks the
+//! object's bytes against.
 
 use std::{collections::HashSet, fmt, future::Future};
 
@@ -110,6 +122,32 @@ impl RangeReader for [u8] {
     }
 }
 
+/// One central-directory entry: what stage two ([`crate::zipstream`]) checks each local header and the data
+/// against.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CentralEntry {
+    pub name: String,
+    /// The general purpose bit flags.
+    pub flags: u16,
+    pub method: u16,
+    pub crc32: u32,
+    /// The real sizes and offset (from the ZIP64 extra field where the classic field is saturated).
+    pub compressed_size: u64,
+    pub uncompressed_size: u64,
+    pub local_header_offset: u64,
+}
+
+/// The checked central directory.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CentralDirectory {
+    /// In directory order.
+    pub entries: Vec<CentralEntry>,
+    /// Where the directory starts: the entries' local records end exactly here.
+    pub offset: u64,
+    /// The length of the whole object.
+    pub object_len: u64,
+}
+
 /// What a valid layer zip declares.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ZipSummary {
@@ -126,6 +164,8 @@ pub struct ZipSummary {
     pub bytes_read: u64,
     /// How many range requests were made.
     pub reads: u32,
+    /// The entries, for stage two.
+    pub directory: CentralDirectory,
 }
 
 /// A permanent defect of the object: retrying can't help.
@@ -159,6 +199,44 @@ pub enum ZipProblem {
     UnsupportedMethod { name: String, method: u16 },
     #[error("declared uncompressed size {declared} bytes is over the {limit}-byte limit")]
     TooLarge { declared: u64, limit: u64 },
+    #[error("the archive comment holds another end of central directory record")]
+    EndRecordInComment,
+    #[error(
+        "{gap} bytes lie between the central directory's end and the end records (a hidden directory?)"
+    )]
+    DataAfterCentralDirectory { gap: u64 },
+    #[error("ZIP64 end records although no classic end record field is saturated")]
+    NeedlessZip64,
+    #[error("the ZIP64 end record disagrees with the classic one: {0}")]
+    Zip64Mismatch(String),
+    #[error("entry {name:?} has an extra field {id:#06x} that renames it")]
+    RenamingExtraField { name: String, id: u16 },
+    #[error("entry {name:?} is a symbolic link")]
+    Symlink { name: String },
+    #[error("entry {name:?} is not a regular file or directory: {why}")]
+    SpecialEntry { name: String, why: &'static str },
+    #[error("{name:?} is both a file and a directory")]
+    FileAndDirectory { name: String },
+    // Stage two (`zipstream`): what the object's bytes hold.
+    #[error("entry {name:?}: the local header's {field} differs from the central directory's")]
+    LocalHeaderMismatch { name: String, field: &'static str },
+    #[error("the entries do not tile the archive: {0}")]
+    NotTiled(String),
+    #[error("entry {name:?}: CRC-32 {actual:#010x}, the directory says {declared:#010x}")]
+    CrcMismatch {
+        name: String,
+        declared: u32,
+        actual: u32,
+    },
+    #[error("entry {name:?}: {what} is {actual} bytes, the directory says {declared}")]
+    SizeMismatch {
+        name: String,
+        what: &'static str,
+        declared: u64,
+        actual: u64,
+    },
+    #[error("entry {name:?}: corrupt deflate data: {why}")]
+    CorruptData { name: String, why: String },
 }
 
 impl ZipProblem {
@@ -178,6 +256,19 @@ impl ZipProblem {
             ZipProblem::Encrypted { .. } => "encrypted-entry",
             ZipProblem::UnsupportedMethod { .. } => "unsupported-compression",
             ZipProblem::TooLarge { .. } => "too-large-unzipped",
+            ZipProblem::EndRecordInComment => "end-record-in-comment",
+            ZipProblem::DataAfterCentralDirectory { .. } => "data-after-central-directory",
+            ZipProblem::NeedlessZip64 => "needless-zip64",
+            ZipProblem::Zip64Mismatch(_) => "zip64-mismatch",
+            ZipProblem::RenamingExtraField { .. } => "renaming-extra-field",
+            ZipProblem::Symlink { .. } => "symlink-entry",
+            ZipProblem::SpecialEntry { .. } => "special-entry",
+            ZipProblem::FileAndDirectory { .. } => "file-and-directory",
+            ZipProblem::LocalHeaderMismatch { .. } => "local-header-mismatch",
+            ZipProblem::NotTiled(_) => "entries-not-tiled",
+            ZipProblem::CrcMismatch { .. } => "crc-mismatch",
+            ZipProblem::SizeMismatch { .. } => "size-mismatch",
+            ZipProblem::CorruptData { .. } => "corrupt-data",
         }
     }
 }
@@ -244,15 +335,15 @@ fn to_usize(n: u64) -> Result<usize, ZipProblem> {
         .map_err(|_| ZipProblem::Malformed(format!("offset {n} does not fit in memory")))
 }
 
-fn u16_at(b: &[u8], at: usize) -> u16 {
+pub(crate) fn u16_at(b: &[u8], at: usize) -> u16 {
     u16::from_le_bytes([b[at], b[at + 1]])
 }
 
-fn u32_at(b: &[u8], at: usize) -> u32 {
+pub(crate) fn u32_at(b: &[u8], at: usize) -> u32 {
     u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
 }
 
-fn u64_at(b: &[u8], at: usize) -> u64 {
+pub(crate) fn u64_at(b: &[u8], at: usize) -> u64 {
     let mut a = [0u8; 8];
     a.copy_from_slice(&b[at..at + 8]);
     u64::from_le_bytes(a)
@@ -281,6 +372,38 @@ struct Eocd {
 }
 
 impl Eocd {
+    /// The classic fields that are not saturated must say what the ZIP64 record says.
+    fn agrees_with(&self, zip64: &Directory) -> Result<(), ZipProblem> {
+        let pairs: [(&str, u64, u64, u64); 3] = [
+            (
+                "entries",
+                u64::from(self.entries),
+                u64::from(u16::MAX),
+                zip64.entries,
+            ),
+            (
+                "directory size",
+                u64::from(self.size),
+                u64::from(u32::MAX),
+                zip64.size,
+            ),
+            (
+                "directory offset",
+                u64::from(self.offset),
+                u64::from(u32::MAX),
+                zip64.offset,
+            ),
+        ];
+        for (field, classic, saturated, wide) in pairs {
+            if classic != saturated && classic != wide {
+                return Err(ZipProblem::Zip64Mismatch(format!(
+                    "{field} {classic} in the classic record, {wide} in the ZIP64 record"
+                )));
+            }
+        }
+        Ok(())
+    }
+
     fn needs_zip64(&self) -> bool {
         self.entries == u16::MAX
             || self.entries_on_disk == u16::MAX
@@ -291,16 +414,22 @@ impl Eocd {
     }
 }
 
-/// Finds the EOCD in `tail` (the object's last bytes): the last signature whose comment length accounts for
-/// exactly the bytes after the record. Returns its position in `tail`.
+/// Finds the EOCD in `tail` (the object's last bytes): the first signature whose comment length accounts for
+/// exactly the bytes after the record, so that its comment covers every later candidate. Returns its position
+/// in `tail`.
 fn find_eocd(tail: &[u8]) -> Option<usize> {
     let len = tail.len();
     if len < EOCD_LEN as usize {
         return None;
     }
-    (0..=len - EOCD_LEN as usize).rev().find(|&p| {
+    (0..=len - EOCD_LEN as usize).find(|&p| {
         u32_at(tail, p) == SIG_EOCD && p + EOCD_LEN as usize + u16_at(tail, p + 20) as usize == len
     })
+}
+
+/// Whether `bytes` hold the EOCD signature anywhere.
+fn holds_eocd_signature(bytes: &[u8]) -> bool {
+    bytes.windows(4).any(|w| w == SIG_EOCD.to_le_bytes())
 }
 
 fn parse_eocd(b: &[u8]) -> Eocd {
@@ -354,15 +483,24 @@ where
     };
     let eocd_at = io.tail_start + eocd_in_tail as u64;
     let eocd = parse_eocd(&io.tail[eocd_in_tail..]);
+    // Readers that scan backwards for the signature would take a record in the comment for the real one.
+    if holds_eocd_signature(&io.tail[eocd_in_tail + EOCD_LEN as usize..]) {
+        return Err(ZipProblem::EndRecordInComment.into());
+    }
 
-    // A ZIP64 locator right before the EOCD makes the ZIP64 record authoritative, whether or not the classic
-    // fields saturated (writers may emit it for small archives too).
+    // A ZIP64 locator right before the EOCD makes the ZIP64 record authoritative for readers that look for it
+    // (Python's zipfile, Info-ZIP) and not for others: it is allowed only when the classic record needs it.
     let has_locator = match eocd_at.checked_sub(ZIP64_LOCATOR_LEN) {
         Some(at) => u32_at(&io.read(at, 4).await?, 0) == SIG_ZIP64_LOCATOR,
         None => false,
     };
     let directory = if has_locator {
-        zip64_directory(&mut io, eocd_at).await?
+        if !eocd.needs_zip64() {
+            return Err(ZipProblem::NeedlessZip64.into());
+        }
+        let directory = zip64_directory(&mut io, eocd_at).await?;
+        eocd.agrees_with(&directory)?;
+        directory
     } else if eocd.needs_zip64() {
         return Err(ZipProblem::Malformed(
             "ZIP64 fields but no ZIP64 end of central directory locator".to_owned(),
@@ -402,6 +540,12 @@ where
         ))
         .into());
     }
+    if cd_end < directory.end_records_at {
+        return Err(ZipProblem::DataAfterCentralDirectory {
+            gap: directory.end_records_at - cd_end,
+        }
+        .into());
+    }
     // Each entry takes at least its fixed header: a count that can't fit is a lie (and a memory bomb).
     if directory.entries > directory.size / CENTRAL_HEADER_LEN as u64 {
         return Err(ZipProblem::Malformed(format!(
@@ -411,7 +555,7 @@ where
         .into());
     }
     let cd = io.read(directory.offset, directory.size).await?;
-    let totals = check_entries(&cd, directory.entries, limits)?;
+    let (totals, entries) = check_entries(&cd, directory.entries, limits)?;
 
     Ok(ZipSummary {
         entries: directory.entries,
@@ -421,6 +565,11 @@ where
         zip64: directory.zip64,
         bytes_read: io.bytes_read,
         reads: io.reads,
+        directory: CentralDirectory {
+            entries,
+            offset: directory.offset,
+            object_len: total,
+        },
     })
 }
 
@@ -462,6 +611,22 @@ where
         ))
         .into());
     }
+    // The record's own size field (the bytes after it): the record must end exactly where the locator starts.
+    let record_end = u64_at(&record, 4)
+        .checked_add(record_at + 12)
+        .ok_or_else(|| ZipProblem::Malformed("ZIP64 end record size overflows".to_owned()))?;
+    if record_end > locator_at {
+        return Err(ZipProblem::Malformed(format!(
+            "the ZIP64 end record at {record_at} runs into its locator"
+        ))
+        .into());
+    }
+    if record_end < locator_at {
+        return Err(ZipProblem::DataAfterCentralDirectory {
+            gap: locator_at.abs_diff(record_end),
+        }
+        .into());
+    }
     let (disk, cd_disk) = (u32_at(&record, 16), u32_at(&record, 20));
     let (entries_on_disk, entries) = (u64_at(&record, 24), u64_at(&record, 32));
     if disk != 0 || cd_disk != 0 || entries_on_disk != entries {
@@ -482,10 +647,91 @@ struct Totals {
     compressed: u64,
 }
 
+/// Extra-field ids whose content replaces an entry's name for the readers that know them.
+const RENAMING_EXTRA_IDS: &[u16] = &[
+    // Info-ZIP Unicode Path (APPNOTE 4.6.9): honoured by Info-ZIP unzip, ignored by Python's zipfile.
+    0x7075,
+    // Xceed Unicode extra field ("NU", APPNOTE 4.6.1's list), which carries a Unicode file name as well.
+    0x554e,
+];
+
+/// The records of an extra field, `(id, body)`; `None` unless they tile it exactly.
+pub(crate) fn extra_records(extra: &[u8]) -> Option<Vec<(u16, &[u8])>> {
+    let mut out = Vec::new();
+    let mut at = 0usize;
+    while at < extra.len() {
+        let header = extra.get(at..at + 4)?;
+        let id = u16_at(header, 0);
+        let size = usize::from(u16_at(header, 2));
+        out.push((id, extra.get(at + 4..at + 4 + size)?));
+        at += 4 + size;
+    }
+    Some(out)
+}
+
+/// Checks an entry's extra field (central or local): well-formed and renaming nothing.
+pub(crate) fn check_extra<'e>(
+    name: &str,
+    extra: &'e [u8],
+) -> Result<Vec<(u16, &'e [u8])>, ZipProblem> {
+    let records = extra_records(extra).ok_or_else(|| {
+        ZipProblem::Malformed(format!("entry {name:?} has a malformed extra field"))
+    })?;
+    if let Some((id, _)) = records
+        .iter()
+        .find(|(id, _)| RENAMING_EXTRA_IDS.contains(id))
+    {
+        return Err(ZipProblem::RenamingExtraField {
+            name: name.to_owned(),
+            id: *id,
+        });
+    }
+    Ok(records)
+}
+
+/// The Unix file type bits of `st_mode`.
+const S_IFMT: u32 = 0o170_000;
+const S_IFREG: u32 = 0o100_000;
+const S_IFDIR: u32 = 0o040_000;
+const S_IFLNK: u32 = 0o120_000;
+
+/// Regular files and directories only, by the file type in the external attributes' high half (Unix `st_mode`,
+/// which Info-ZIP reads whatever the "made by" host when the type bits are set). No type bits: the name's
+/// trailing `/` decides, as in every reader.
+fn check_entry_type(name: &str, external: u32, uncompressed: u64) -> Result<(), ZipProblem> {
+    let is_dir = name.ends_with('/');
+    let special = |why| ZipProblem::SpecialEntry {
+        name: name.to_owned(),
+        why,
+    };
+    match (external >> 16) & S_IFMT {
+        0 => {}
+        S_IFLNK => {
+            return Err(ZipProblem::Symlink {
+                name: name.to_owned(),
+            });
+        }
+        S_IFREG if is_dir => return Err(special("a file type on a directory name")),
+        S_IFDIR if !is_dir => return Err(special("a directory type on a file name")),
+        S_IFREG | S_IFDIR => {}
+        _ => return Err(special("a device, FIFO, socket or unknown file type")),
+    }
+    if is_dir && uncompressed != 0 {
+        return Err(special("a directory entry with content"));
+    }
+    Ok(())
+}
+
 /// Walks `expected` central-directory headers in `cd`, applying the per-entry rules and the size limit.
-fn check_entries(cd: &[u8], expected: u64, limits: &Limits) -> Result<Totals, ZipProblem> {
+fn check_entries(
+    cd: &[u8],
+    expected: u64,
+    limits: &Limits,
+) -> Result<(Totals, Vec<CentralEntry>), ZipProblem> {
     let mut totals = Totals::default();
     let mut seen: HashSet<&str> = HashSet::new();
+    // `expected` is bounded by the directory's size (see `inspect`).
+    let mut entries = Vec::with_capacity(usize::try_from(expected).unwrap_or(0));
     let mut at = 0usize;
     for index in 0..expected {
         let header = cd.get(at..at + CENTRAL_HEADER_LEN).ok_or_else(|| {
@@ -498,11 +744,15 @@ fn check_entries(cd: &[u8], expected: u64, limits: &Limits) -> Result<Totals, Zi
         }
         let flags = u16_at(header, 8);
         let method = u16_at(header, 10);
+        let crc32 = u32_at(header, 16);
         let mut compressed = u64::from(u32_at(header, 20));
         let mut uncompressed = u64::from(u32_at(header, 24));
         let name_len = usize::from(u16_at(header, 28));
         let extra_len = usize::from(u16_at(header, 30));
         let comment_len = usize::from(u16_at(header, 32));
+        let start_disk = u16_at(header, 34);
+        let external = u32_at(header, 38);
+        let mut offset = u64::from(u32_at(header, 42));
 
         let name_start = at + CENTRAL_HEADER_LEN;
         let extra_start = name_start + name_len;
@@ -528,22 +778,33 @@ fn check_entries(cd: &[u8], expected: u64, limits: &Limits) -> Result<Totals, Zi
             name: String::from_utf8_lossy(raw_name).into_owned(),
             why: "the name is not UTF-8",
         })?;
+        let records = check_extra(name, extra)?;
 
-        if compressed == u64::from(u32::MAX) || uncompressed == u64::from(u32::MAX) {
-            let sizes = zip64_sizes(
-                extra,
-                uncompressed == u64::from(u32::MAX),
-                compressed == u64::from(u32::MAX),
-            )
-            .ok_or_else(|| {
+        let saturated = |v: u64| v == u64::from(u32::MAX);
+        let wanted = [
+            saturated(uncompressed),
+            saturated(compressed),
+            saturated(offset),
+            start_disk == u16::MAX,
+        ];
+        if wanted.iter().any(|&w| w) {
+            let values = zip64_values(&records, wanted).ok_or_else(|| {
                 ZipProblem::Malformed(format!("entry {name:?} lacks its ZIP64 extra field"))
             })?;
-            if let Some(u) = sizes.0 {
+            if let Some(u) = values[0] {
                 uncompressed = u;
             }
-            if let Some(c) = sizes.1 {
+            if let Some(c) = values[1] {
                 compressed = c;
             }
+            if let Some(o) = values[2] {
+                offset = o;
+            }
+            if values[3].is_some_and(|d| d != 0) {
+                return Err(ZipProblem::MultiDisk);
+            }
+        } else if start_disk != 0 {
+            return Err(ZipProblem::MultiDisk);
         }
         check_name(name)?;
         if !seen.insert(name) {
@@ -551,7 +812,8 @@ fn check_entries(cd: &[u8], expected: u64, limits: &Limits) -> Result<Totals, Zi
                 name: name.to_owned(),
             });
         }
-        if flags & 0x1 != 0 {
+        // Bit 0: encrypted; bit 6: strong encryption; bit 13: masked local headers (encrypted directory).
+        if flags & (1 | 1 << 6 | 1 << 13) != 0 {
             return Err(ZipProblem::Encrypted {
                 name: name.to_owned(),
             });
@@ -562,6 +824,7 @@ fn check_entries(cd: &[u8], expected: u64, limits: &Limits) -> Result<Totals, Zi
                 method,
             });
         }
+        check_entry_type(name, external, uncompressed)?;
         totals.uncompressed = totals.uncompressed.saturating_add(uncompressed);
         totals.compressed = totals.compressed.saturating_add(compressed);
         if totals.uncompressed > limits.max_unzipped_bytes {
@@ -570,6 +833,15 @@ fn check_entries(cd: &[u8], expected: u64, limits: &Limits) -> Result<Totals, Zi
                 limit: limits.max_unzipped_bytes,
             });
         }
+        entries.push(CentralEntry {
+            name: name.to_owned(),
+            flags,
+            method,
+            crc32,
+            compressed_size: compressed,
+            uncompressed_size: uncompressed,
+            local_header_offset: offset,
+        });
         at = next;
     }
     if at != cd.len() {
@@ -578,38 +850,59 @@ fn check_entries(cd: &[u8], expected: u64, limits: &Limits) -> Result<Totals, Zi
             cd.len() - at
         )));
     }
-    Ok(totals)
+    check_files_are_not_directories(&seen)?;
+    Ok((totals, entries))
 }
 
-/// The ZIP64 extended information: (uncompressed, compressed) for the fields that saturated, in the order the
-/// format fixes (uncompressed first). `None` when the field is missing or too short.
-fn zip64_sizes(
-    extra: &[u8],
-    want_uncompressed: bool,
-    want_compressed: bool,
-) -> Option<(Option<u64>, Option<u64>)> {
-    let mut at = 0usize;
-    while at + 4 <= extra.len() {
-        let id = u16_at(extra, at);
-        let size = usize::from(u16_at(extra, at + 2));
-        let body = extra.get(at + 4..at + 4 + size)?;
-        if id == ZIP64_EXTRA_ID {
-            let mut cursor = 0usize;
-            let mut take = |wanted: bool| -> Option<Option<u64>> {
-                if !wanted {
-                    return Some(None);
-                }
-                let v = body.get(cursor..cursor + 8).map(|b| u64_at(b, 0))?;
-                cursor += 8;
-                Some(Some(v))
-            };
-            let uncompressed = take(want_uncompressed)?;
-            let compressed = take(want_compressed)?;
-            return Some((uncompressed, compressed));
+/// No name is both a file and a directory (an explicit `name/` entry or the parent of another entry).
+fn check_files_are_not_directories(names: &HashSet<&str>) -> Result<(), ZipProblem> {
+    let mut directories: HashSet<&str> = HashSet::new();
+    for name in names {
+        let body = name.strip_suffix('/').unwrap_or(name);
+        if body.len() != name.len() {
+            directories.insert(body);
         }
-        at += 4 + size;
+        directories.extend(body.match_indices('/').map(|(i, _)| &body[..i]));
     }
-    None
+    let mut clashes: Vec<&str> = names
+        .iter()
+        .filter(|n| !n.ends_with('/') && directories.contains(*n))
+        .copied()
+        .collect();
+    clashes.sort_unstable();
+    match clashes.first() {
+        Some(name) => Err(ZipProblem::FileAndDirectory {
+            name: (*name).to_owned(),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// The ZIP64 extended information: for each of (uncompressed size, compressed size, local header offset,
+/// disk number) that is `wanted` (its classic field saturated), its value, in the order the format fixes.
+/// `None` when the field is missing or too short.
+pub(crate) fn zip64_values(
+    records: &[(u16, &[u8])],
+    wanted: [bool; 4],
+) -> Option<[Option<u64>; 4]> {
+    let (_, body) = records.iter().find(|(id, _)| *id == ZIP64_EXTRA_ID)?;
+    let mut cursor = 0usize;
+    let mut out = [None; 4];
+    for (index, want) in wanted.into_iter().enumerate() {
+        if !want {
+            continue;
+        }
+        // The disk number is 4 bytes, the others 8.
+        let width = if index == 3 { 4 } else { 8 };
+        let bytes = body.get(cursor..cursor + width)?;
+        out[index] = Some(if width == 8 {
+            u64_at(bytes, 0)
+        } else {
+            u64::from(u32_at(bytes, 0))
+        });
+        cursor += width;
+    }
+    Some(out)
 }
 
 /// The path rules: relative, `/`-separated, no traversal, under a layer root.
@@ -766,8 +1059,8 @@ mod tests {
     }
 
     #[test]
-    fn zip64_entries_and_end_records_are_read() {
-        let zip = make(
+    fn zip64_end_records_are_read_only_when_a_classic_field_is_saturated() {
+        let mut zip = make(
             &layer(),
             Make {
                 large_file: true,
@@ -778,10 +1071,34 @@ mod tests {
         // The fixture really is ZIP64: locator before the EOCD and saturated sizes in the central headers.
         let headers = central_headers(&zip);
         assert_eq!(u32_at(&zip, headers[1] + 24), u32::MAX);
+        // The zip crate writes the ZIP64 end records for 5 entries: nothing needs them.
+        assert_eq!(check(&zip), Err(ZipProblem::NeedlessZip64));
+
+        // With the classic entry counts saturated (as a writer of over 65,535 entries does), they are read.
+        let eocd = zip.len() - EOCD_LEN as usize;
+        zip[eocd + 8..eocd + 12].copy_from_slice(&[0xFF; 4]);
         let summary = check(&zip).unwrap();
         assert!(summary.zip64);
         assert_eq!(summary.entries, 5);
         assert_eq!(summary.uncompressed_bytes, 41);
+        assert_eq!(summary.directory.entries.len(), 5);
+        assert_eq!(summary.directory.entries[1].uncompressed_size, 17);
+
+        // Nothing may hide between the ZIP64 end record and its locator either.
+        let locator = eocd - ZIP64_LOCATOR_LEN as usize;
+        let mut gapped = zip[..locator].to_vec();
+        gapped.extend_from_slice(b"junk");
+        gapped.extend_from_slice(&zip[locator..]);
+        assert_eq!(
+            check(&gapped),
+            Err(ZipProblem::DataAfterCentralDirectory { gap: 4 })
+        );
+
+        // A classic field that is not saturated must agree with the ZIP64 record.
+        let mut disagreeing = zip.clone();
+        let size = u32_at(&disagreeing, eocd + 12);
+        disagreeing[eocd + 12..eocd + 16].copy_from_slice(&(size + 1).to_le_bytes());
+        assert_eq!(check(&disagreeing).unwrap_err().code(), "zip64-mismatch");
     }
 
     #[test]
@@ -994,20 +1311,125 @@ mod tests {
     }
 
     #[test]
-    fn a_comment_is_allowed_and_multi_disk_is_not() {
-        let mut w = ZipWriter::new(Cursor::new(Vec::new()));
-        w.start_file("python/x.py", SimpleFileOptions::default())
-            .unwrap();
-        w.write_all(b"x").unwrap();
-        // A comment that itself contains an EOCD signature must not be taken for the record.
-        w.set_raw_comment(b"built by PK\x05\x06 test".to_vec().into_boxed_slice());
-        let zip = w.finish().unwrap().into_inner();
-        assert_eq!(check(&zip).unwrap().entries, 1);
+    fn a_comment_is_allowed_unless_it_holds_an_end_record_and_multi_disk_is_not() {
+        let commented = |comment: &[u8]| {
+            let mut w = ZipWriter::new(Cursor::new(Vec::new()));
+            w.start_file("python/x.py", SimpleFileOptions::default())
+                .unwrap();
+            w.write_all(b"x").unwrap();
+            w.set_raw_comment(comment.to_vec().into_boxed_slice());
+            w.finish().unwrap().into_inner()
+        };
+        assert_eq!(
+            check(&commented(b"built by layerforge")).unwrap().entries,
+            1
+        );
+        // A reader scanning backwards for the signature would stop inside the comment.
+        assert_eq!(
+            check(&commented(b"built by PK\x05\x06 test")),
+            Err(ZipProblem::EndRecordInComment)
+        );
 
         let mut spanned = make(&layer(), Make::default());
         let eocd = spanned.len() - EOCD_LEN as usize;
         spanned[eocd + 4] = 1;
         assert_eq!(check(&spanned), Err(ZipProblem::MultiDisk));
+    }
+
+    #[test]
+    fn the_directory_must_end_where_the_end_record_begins() {
+        let zip = make(&layer(), Make::default());
+        let eocd = zip.len() - EOCD_LEN as usize;
+        // Eight bytes slipped in between the directory and the EOCD (whose offset fields stay right).
+        let mut padded = zip[..eocd].to_vec();
+        padded.extend_from_slice(b"PK\x01\x02junk");
+        padded.extend_from_slice(&zip[eocd..]);
+        assert_eq!(
+            check(&padded),
+            Err(ZipProblem::DataAfterCentralDirectory { gap: 8 })
+        );
+    }
+
+    #[test]
+    fn entry_types_and_renaming_extras_are_checked() {
+        let base = make(
+            &[("python/a.py", b"1"), ("python/b.py", b"2")],
+            Make::default(),
+        );
+        let second = central_headers(&base)[1];
+        let with_mode = |mode: u32| {
+            let mut zip = base.clone();
+            zip[second + 38..second + 42].copy_from_slice(&(mode << 16).to_le_bytes());
+            check(&zip)
+        };
+        assert!(with_mode(0o100_644).is_ok());
+        assert!(with_mode(0).is_ok(), "no type bits: the name decides");
+        assert_eq!(
+            with_mode(0o120_777),
+            Err(ZipProblem::Symlink {
+                name: "python/b.py".into()
+            })
+        );
+        for mode in [0o010_644, 0o020_644, 0o060_644, 0o140_644, 0o040_755] {
+            assert_eq!(
+                with_mode(mode).unwrap_err().code(),
+                "special-entry",
+                "{mode:o}"
+            );
+        }
+
+        // Both Unicode name extras rename; an unknown id is fine; a malformed extra is not.
+        for (id, code) in [
+            (0x7075u16, Some("renaming-extra-field")),
+            (0x554e, Some("renaming-extra-field")),
+            (0xcafe, None),
+        ] {
+            let mut body = vec![1u8];
+            body.extend(crc32fast::hash(b"python/b.py").to_le_bytes());
+            body.extend(b"nodejs/evil");
+            let mut record = id.to_le_bytes().to_vec();
+            record.extend((body.len() as u16).to_le_bytes());
+            record.extend(&body);
+            assert_eq!(
+                check_extra("python/b.py", &record).err().map(|p| p.code()),
+                code
+            );
+        }
+        assert_eq!(
+            check_extra("python/b.py", &[0x75, 0x70, 9, 0, 1])
+                .unwrap_err()
+                .code(),
+            "malformed-zip"
+        );
+    }
+
+    #[test]
+    fn a_path_may_not_be_both_a_file_and_a_directory() {
+        let clash = make(
+            &[("python/a", b"file"), ("python/a/b.py", b"x")],
+            Make::default(),
+        );
+        assert_eq!(
+            check(&clash),
+            Err(ZipProblem::FileAndDirectory {
+                name: "python/a".into()
+            })
+        );
+        let explicit = make(
+            &[("python/a", b"file"), ("python/a/", b"")],
+            Make::default(),
+        );
+        assert_eq!(check(&explicit).unwrap_err().code(), "file-and-directory");
+        let fine = make(
+            &[
+                ("python/", b""),
+                ("python/a/", b""),
+                ("python/a/b.py", b"x"),
+                ("python/ab", b"y"),
+            ],
+            Make::default(),
+        );
+        assert_eq!(check(&fine).unwrap().entries, 4);
     }
 
     /// A reader whose reads fail, as a network would.

@@ -6,6 +6,10 @@
 //! Entries are deflated in parallel on every core; a file that deflate would not shrink is stored. Memory
 //! stays bounded: files are compressed in batches of about [`BATCH_BYTES`] and each batch is written out, in
 //! order, before the next starts.
+//!
+//! Only the install tree goes in: a symbolic link in it is resolved by [`resolve_link`] one component at a time
+//! without ever leaving the tree (a link that stays inside is stored as the file it points to; one that
+//! leads out fails the build, naming it), so nothing elsewhere on the machine is read or even looked at.
 
 use std::{
     fs::File,
@@ -39,6 +43,88 @@ const VERSION_ZIP64: u16 = 45;
 const FLAG_UTF8: u16 = 1 << 11;
 const METHOD_STORED: u16 = 0;
 const METHOD_DEFLATED: u16 = 8;
+
+/// How many symbolic links one path may go through (Linux's own limit, `MAXSYMLINKS`).
+const MAX_LINK_HOPS: usize = 40;
+
+/// Resolves `relative` (a path inside `root` that is a symbolic link, or runs through one) to the path it
+/// denotes, reading links one component at a time (`readlink`, never `stat` through a link) and refusing any
+/// step out of `root`. `root` must be canonical (no links in it). The result is inside `root` and has no
+/// symbolic link in it.
+pub fn resolve_link(root: &Path, relative: &Path) -> io::Result<PathBuf> {
+    use std::path::Component;
+
+    let shown = relative.display();
+    let outside = |target: &Path| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "symbolic link {shown} leads outside the install tree (via {}): only files inside it are zipped",
+                target.display()
+            ),
+        )
+    };
+    let mut resolved = PathBuf::new();
+    let mut pending: Vec<std::ffi::OsString> = relative
+        .components()
+        .rev()
+        .map(|c| c.as_os_str().to_owned())
+        .collect();
+    let mut hops = 0usize;
+    while let Some(part) = pending.pop() {
+        match Path::new(&part).components().next() {
+            Some(Component::CurDir) | None => continue,
+            Some(Component::ParentDir) => {
+                if !resolved.pop() {
+                    return Err(outside(relative));
+                }
+                continue;
+            }
+            Some(Component::Normal(_)) => {}
+            Some(Component::RootDir | Component::Prefix(_)) => return Err(outside(relative)),
+        }
+        resolved.push(&part);
+        let here = root.join(&resolved);
+        let metadata = std::fs::symlink_metadata(&here).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!(
+                    "symbolic link {shown} is dangling ({}: {e})",
+                    here.display()
+                ),
+            )
+        })?;
+        if !metadata.file_type().is_symlink() {
+            continue;
+        }
+        hops += 1;
+        if hops > MAX_LINK_HOPS {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("symbolic link {shown} goes through more than {MAX_LINK_HOPS} links"),
+            ));
+        }
+        let target = std::fs::read_link(&here)?;
+        resolved.pop();
+        let target_rel = if target.is_absolute() {
+            // An absolute link may still name a place inside the tree.
+            resolved = PathBuf::new();
+            target
+                .strip_prefix(root)
+                .map_err(|_| outside(&target))?
+                .to_path_buf()
+        } else {
+            target
+        };
+        pending.extend(
+            target_rel
+                .components()
+                .rev()
+                .map(|c| c.as_os_str().to_owned()),
+        );
+    }
+    Ok(root.join(resolved))
+}
 
 /// One file to put in the archive.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -536,6 +622,94 @@ mod tests {
         assert_eq!(
             archive.name_for_index(count - 1),
             Some(format!("python/f{:06}", count - 1).as_str())
+        );
+    }
+
+    #[test]
+    fn links_inside_the_tree_resolve_and_links_out_of_it_fail_naming_them() {
+        use std::os::unix::fs::symlink;
+
+        let dir = tempfile::tempdir().unwrap();
+        let outside = dir.path().join("secret.txt");
+        std::fs::write(&outside, "credentials").unwrap();
+        let root = dir.path().join("tree");
+        std::fs::create_dir_all(root.join("pkg/sub")).unwrap();
+        std::fs::write(root.join("pkg/real.py"), "x = 1\n").unwrap();
+        let root = std::fs::canonicalize(&root).unwrap();
+        // Inside: relative, through `..`, absolute into the tree, a chain, through a linked folder.
+        symlink("real.py", root.join("pkg/alias.py")).unwrap();
+        symlink("../real.py", root.join("pkg/sub/up.py")).unwrap();
+        symlink(root.join("pkg/real.py"), root.join("pkg/absolute.py")).unwrap();
+        symlink("alias.py", root.join("pkg/chain.py")).unwrap();
+        symlink("pkg", root.join("linked")).unwrap();
+        for link in [
+            "pkg/alias.py",
+            "pkg/sub/up.py",
+            "pkg/absolute.py",
+            "pkg/chain.py",
+            "linked/real.py",
+        ] {
+            assert_eq!(
+                resolve_link(&root, Path::new(link)).unwrap(),
+                root.join("pkg/real.py"),
+                "{link}"
+            );
+        }
+        // Outside: up and out, absolute elsewhere, out and back in, a folder link leading out, dangling, a loop.
+        symlink("../../secret.txt", root.join("pkg/out.py")).unwrap();
+        symlink(&outside, root.join("pkg/abs-out.py")).unwrap();
+        symlink("../../tree/pkg/real.py", root.join("pkg/round-trip.py")).unwrap();
+        symlink(dir.path(), root.join("escape")).unwrap();
+        symlink("missing.py", root.join("pkg/dangling.py")).unwrap();
+        symlink("loop-b", root.join("loop-a")).unwrap();
+        symlink("loop-a", root.join("loop-b")).unwrap();
+        for (link, says) in [
+            ("pkg/out.py", "leads outside the install tree"),
+            ("pkg/abs-out.py", "leads outside the install tree"),
+            ("pkg/round-trip.py", "leads outside the install tree"),
+            ("escape/secret.txt", "leads outside the install tree"),
+            ("pkg/dangling.py", "is dangling"),
+            ("loop-a", "more than 40 links"),
+        ] {
+            let err = resolve_link(&root, Path::new(link))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(link) && err.contains(says), "{link}: {err}");
+        }
+    }
+
+    #[test]
+    fn the_builder_zips_inside_links_as_files_and_fails_on_outside_ones() {
+        use std::os::unix::fs::symlink;
+
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("secret.txt"), "credentials").unwrap();
+        let root = dir.path().join("tree");
+        std::fs::create_dir_all(root.join("pkg")).unwrap();
+        std::fs::write(root.join("pkg/real.py"), "x = 1\n").unwrap();
+        symlink("real.py", root.join("pkg/alias.py")).unwrap();
+
+        let collected = crate::builder::collect(&root, "python").unwrap();
+        let out = dir.path().join("layer.zip");
+        write_zip(&collected.files, &out).unwrap();
+        let mut archive = ::zip::ZipArchive::new(std::fs::File::open(&out).unwrap()).unwrap();
+        let mut alias = archive.by_name("python/pkg/alias.py").unwrap();
+        assert_eq!(
+            alias.unix_mode(),
+            Some(0o100_644),
+            "stored as a regular file"
+        );
+        let mut content = String::new();
+        alias.read_to_string(&mut content).unwrap();
+        assert_eq!(content, "x = 1\n");
+        drop(alias);
+        assert_eq!(archive.len(), 2);
+
+        symlink("../../secret.txt", root.join("pkg/leak.py")).unwrap();
+        let err = crate::builder::collect(&root, "python").unwrap_err();
+        assert!(
+            err.to_string().contains("pkg/leak.py") && err.to_string().contains("outside"),
+            "{err}"
         );
     }
 

@@ -618,9 +618,11 @@ pub struct Collected {
 }
 
 /// Lists the regular files under `root` as zip entries named `prefix/relative/path`, sorted, without
-/// `__pycache__` folders and `.pyc`/`.pyo` files. Symbolic links to files are followed (the zip holds the
-/// content); links to folders are left out, so a link cycle can't loop.
+/// `__pycache__` folders and `.pyc`/`.pyo` files. A symbolic link that stays inside `root` is stored as the
+/// file it points to (links to folders are left out, so a link cycle can't loop); one that leads out is an
+/// error naming it ([`archive::resolve_link`]).
 pub fn collect(root: &Path, prefix: &str) -> std::io::Result<Collected> {
+    let root = &std::fs::canonicalize(root)?;
     let mut collected = Collected {
         files: Vec::new(),
         unzipped_bytes: 0,
@@ -651,8 +653,13 @@ pub fn collect(root: &Path, prefix: &str) -> std::io::Result<Collected> {
                 collected.skipped += 1;
                 continue;
             }
-            // Follows a symbolic link; its target's type decides.
-            let metadata = std::fs::metadata(entry.path())?;
+            let path = if file_type.is_symlink() {
+                let relative = entry.path().strip_prefix(root).map(Path::to_path_buf);
+                archive::resolve_link(root, &relative.unwrap_or_else(|_| entry.path()))?
+            } else {
+                entry.path()
+            };
+            let metadata = std::fs::symlink_metadata(&path)?;
             if !metadata.is_file() {
                 warn!(path = %entry.path().display(), "left out: not a regular file");
                 continue;
@@ -660,7 +667,7 @@ pub fn collect(root: &Path, prefix: &str) -> std::io::Result<Collected> {
             collected.unzipped_bytes += metadata.len();
             collected.files.push(ZipSource {
                 name: entry_name,
-                path: entry.path(),
+                path,
                 executable: is_executable(&metadata),
             });
         }

@@ -5,5 +5,8 @@ mod helpers;
 mod isolation;
 mod pipeline;
 mod publish;
+mod robustness;
 mod submit;
 mod template;
+mod zipcraft;
+mod zipstrict;
