@@ -496,6 +496,84 @@ async fn a_crash_between_publish_and_record_is_adopted_by_the_next_delivery() {
     assert_not_rejected(&f, &a.key).await;
 }
 
+#[tokio::test]
+async fn only_lambdas_refusal_of_the_artifact_is_a_rejection() {
+    let f = Fixture::new().await;
+    let refused = artifact(&f, "refused").await;
+    let unreadable = artifact(&f, "unreadable").await;
+    let (refused_path, unreadable_path) = (
+        format!("/layers/{}/versions", refused.layer),
+        format!("/layers/{}/versions", unreadable.layer),
+    );
+    let (proxy, state) = through_proxy(
+        &f,
+        vec![
+            Rule::new(
+                move |s| s.is_publish_layer_version() && s.path.ends_with(&refused_path),
+                &[1, 2],
+                Action::Before(Canned::lambda(
+                    400,
+                    "InvalidParameterValueException",
+                    "Unzipped size must be smaller than 262144000 bytes",
+                )),
+            ),
+            // Lambda could not read the S3 content: the deployment's fault, not the artifact's.
+            Rule::new(
+                move |s| s.is_publish_layer_version() && s.path.ends_with(&unreadable_path),
+                &[1],
+                Action::Before(Canned::lambda(
+                    400,
+                    "InvalidParameterValueException",
+                    "Error occurred while GetObject. S3 Error Code: AccessDenied. S3 Error Message: Access Denied",
+                )),
+            ),
+        ],
+    )
+    .await;
+
+    let response = publish::handle(&state, refused.event.clone())
+        .await
+        .unwrap();
+    assert!(
+        matches!(&response.records[0].outcome, publish::Outcome::Rejected { code, .. } if code == "lambda-refused"),
+        "{response:?}"
+    );
+    let tags = f.tags(&refused.key).await;
+    assert_eq!(
+        tags.get(publish::STATUS_TAG).map(String::as_str),
+        Some("rejected")
+    );
+    assert_eq!(
+        tags.get(publish::REASON_TAG).map(String::as_str),
+        Some("lambda-refused")
+    );
+    // The rejection is recorded in the claim: a redelivery answers it without calling Lambda again.
+    let again = publish::handle(&state, refused.event.clone())
+        .await
+        .unwrap();
+    assert_eq!(again.records[0].outcome.status(), "rejected", "{again:?}");
+    assert_eq!(proxy.matched(0), 1);
+    assert!(f.layer_versions(&refused.layer).await.is_empty());
+
+    let err = publish::handle(&state, unreadable.event.clone())
+        .await
+        .unwrap_err();
+    assert_eq!(error_type(err), "AwsError");
+    assert!(f.layer_versions(&unreadable.layer).await.is_empty());
+    assert_not_rejected(&f, &unreadable.key).await;
+    // Once Lambda can read the bucket again, the next delivery publishes.
+    let response = publish::handle(&state, unreadable.event.clone())
+        .await
+        .unwrap();
+    assert_eq!(
+        response.records[0].outcome.status(),
+        "published",
+        "{response:?}"
+    );
+    assert_eq!(f.layer_versions(&unreadable.layer).await, vec![1]);
+    assert_not_rejected(&f, &unreadable.key).await;
+}
+
 /// One definition: the lease without a known deadline is the function's timeout (plus the clock margin), and
 /// the template deploys publish-layer with that timeout.
 #[test]
