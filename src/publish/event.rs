@@ -1,5 +1,5 @@
 //! The shapes of publish-layer's input: S3 event notifications (and S3's `s3:TestEvent`), their records, the
-//! form-encoded keys, and which records name an artifact this function publishes ([`Target`]).
+//! form-encoded keys, and which records name an artifact this function publishes (`Target`).
 
 use aws_lambda_events::event::s3::S3EventRecord;
 use serde_json::Value;

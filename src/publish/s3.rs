@@ -22,7 +22,7 @@ pub(super) struct Head {
     pub(super) checksum_sha256: Option<String>,
 }
 
-/// Ranged GETs of one object version: the [`RangeReader`] [`zipcheck::inspect`] uses in production.
+/// Ranged GETs of one object version: the [`RangeReader`] [`crate::zipcheck::inspect`] uses in production.
 #[derive(Debug, Clone, Copy)]
 pub struct S3Range<'a> {
     pub s3: &'a aws_sdk_s3::Client,
