@@ -14,7 +14,11 @@ async fn main() -> Result<(), Error> {
     let state = publish::PublishState::new(config, aws::s3_client(&sdk), aws::lambda_client(&sdk));
     run(service_fn(move |event: LambdaEvent<Value>| {
         let state = state.clone();
-        async move { publish::handle(&state, event.payload).await }
+        // The invocation's deadline bounds the claims this delivery takes and how long it waits for others.
+        async move {
+            let deadline = event.context.deadline();
+            publish::handle_until(&state, event.payload, Some(deadline)).await
+        }
     }))
     .await
 }

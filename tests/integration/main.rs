@@ -1,6 +1,8 @@
 //! The one integration-test binary: every test talks to moto's server over HTTP (see `helpers`).
 
 mod builder;
+mod fault_proxy;
+mod faults;
 mod helpers;
 mod isolation;
 mod pipeline;

@@ -24,18 +24,18 @@ use zip::{CompressionMethod, ZipWriter, write::SimpleFileOptions};
 use crate::helpers::{self, sdk, unique};
 
 /// A versioned artifact bucket whose `.zip` creations are announced on an SQS queue, and the handler state.
-struct Fixture {
-    sdk: SdkConfig,
-    s3: aws_sdk_s3::Client,
-    lambda: aws_sdk_lambda::Client,
+pub(crate) struct Fixture {
+    pub(crate) sdk: SdkConfig,
+    pub(crate) s3: aws_sdk_s3::Client,
+    pub(crate) lambda: aws_sdk_lambda::Client,
     sqs: aws_sdk_sqs::Client,
-    bucket: String,
+    pub(crate) bucket: String,
     queue_url: String,
-    state: PublishState,
+    pub(crate) state: PublishState,
 }
 
 impl Fixture {
-    async fn new() -> Self {
+    pub(crate) async fn new() -> Self {
         let sdk = sdk().await;
         let s3 = layerforge::aws::s3_client(&sdk);
         let sqs = aws_sdk_sqs::Client::new(&sdk);
@@ -55,7 +55,7 @@ impl Fixture {
     }
 
     /// Every message body on the queue, parsed (moto delivers synchronously with the upload).
-    async fn drain(&self) -> Vec<Value> {
+    pub(crate) async fn drain(&self) -> Vec<Value> {
         let mut bodies = Vec::new();
         loop {
             let out = self
@@ -85,7 +85,7 @@ impl Fixture {
     }
 
     /// The message whose (only) record names `key`.
-    async fn event_for(&self, bodies: &[Value], key: &str) -> Value {
+    pub(crate) async fn event_for(&self, bodies: &[Value], key: &str) -> Value {
         bodies
             .iter()
             .find(|b| {
@@ -97,7 +97,7 @@ impl Fixture {
             .clone()
     }
 
-    async fn upload(
+    pub(crate) async fn upload(
         &self,
         key: &str,
         body: Vec<u8>,
@@ -116,7 +116,7 @@ impl Fixture {
             .unwrap();
     }
 
-    async fn tags(&self, key: &str) -> HashMap<String, String> {
+    pub(crate) async fn tags(&self, key: &str) -> HashMap<String, String> {
         self.s3
             .get_object_tagging()
             .bucket(&self.bucket)
@@ -130,7 +130,7 @@ impl Fixture {
             .collect()
     }
 
-    async fn layer_versions(&self, name: &str) -> Vec<i64> {
+    pub(crate) async fn layer_versions(&self, name: &str) -> Vec<i64> {
         self.lambda
             .list_layer_versions()
             .layer_name(name)
@@ -162,11 +162,11 @@ fn layer_zip(files: &[(&str, &[u8])], stored: bool) -> Vec<u8> {
     w.finish().unwrap().into_inner()
 }
 
-fn sha256_b64(bytes: &[u8]) -> String {
+pub(crate) fn sha256_b64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(Sha256::digest(bytes))
 }
 
-fn metadata(layer: &str, zip: &[u8], fingerprint: &str) -> HashMap<String, String> {
+pub(crate) fn metadata(layer: &str, zip: &[u8], fingerprint: &str) -> HashMap<String, String> {
     ArtifactMetadata {
         layer_name: layer.to_owned(),
         requirements: "six==1.16.0".to_owned(),
@@ -183,7 +183,7 @@ fn metadata(layer: &str, zip: &[u8], fingerprint: &str) -> HashMap<String, Strin
     .to_s3_metadata()
 }
 
-fn six_zip(marker: &str) -> Vec<u8> {
+pub(crate) fn six_zip(marker: &str) -> Vec<u8> {
     layer_zip(
         &[
             (
@@ -565,21 +565,12 @@ async fn a_stale_claim_is_taken_over_and_a_live_one_waited_for() {
     .await;
     let bodies = f.drain().await;
     let event = f.event_for(&bodies, &key).await;
-    let version =
-        f.s3.head_object()
-            .bucket(&f.bucket)
-            .key(&key)
-            .send()
-            .await
-            .unwrap()
-            .version_id()
-            .unwrap()
-            .to_owned();
-    let claim_key = publish::claim_key(&f.bucket, &key, &version);
-    let put_claim = |claimed_at: u64| {
+    // The claim names the content (layer name + CodeSha256), whichever object version delivers it.
+    let claim_key = publish::claim_key(&f.bucket, &layer, &sha256_b64(&zip));
+    let put_claim = |lease_until: u64| {
         let body = serde_json::json!({
-            "bucket": f.bucket, "key": key, "identity": version, "owner": "someone-else",
-            "claimed_at": claimed_at, "layer_version_arn": null
+            "layer_name": layer, "code_sha256": sha256_b64(&zip), "bucket": f.bucket, "key": key,
+            "owner": "someone-else", "lease_until": lease_until, "layer_version_arn": null
         });
         f.s3.put_object()
             .bucket(&f.bucket)
@@ -593,7 +584,7 @@ async fn a_stale_claim_is_taken_over_and_a_live_one_waited_for() {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as u64;
-    put_claim(now).await.unwrap();
+    put_claim(now + 3_600_000).await.unwrap();
     let mut impatient = f.state.clone();
     impatient.guard.max_wait = Duration::from_millis(600);
     let started = std::time::Instant::now();
@@ -607,8 +598,8 @@ async fn a_stale_claim_is_taken_over_and_a_live_one_waited_for() {
     );
     assert!(f.layer_versions(&layer).await.is_empty());
 
-    // The same claim an hour old: its owner crashed. Taken over and published.
-    put_claim(now - 3_600_000).await.unwrap();
+    // The same claim with its lease run out: its owner crashed. Taken over and published.
+    put_claim(now - 1).await.unwrap();
     let response = publish::handle(&f.state, event.clone()).await.unwrap();
     assert_eq!(
         response.records[0].outcome.status(),

@@ -1,0 +1,403 @@
+//! The record flow: for each record of an event, filter → HeadObject → metadata → zip check → the
+//! exactly-once publication ([`super::claim`]) → tag the zip; rejections tag the zip, faults fail the
+//! invocation after the other records.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use tracing::{info, warn};
+
+use super::{
+    PublishState, REASON_TAG, STATUS_TAG, claim,
+    event::{EventShape, Target, classify_event, ignored_result, parse_record},
+    outcome::{Outcome, PublishError, PublishResponse, RecordError, RecordResult, Rejection},
+    s3::{Head, S3Range, head_object, merge_tags, object_sha256},
+};
+use crate::{
+    artifact::{ArtifactKey, ArtifactMetadata},
+    zipcheck::{self, InspectError, Limits},
+    zipstream,
+};
+
+pub use crate::submit::LAYER_VERSION_ARN_TAG;
+
+/// Lambda's limits on PublishLayerVersion text fields (characters).
+const MAX_DESCRIPTION_CHARS: usize = 256;
+const MAX_LICENSE_CHARS: usize = 512;
+
+/// The handler without a known deadline (tests, local runs): claims get [`super::Guard::lease`].
+pub async fn handle(
+    state: &PublishState,
+    event: serde_json::Value,
+) -> Result<PublishResponse, PublishError> {
+    handle_until(state, event, None).await
+}
+
+/// The handler: every record is handled; AWS faults fail the invocation at the end. `deadline` is the
+/// invocation's (lambda_runtime's `Context::deadline()`): claims taken by this delivery last until then (plus
+/// the clock margin), and waiting for another delivery stops before it.
+pub async fn handle_until(
+    state: &PublishState,
+    event: serde_json::Value,
+    deadline: Option<SystemTime>,
+) -> Result<PublishResponse, PublishError> {
+    let deadline_ms = deadline.map(|d| {
+        d.duration_since(UNIX_EPOCH)
+            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+            .unwrap_or(0)
+    });
+    let records = match classify_event(&event) {
+        EventShape::Test => {
+            info!("s3:TestEvent acknowledged");
+            return Ok(PublishResponse {
+                records: vec![ignored_result("s3:TestEvent")],
+            });
+        }
+        EventShape::Other(why) => {
+            warn!(
+                why,
+                "not an S3 event notification; acknowledged and ignored"
+            );
+            return Ok(PublishResponse {
+                records: vec![ignored_result(why)],
+            });
+        }
+        EventShape::Records(records) => records,
+    };
+
+    let mut results = Vec::with_capacity(records.len());
+    let mut failures: Vec<RecordError> = Vec::new();
+    for raw in records {
+        let record = match parse_record(raw) {
+            Ok(r) => r,
+            Err(e) => {
+                warn!(error = %e, "malformed S3 event record; ignored");
+                results.push(ignored_result(&format!("malformed record: {e}")));
+                continue;
+            }
+        };
+        let target = match Target::from_record(&state.config, &record) {
+            Ok(t) => t,
+            Err(ignore) => {
+                info!(
+                    event_name = record.event_name.as_deref().unwrap_or(""),
+                    key = record.s3.object.key.as_deref().unwrap_or(""),
+                    reason = %ignore.reason,
+                    "record ignored"
+                );
+                results.push(RecordResult {
+                    bucket: record.s3.bucket.name.clone(),
+                    key: ignore.key,
+                    version_id: record.s3.object.version_id.clone(),
+                    outcome: Outcome::Ignored {
+                        reason: ignore.reason,
+                    },
+                });
+                continue;
+            }
+        };
+        let (version_id, result) = process(state, &target, deadline_ms).await;
+        let outcome = match result {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                warn!(
+                    bucket = target.bucket,
+                    key = target.key,
+                    error_type = e.error_type(),
+                    error = %e,
+                    "record failed; the invocation will fail so the event is retried"
+                );
+                let outcome = Outcome::Failed {
+                    error_type: e.error_type().to_owned(),
+                    error: e.to_string(),
+                };
+                failures.push(e);
+                outcome
+            }
+        };
+        results.push(RecordResult {
+            bucket: Some(target.bucket.clone()),
+            key: Some(target.key.clone()),
+            version_id,
+            outcome,
+        });
+    }
+
+    if failures.is_empty() {
+        return Ok(PublishResponse { records: results });
+    }
+    let total = results.len();
+    let failed = failures.len();
+    let first = failures
+        .iter()
+        .map(ToString::to_string)
+        .next()
+        .unwrap_or_default();
+    if failures.iter().any(|f| f.error_type() == "Transient") {
+        Err(PublishError::Transient {
+            failed,
+            total,
+            first,
+            results,
+        })
+    } else {
+        Err(PublishError::Aws {
+            failed,
+            total,
+            first,
+            results,
+        })
+    }
+}
+
+/// One record, start to finish. Returns the object version handled (once known) and the outcome.
+async fn process(
+    state: &PublishState,
+    target: &Target,
+    deadline_ms: Option<u64>,
+) -> (Option<String>, Result<Outcome, RecordError>) {
+    let head = match head_object(state, target).await {
+        Ok(Some(h)) => h,
+        Err(fault) => return (target.version_id.clone(), Err(fault.into())),
+        Ok(None) => {
+            info!(
+                bucket = target.bucket,
+                key = target.key,
+                "object no longer exists; ignored"
+            );
+            let outcome = Outcome::Ignored {
+                reason: "the object (version) no longer exists".to_owned(),
+            };
+            return (target.version_id.clone(), Ok(outcome));
+        }
+    };
+    // Without a versionId in the record (unversioned bucket, or an emitter that omits it) the version HeadObject
+    // saw is the one checked, claimed and published.
+    let version_id = target
+        .version_id
+        .clone()
+        .or_else(|| head.version_id.clone());
+    let object = ObjectRef {
+        bucket: target.bucket.clone(),
+        key: target.key.clone(),
+        version_id: version_id.clone(),
+    };
+
+    let result = match check_and_publish(state, &object, &head, deadline_ms).await {
+        Err(RecordError::Rejected(rejection)) => reject(state, &object, &rejection).await,
+        other => other,
+    };
+    (version_id, result)
+}
+
+/// The object version being handled.
+#[derive(Debug, Clone)]
+pub(super) struct ObjectRef {
+    pub(super) bucket: String,
+    pub(super) key: String,
+    pub(super) version_id: Option<String>,
+}
+
+async fn check_and_publish(
+    state: &PublishState,
+    object: &ObjectRef,
+    head: &Head,
+    deadline_ms: Option<u64>,
+) -> Result<Outcome, RecordError> {
+    let metadata = ArtifactMetadata::from_s3_metadata(&head.metadata).map_err(Rejection::from)?;
+    let parsed_key = ArtifactKey::parse(&state.config.artifact_prefix, &object.key);
+    if let Some(k) = &parsed_key
+        && k.layer_name != metadata.layer_name
+    {
+        return Err(Rejection::NameMismatch {
+            metadata: metadata.layer_name.clone(),
+            key: k.layer_name.clone(),
+        }
+        .into());
+    }
+    check_zip(state, object, head).await?;
+    let code_sha256 = content_sha256(state, object, head, &metadata).await?;
+    let layer = LayerSpec::new(&metadata, parsed_key.as_ref(), object);
+    let outcome = claim::publish_once(state, object, &layer, &code_sha256, deadline_ms).await?;
+    if let Some(arn) = outcome.layer_version_arn() {
+        merge_tags(
+            state,
+            object,
+            &[(LAYER_VERSION_ARN_TAG, arn.to_owned())],
+            &[STATUS_TAG, REASON_TAG],
+        )
+        .await?;
+    }
+    Ok(outcome)
+}
+
+/// The zip check, in one place: every check of the artifact's bytes runs here, before anything is claimed or
+/// published. A problem of the zip is a rejection; a failed read is a fault.
+async fn check_zip(
+    state: &PublishState,
+    object: &ObjectRef,
+    head: &Head,
+) -> Result<(), RecordError> {
+    let reader = S3Range {
+        s3: &state.s3,
+        bucket: &object.bucket,
+        key: &object.key,
+        version_id: object.version_id.as_deref(),
+        len: head.len,
+    };
+    let summary = match zipcheck::inspect(&reader, &Limits::default()).await {
+        Ok(s) => s,
+        Err(InspectError::Invalid(problem)) => return Err(Rejection::Zip(problem).into()),
+        Err(InspectError::Read(fault)) => return Err(fault.into()),
+    };
+    // Stage two: one streamed GET verifies what any extractor would see (local headers, tiling, CRC-32 and
+    // real sizes) against the directory stage one read.
+    let version = object.version_id.as_deref();
+    let streamed = match zipstream::verify_s3_object(
+        &state.s3,
+        &object.bucket,
+        &object.key,
+        version,
+        &summary.directory,
+    )
+    .await
+    {
+        Ok(streamed) => streamed,
+        Err(InspectError::Invalid(problem)) => return Err(Rejection::Zip(problem).into()),
+        Err(InspectError::Read(fault)) => return Err(fault.into()),
+    };
+    info!(
+        bucket = object.bucket,
+        key = object.key,
+        streamed = ?streamed,
+        entries = summary.entries,
+        unzipped_bytes = summary.uncompressed_bytes,
+        object_bytes = head.len,
+        bytes_read = summary.bytes_read,
+        reads = summary.reads,
+        zip64 = summary.zip64,
+        "zip checked"
+    );
+    Ok(())
+}
+
+/// The zip's SHA-256 in Lambda's CodeSha256 form, which identifies the content in the claim and finds an
+/// already published version: S3's full-object checksum (S3 verified it on upload), else the builder's
+/// `content-sha256` metadata, else one streamed read of the object (zips of the original tool have neither).
+async fn content_sha256(
+    state: &PublishState,
+    object: &ObjectRef,
+    head: &Head,
+    metadata: &ArtifactMetadata,
+) -> Result<String, RecordError> {
+    // A multipart upload's composite checksum ("<base64>-<parts>") is not the object's SHA-256.
+    if let Some(sha) = head.checksum_sha256.as_ref().filter(|c| !c.contains('-')) {
+        return Ok(sha.clone());
+    }
+    if let Some(sha) = metadata.content_sha256.as_ref().filter(|c| !c.is_empty()) {
+        return Ok(sha.clone());
+    }
+    let sha = object_sha256(state, object).await?;
+    info!(
+        bucket = object.bucket,
+        key = object.key,
+        code_sha256 = sha,
+        "no checksum or content-sha256 metadata; SHA-256 computed from the object"
+    );
+    Ok(sha)
+}
+
+/// Tags a rejected zip and logs why; a tagging fault that is not transient does not hide the rejection.
+async fn reject(
+    state: &PublishState,
+    object: &ObjectRef,
+    rejection: &Rejection,
+) -> Result<Outcome, RecordError> {
+    let code = rejection.code();
+    warn!(bucket = object.bucket, key = object.key, code, reason = %rejection, "artifact rejected");
+    match merge_tags(
+        state,
+        object,
+        &[
+            (STATUS_TAG, "rejected".to_owned()),
+            (REASON_TAG, code.clone()),
+        ],
+        &[],
+    )
+    .await
+    {
+        Ok(()) => {}
+        Err(fault) if fault.is_transient() => return Err(fault.into()),
+        Err(fault) => {
+            warn!(bucket = object.bucket, key = object.key, error = %fault, "tagging the rejected zip failed")
+        }
+    }
+    Ok(Outcome::Rejected {
+        code,
+        reason: rejection.to_string(),
+    })
+}
+
+/// The PublishLayerVersion input, from metadata (and the key, for what old metadata lacks).
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct LayerSpec {
+    pub(super) name: String,
+    pub(super) runtimes: Vec<aws_sdk_lambda::types::Runtime>,
+    pub(super) architectures: Vec<aws_sdk_lambda::types::Architecture>,
+    pub(super) license: Option<String>,
+    pub(super) description: String,
+}
+
+impl LayerSpec {
+    pub(super) fn new(
+        metadata: &ArtifactMetadata,
+        key: Option<&ArtifactKey>,
+        object: &ObjectRef,
+    ) -> Self {
+        let mut architectures: Vec<_> = metadata
+            .compatible_architectures
+            .iter()
+            .map(|a| aws_sdk_lambda::types::Architecture::from(a.as_str()))
+            .collect();
+        if architectures.is_empty()
+            && let Some(k) = key
+        {
+            architectures.push(aws_sdk_lambda::types::Architecture::from(
+                k.architecture.as_str(),
+            ));
+        }
+        let fingerprint = metadata
+            .fingerprint
+            .clone()
+            .or_else(|| key.map(|k| k.fingerprint.clone()));
+        let description = match (&metadata.description, &fingerprint) {
+            (Some(d), _) => d.clone(),
+            (None, Some(fp)) => format!("layerforge {fp}: {}", metadata.requirements),
+            (None, None) => format!(
+                "from s3://{}/{}: {}",
+                object.bucket, object.key, metadata.requirements
+            ),
+        };
+        Self {
+            name: metadata.layer_name.clone(),
+            runtimes: metadata
+                .compatible_runtimes
+                .iter()
+                .map(|r| aws_sdk_lambda::types::Runtime::from(r.as_str()))
+                .collect(),
+            architectures,
+            license: metadata
+                .license
+                .as_deref()
+                .map(|l| truncate_chars(l, MAX_LICENSE_CHARS))
+                .filter(|l| !l.is_empty()),
+            description: truncate_chars(
+                description.trim_end_matches([':', ' ']),
+                MAX_DESCRIPTION_CHARS,
+            ),
+        }
+    }
+}
+
+fn truncate_chars(s: &str, max: usize) -> String {
+    s.chars().take(max).collect()
+}
