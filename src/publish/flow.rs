@@ -214,6 +214,16 @@ async fn check_and_publish(
         }
         .into());
     }
+    // The same rule as submit-build's and IAM's: a zip that got here some other way (the original tool, a
+    // hand upload) is not published under a name outside the deployment's prefix.
+    let prefix = &state.config.layer_name_prefix;
+    if !metadata.layer_name.starts_with(prefix.as_str()) {
+        return Err(Rejection::OutsidePrefix {
+            name: metadata.layer_name.clone(),
+            prefix: prefix.clone(),
+        }
+        .into());
+    }
     check_zip(state, object, head).await?;
     let code_sha256 = content_sha256(state, object, head, &metadata).await?;
     let layer = LayerSpec::new(&metadata, parsed_key.as_ref(), object);

@@ -87,6 +87,10 @@ pub enum Rejection {
     Zip(#[from] ZipProblem),
     #[error("metadata layer-name {metadata:?} does not match the key's layer name {key:?}")]
     NameMismatch { metadata: String, key: String },
+    #[error(
+        "layer name {name:?} does not start with this deployment's LAYER_NAME_PREFIX {prefix:?}"
+    )]
+    OutsidePrefix { name: String, prefix: String },
     #[error("Lambda refused the layer: {0}")]
     Lambda(String),
     /// Recorded in the claim by the delivery that found the problem.
@@ -102,6 +106,7 @@ impl Rejection {
             Rejection::Metadata(_) => "bad-metadata".to_owned(),
             Rejection::Zip(p) => p.code().to_owned(),
             Rejection::NameMismatch { .. } => "name-mismatch".to_owned(),
+            Rejection::OutsidePrefix { .. } => "outside-layer-name-prefix".to_owned(),
             Rejection::Lambda(_) => "lambda-refused".to_owned(),
             Rejection::Recorded { code, .. } => code.clone(),
         }

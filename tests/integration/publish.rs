@@ -492,6 +492,47 @@ async fn one_event_with_many_records_reports_each() {
 }
 
 #[tokio::test]
+async fn a_layer_name_outside_the_prefix_is_rejected_not_published() {
+    let mut f = Fixture::new().await;
+    let config = helpers::config(&f.bucket, "{}", &[("LAYER_NAME_PREFIX", "team-a-")]);
+    f.state = PublishState::new(Arc::new(config), f.s3.clone(), f.lambda.clone());
+    let outside = unique("team-b-").to_lowercase();
+    let inside = unique("team-a-").to_lowercase();
+    let zip = six_zip("prefix");
+    let mut keys = Vec::new();
+    for layer in [&outside, &inside] {
+        let key = format!("layers/{layer}/python3.12-arm64/3333333333333333.zip");
+        f.upload(
+            &key,
+            zip.clone(),
+            metadata(layer, &zip, "3333333333333333"),
+            None,
+        )
+        .await;
+        keys.push(key);
+    }
+    let bodies = f.drain().await;
+    let mut statuses = Vec::new();
+    for key in &keys {
+        let event = f.event_for(&bodies, key).await;
+        let response = publish::handle(&f.state, event).await.unwrap();
+        statuses.push(response.records[0].outcome.status().to_owned());
+    }
+    assert_eq!(statuses, ["rejected", "published"]);
+    let tags = f.tags(&keys[0]).await;
+    assert_eq!(
+        tags.get("layerforge-status").map(String::as_str),
+        Some("rejected")
+    );
+    assert_eq!(
+        tags.get("layerforge-reason").map(String::as_str),
+        Some("outside-layer-name-prefix")
+    );
+    assert!(f.layer_versions(&outside).await.is_empty());
+    assert_eq!(f.layer_versions(&inside).await, vec![1]);
+}
+
+#[tokio::test]
 async fn concurrent_duplicate_deliveries_publish_one_version() {
     let f = Fixture::new().await;
     let layer = unique("race").to_lowercase();
