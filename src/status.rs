@@ -691,3 +691,505 @@ pub async fn handle(state: &StatusState, event: Value) -> Result<StatusResponse,
         job_status: observed.job.map(|j| j.status),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_batch::{
+        operation::describe_jobs::{DescribeJobsError, DescribeJobsOutput},
+        types::{ContainerDetail, JobDetail, JobStatus, LogConfiguration, LogDriver},
+    };
+    use aws_sdk_cloudwatchlogs::{
+        operation::get_log_events::{GetLogEventsError, GetLogEventsOutput},
+        types::OutputLogEvent,
+    };
+    use aws_sdk_s3::operation::{get_object::GetObjectError, head_object::HeadObjectError};
+    use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
+    use aws_smithy_types::{error::ErrorMetadata, retry::RetryConfig};
+    use serde_json::json;
+    use std::time::Duration;
+
+    const KEY: &str = "layers/http/python3.12-arm64/0123456789abcdef.zip";
+
+    fn config() -> Config {
+        Config::from_lookup(|k| match k {
+            "ARTIFACT_BUCKET" => Some("artifacts".into()),
+            _ => None,
+        })
+        .unwrap()
+    }
+
+    fn key() -> ArtifactKey {
+        ArtifactKey::parse("layers", KEY).unwrap()
+    }
+
+    fn job(status: &str) -> JobView {
+        JobView {
+            job_id: "job-1".into(),
+            status: status.into(),
+            created_at: Some(1_000),
+            ..JobView::default()
+        }
+    }
+
+    fn record(job_id: Option<&str>, submitted_at: i64) -> BuildRecord {
+        BuildRecord {
+            format: 1,
+            layer_name: "http".into(),
+            runtime: "python3.12".into(),
+            architecture: "arm64".into(),
+            fingerprint: "0123456789abcdef".repeat(4),
+            artifact_key: KEY.into(),
+            request: records::RecordedRequest {
+                requirements: vec!["six==1.16.0".into()],
+                requirements_s3_uri: None,
+                description: None,
+                license: None,
+                force: false,
+                vcpu: None,
+                memory_mib: None,
+            },
+            job_id: job_id.map(str::to_owned),
+            job_name: None,
+            job_queue: None,
+            submit_error: None,
+            submitted_at,
+            updated_at: submitted_at,
+            outcome: None,
+        }
+    }
+
+    fn report(job_id: Option<&str>) -> FailureReport {
+        let mut r = FailureReport::new(
+            job_id.map(str::to_owned),
+            3,
+            "install",
+            "uv install failed: no-such-pkg was not found",
+            &["error: no-such-pkg".to_owned()],
+            KEY,
+        );
+        r.failed_at = 2_000;
+        r
+    }
+
+    fn state_of(o: &Observed) -> (State, Option<String>) {
+        let v = derive(o).expect("a verdict");
+        (v.state, v.reason)
+    }
+
+    #[test]
+    fn states_follow_the_artifact_first_then_the_report_then_batch() {
+        let base = Observed {
+            record: Some(record(Some("job-1"), 1_000)),
+            job_id: Some("job-1".into()),
+            now: 5_000,
+            ..Observed::default()
+        };
+        let published = ArtifactView {
+            layer_version_arn: Some("arn:layer:1".into()),
+            rejected: None,
+        };
+        let rejected = ArtifactView {
+            layer_version_arn: None,
+            rejected: Some("not-a-zip".into()),
+        };
+        let cases: Vec<(&str, Observed, State)> = vec![
+            (
+                "queued",
+                Observed {
+                    job: Some(job("RUNNABLE")),
+                    ..base.clone()
+                },
+                State::Queued,
+            ),
+            (
+                "running",
+                Observed {
+                    job: Some(job("RUNNING")),
+                    ..base.clone()
+                },
+                State::Running,
+            ),
+            (
+                "moto: SUCCEEDED at once, the command has not run yet",
+                Observed {
+                    job: Some(job("SUCCEEDED")),
+                    ..base.clone()
+                },
+                State::Running,
+            ),
+            (
+                "built",
+                Observed {
+                    job: Some(job("SUCCEEDED")),
+                    artifact: Some(ArtifactView::default()),
+                    ..base.clone()
+                },
+                State::Built,
+            ),
+            (
+                "published",
+                Observed {
+                    job: Some(job("SUCCEEDED")),
+                    artifact: Some(published.clone()),
+                    ..base.clone()
+                },
+                State::Published,
+            ),
+            (
+                "published wins over a later job's failure",
+                Observed {
+                    job: Some(job("FAILED")),
+                    artifact: Some(published),
+                    ..base.clone()
+                },
+                State::Published,
+            ),
+            (
+                "rejected",
+                Observed {
+                    artifact: Some(rejected),
+                    ..base.clone()
+                },
+                State::Rejected,
+            ),
+            (
+                "the report of this job",
+                Observed {
+                    job: Some(job("SUCCEEDED")),
+                    report: Some(report(Some("job-1"))),
+                    ..base.clone()
+                },
+                State::Failed,
+            ),
+            (
+                "another job's report is not this job's failure",
+                Observed {
+                    job: Some(job("RUNNING")),
+                    report: Some(report(Some("job-0"))),
+                    ..base.clone()
+                },
+                State::Running,
+            ),
+            (
+                "Batch FAILED",
+                Observed {
+                    job: Some(job("FAILED")),
+                    ..base.clone()
+                },
+                State::Failed,
+            ),
+            (
+                "a claim being submitted",
+                Observed {
+                    record: Some(record(None, 4_000)),
+                    job_id: None,
+                    ..base.clone()
+                },
+                State::Queued,
+            ),
+            (
+                "a claim that never reached Batch",
+                Observed {
+                    record: Some(record(None, 4_000)),
+                    job_id: None,
+                    now: 4_000 + CLAIM_GRACE_MS,
+                    ..base.clone()
+                },
+                State::Failed,
+            ),
+            ("a job Batch forgot", base.clone(), State::Failed),
+        ];
+        for (name, observed, want) in cases {
+            assert_eq!(state_of(&observed).0, want, "{name}");
+        }
+        assert_eq!(derive(&Observed::default()), None, "nothing known");
+    }
+
+    #[test]
+    fn failed_carries_the_reason_of_its_source() {
+        let mut terminated = job("SUCCEEDED");
+        terminated.status_reason = Some("operator: wrong requirements".into());
+        let o = Observed {
+            job: Some(terminated),
+            job_id: Some("job-1".into()),
+            ..Observed::default()
+        };
+        let (state, reason) = state_of(&o);
+        assert_eq!(
+            state,
+            State::Failed,
+            "a job stopped with a reason and no artifact"
+        );
+        assert!(reason.unwrap().contains("operator: wrong requirements"));
+
+        let mut oom = job("FAILED");
+        oom.status_reason = Some("Essential container in task exited".into());
+        oom.container_reason =
+            Some("OutOfMemoryError: Container killed due to memory usage".into());
+        oom.exit_code = Some(137);
+        let v = derive(&Observed {
+            job: Some(oom),
+            ..Observed::default()
+        })
+        .unwrap();
+        assert_eq!(
+            v.reason.as_deref(),
+            Some(
+                "Essential container in task exited; container: OutOfMemoryError: Container killed due to memory usage; exit code 137"
+            )
+        );
+        assert_eq!(v.exit_code, Some(137));
+
+        let v = derive(&Observed {
+            report: Some(report(Some("job-1"))),
+            job_id: Some("job-1".into()),
+            ..Observed::default()
+        })
+        .unwrap();
+        assert_eq!(v.exit_code, Some(3));
+        assert!(
+            v.reason
+                .unwrap()
+                .starts_with("install: uv install failed: no-such-pkg")
+        );
+        assert_eq!(v.report_lines, ["error: no-such-pkg"]);
+    }
+
+    #[test]
+    fn bad_queries_name_the_field() {
+        let config = config();
+        let field = |event: Value| parse_query(&event, &config).unwrap_err().field;
+        assert_eq!(field(json!({})), "request");
+        assert_eq!(field(json!("job-1")), "request");
+        assert_eq!(
+            field(json!({"job_id": "a", "artifact": format!("s3://artifacts/{KEY}")})),
+            "job_id"
+        );
+        assert_eq!(field(json!({"job_id": "a", "verbose": true})), "verbose");
+        assert_eq!(field(json!({"job_id": ""})), "job_id");
+        assert_eq!(field(json!({"job_id": 7})), "job_id");
+        assert_eq!(field(json!({"job_id": "a b"})), "job_id");
+        assert_eq!(
+            field(json!({"artifact": format!("s3://other/{KEY}")})),
+            "artifact"
+        );
+        assert_eq!(
+            field(json!({"artifact": "s3://artifacts/.layerforge/builds/x.json"})),
+            "artifact"
+        );
+        assert_eq!(
+            field(json!({"artifact": "https://example.com/x.zip"})),
+            "artifact"
+        );
+        assert_eq!(
+            parse_query(
+                &json!({"artifact": format!("s3://artifacts/{KEY}")}),
+                &config
+            )
+            .unwrap(),
+            Query::Artifact(key())
+        );
+        assert_eq!(
+            parse_query(&json!({"job_id": "8a1b-22"}), &config).unwrap(),
+            Query::Job("8a1b-22".into())
+        );
+    }
+
+    fn retries() -> RetryConfig {
+        RetryConfig::standard()
+            .with_max_attempts(3)
+            .with_initial_backoff(Duration::from_millis(1))
+            .with_max_backoff(Duration::from_millis(5))
+    }
+
+    fn failed_job() -> DescribeJobsOutput {
+        let container = ContainerDetail::builder()
+            .command("--bucket")
+            .command("artifacts")
+            .command("--key")
+            .command(KEY)
+            .reason("CannotPullContainerError: pull access denied")
+            .log_stream_name("builder/default/abc")
+            .log_configuration(
+                LogConfiguration::builder()
+                    .log_driver(LogDriver::Awslogs)
+                    .options("awslogs-group", "/aws/batch/layerforge/layer-builder")
+                    .build(),
+            )
+            .build();
+        DescribeJobsOutput::builder()
+            .jobs(
+                JobDetail::builder()
+                    .job_id("job-1")
+                    .job_name("layer-http-python312-arm64")
+                    .job_queue("q")
+                    .job_definition("d")
+                    .status(JobStatus::Failed)
+                    .status_reason("Task failed to start")
+                    .started_at(0)
+                    .created_at(1_000)
+                    .container(container)
+                    .build(),
+            )
+            .build()
+    }
+
+    /// S3 holding nothing for this build (no record, report or artifact).
+    fn empty_s3() -> (Rule, Rule) {
+        let get = mock!(aws_sdk_s3::Client::get_object)
+            .sequence()
+            .error(|| {
+                GetObjectError::NoSuchKey(aws_sdk_s3::types::error::NoSuchKey::builder().build())
+            })
+            .repeatedly()
+            .build();
+        let head = mock!(aws_sdk_s3::Client::head_object)
+            .sequence()
+            .error(|| {
+                HeadObjectError::NotFound(aws_sdk_s3::types::error::NotFound::builder().build())
+            })
+            .repeatedly()
+            .build();
+        (get, head)
+    }
+
+    fn throttled() -> DescribeJobsError {
+        DescribeJobsError::generic(
+            ErrorMetadata::builder()
+                .code("TooManyRequestsException")
+                .message("Too Many Requests")
+                .build(),
+        )
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_log_leaves_the_batch_reason_and_no_tail() {
+        let (get, head) = empty_s3();
+        let describe = mock!(aws_sdk_batch::Client::describe_jobs).then_output(failed_job);
+        let logs = mock!(aws_sdk_cloudwatchlogs::Client::get_log_events)
+            .match_requests(|r| {
+                r.log_group_name() == Some("/aws/batch/layerforge/layer-builder")
+                    && r.log_stream_name() == Some("builder/default/abc")
+            })
+            .then_error(|| {
+                GetLogEventsError::generic(
+                    ErrorMetadata::builder()
+                        .code("AccessDeniedException")
+                        .message("not authorized to perform logs:GetLogEvents")
+                        .build(),
+                )
+            });
+        let state = StatusState {
+            config: Arc::new(config()),
+            s3: mock_client!(aws_sdk_s3, RuleMode::MatchAny, [&get, &head]),
+            batch: mock_client!(aws_sdk_batch, RuleMode::MatchAny, [&describe]),
+            logs: mock_client!(aws_sdk_cloudwatchlogs, RuleMode::MatchAny, [&logs]),
+        };
+        let answer = handle(&state, json!({"job_id": "job-1"})).await.unwrap();
+        assert_eq!(answer.state, State::Failed);
+        assert_eq!(
+            answer.reason.as_deref(),
+            Some("Task failed to start; container: CannotPullContainerError: pull access denied")
+        );
+        assert_eq!(answer.log_tail, None);
+        assert_eq!(
+            logs.num_calls(),
+            1,
+            "the log was tried, in the job's own group"
+        );
+        assert_eq!(answer.artifact, format!("s3://artifacts/{KEY}"));
+        assert_eq!(answer.job_status.as_deref(), Some("FAILED"));
+    }
+
+    #[tokio::test]
+    async fn a_readable_log_gives_its_last_lines() {
+        let (get, head) = empty_s3();
+        let describe = mock!(aws_sdk_batch::Client::describe_jobs).then_output(failed_job);
+        let logs = mock!(aws_sdk_cloudwatchlogs::Client::get_log_events)
+            .match_requests(|r| {
+                r.start_from_head() == Some(false) && r.limit() == Some(LOG_TAIL_LINES)
+            })
+            .then_output(|| {
+                GetLogEventsOutput::builder()
+                    .events(OutputLogEvent::builder().message("pulling image\n").build())
+                    .events(OutputLogEvent::builder().message("denied").build())
+                    .build()
+            });
+        let state = StatusState {
+            config: Arc::new(config()),
+            s3: mock_client!(aws_sdk_s3, RuleMode::MatchAny, [&get, &head]),
+            batch: mock_client!(aws_sdk_batch, RuleMode::MatchAny, [&describe]),
+            logs: mock_client!(aws_sdk_cloudwatchlogs, RuleMode::MatchAny, [&logs]),
+        };
+        let answer = handle(&state, json!({"job_id": "job-1"})).await.unwrap();
+        assert_eq!(
+            answer.log_tail,
+            Some(vec!["pulling image".to_owned(), "denied".to_owned()])
+        );
+    }
+
+    #[tokio::test]
+    async fn throttled_describe_jobs_is_retried_then_answers() {
+        let (get, head) = empty_s3();
+        let describe = mock!(aws_sdk_batch::Client::describe_jobs)
+            .sequence()
+            .error(throttled)
+            .output(failed_job)
+            .build();
+        let logs = mock!(aws_sdk_cloudwatchlogs::Client::get_log_events)
+            .then_output(|| GetLogEventsOutput::builder().build());
+        let state = StatusState {
+            config: Arc::new(config()),
+            s3: mock_client!(aws_sdk_s3, RuleMode::MatchAny, [&get, &head]),
+            batch: mock_client!(aws_sdk_batch, RuleMode::Sequential, [&describe], |c| c
+                .retry_config(retries())),
+            logs: mock_client!(aws_sdk_cloudwatchlogs, RuleMode::MatchAny, [&logs]),
+        };
+        let answer = handle(&state, json!({"job_id": "job-1"})).await.unwrap();
+        assert_eq!(answer.state, State::Failed);
+        assert_eq!(describe.num_calls(), 2, "one throttled attempt, one answer");
+    }
+
+    #[tokio::test]
+    async fn persistent_throttling_of_describe_jobs_is_transient() {
+        let describe = mock!(aws_sdk_batch::Client::describe_jobs)
+            .sequence()
+            .error(throttled)
+            .repeatedly()
+            .build();
+        let state = StatusState {
+            config: Arc::new(config()),
+            s3: mock_client!(aws_sdk_s3, []),
+            batch: mock_client!(aws_sdk_batch, RuleMode::Sequential, [&describe], |c| c
+                .retry_config(retries())),
+            logs: mock_client!(aws_sdk_cloudwatchlogs, []),
+        };
+        let err = handle(&state, json!({"job_id": "job-1"}))
+            .await
+            .unwrap_err();
+        assert_eq!(err.error_type(), "Transient", "{err}");
+        assert_eq!(describe.num_calls(), 3);
+        let diagnostic = Diagnostic::from(err);
+        assert!(
+            diagnostic.error_message.contains("DescribeJobs"),
+            "{}",
+            diagnostic.error_message
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unknown_job_is_not_found_naming_job_id() {
+        let describe = mock!(aws_sdk_batch::Client::describe_jobs)
+            .then_output(|| DescribeJobsOutput::builder().build());
+        let state = StatusState {
+            config: Arc::new(config()),
+            s3: mock_client!(aws_sdk_s3, []),
+            batch: mock_client!(aws_sdk_batch, RuleMode::MatchAny, [&describe]),
+            logs: mock_client!(aws_sdk_cloudwatchlogs, []),
+        };
+        let err = handle(&state, json!({"job_id": "nope"})).await.unwrap_err();
+        assert_eq!(err.error_type(), "NotFound");
+        assert!(err.to_string().starts_with("job_id: "), "{err}");
+    }
+}
