@@ -4,5 +4,6 @@ mod builder;
 mod helpers;
 mod pipeline;
 mod publish;
+mod status;
 mod submit;
 mod template;
