@@ -996,6 +996,28 @@ mod tests {
         );
     }
 
+    #[test]
+    fn the_sample_queries_parse_with_the_sample_environment() {
+        let env: Value = serde_json::from_str(include_str!("../events/env.json")).unwrap();
+        let vars = &env["BuildStatusFunction"];
+        let config = Config::from_lookup(|k| vars[k].as_str().map(str::to_owned)).unwrap();
+        let query = |text: &str| parse_query(&serde_json::from_str(text).unwrap(), &config);
+        assert!(matches!(
+            query(include_str!("../events/status-job.json")),
+            Ok(Query::Job(_))
+        ));
+        let Ok(Query::Artifact(key)) = query(include_str!("../events/status-artifact.json")) else {
+            panic!("the artifact sample does not parse")
+        };
+        assert_eq!(key.layer_name, "http-clients");
+        assert_eq!(
+            query(include_str!("../events/status-invalid-both.json"))
+                .unwrap_err()
+                .field,
+            "job_id"
+        );
+    }
+
     fn retries() -> RetryConfig {
         RetryConfig::standard()
             .with_max_attempts(3)
