@@ -66,9 +66,15 @@ async fn deployment(sdk: &SdkConfig, name: &str, with_events: bool) -> Deploymen
 
 impl Deployment {
     async fn status(&self, query: Value) -> status::StatusResponse {
-        status::handle(&self.status, query.clone())
+        let answer = status::handle(&self.status, query.clone())
             .await
-            .unwrap_or_else(|e| panic!("build-status {query}: {e}"))
+            .unwrap_or_else(|e| panic!("build-status {query}: {e}"));
+        // The answers as a caller sees them (`cargo test status:: -- --nocapture`).
+        eprintln!(
+            "build-status {query} -> {}",
+            serde_json::to_string(&answer).unwrap_or_default()
+        );
+        answer
     }
 
     async fn by_job(&self, job_id: &str) -> status::StatusResponse {
