@@ -61,3 +61,46 @@ pub async fn upload(err: &BuildError, bucket: &str, key: &str) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_report_names_the_stage_and_keeps_the_installer_lines() {
+        let install = BuildError::Install(InstallError::Failed {
+            installer: "uv",
+            status: "exit status: 1".into(),
+            tail: vec![
+                "× No solution found".into(),
+                "╰─▶ no-such-pkg was not found".into(),
+            ],
+        });
+        let r = report(
+            &install,
+            "layers/a/python3.12-arm64/0123456789abcdef.zip",
+            Some("job-9".into()),
+        );
+        assert_eq!((r.exit_code, r.stage.as_str()), (3, "install"));
+        assert_eq!(r.last_lines.len(), 2);
+        assert!(r.message.contains("no-such-pkg"), "{}", r.message);
+        assert_eq!(r.job_id.as_deref(), Some("job-9"));
+        assert_eq!(
+            r.artifact_key,
+            "layers/a/python3.12-arm64/0123456789abcdef.zip"
+        );
+
+        let too_large = BuildError::TooLarge {
+            unzipped: 300_000_000,
+            limit: 262_144_000,
+            files: 10,
+        };
+        let r = report(&too_large, "k", None);
+        assert_eq!((r.exit_code, r.stage.as_str()), (4, "check"));
+        assert!(
+            r.last_lines.is_empty(),
+            "only an install failure has installer lines"
+        );
+        assert_eq!(stage(&BuildError::Usage("x".into())), "arguments");
+    }
+}

@@ -360,7 +360,27 @@ async fn a_rejected_artifact_reads_rejected_and_is_not_cached() {
     let answer = d.by_artifact(&submitted.artifact).await;
     assert_eq!(answer.state, State::Rejected, "{answer:?}");
     let reason = answer.reason.clone().unwrap_or_default();
-    assert!(reason.contains("metadata"), "the record's reason: {reason}");
+    // The full reason comes from the build record publish-layer completed (the tag holds only the code).
+    let record = records::read_record(
+        &d.submit.s3,
+        &d.bucket,
+        &layerforge::artifact::ArtifactKey::parse("layers", &key).unwrap(),
+    )
+    .await
+    .unwrap()
+    .and_then(|s| s.value)
+    .unwrap();
+    let Some(RecordOutcome::Rejected {
+        code,
+        reason: recorded,
+        ..
+    }) = &record.outcome
+    else {
+        panic!("the record has no rejection: {:?}", record.outcome)
+    };
+    assert_eq!(code, "missing-metadata");
+    assert_eq!(&reason, recorded);
+    assert!(reason.contains("layer-name"), "{reason}");
     assert_eq!(
         d.by_job(submitted.job_id.as_deref().unwrap()).await.state,
         State::Rejected
