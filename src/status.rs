@@ -156,11 +156,12 @@ pub fn parse_query(event: &Value, config: &Config) -> Result<Query, InvalidReque
             if job_id.len() > MAX_JOB_ID
                 || !job_id
                     .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == ':')
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == ':')
             {
+                // A UUID; an array child's id adds ":<index>".
                 return Err(InvalidRequest::new(
                     "job_id",
-                    "must be a Batch job id (letters, digits, '-')",
+                    "must be a Batch job id (letters, digits, '-', ':')",
                     &job_id,
                 ));
             }
