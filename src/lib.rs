@@ -8,7 +8,10 @@
 //! reads of its central directory ([`zipcheck`]) and one streamed read of its bytes ([`zipstream`]), and publishes a
 //! layer version, once per object version.
 //!
-//! The three binaries are thin: configuration ([`config`]) and SDK clients ([`aws`]) are built once, and all
+//! Each build leaves a record ([`records`]) that publish-layer completes; `build-status` ([`status`]) tells a
+//! caller what became of a build from the record, the builder's failure report, the artifact and Batch.
+//!
+//! The binaries are thin: configuration ([`config`]) and SDK clients ([`aws`]) are built once, and all
 //! logic lives here so that tests reach it.
 
 pub mod artifact;
@@ -16,8 +19,10 @@ pub mod aws;
 pub mod builder;
 pub mod config;
 pub mod publish;
+pub mod records;
 pub mod request;
 pub mod samcache;
+pub mod status;
 pub mod submit;
 pub mod zipcheck;
 mod zipformat;

@@ -8,6 +8,7 @@ mod isolation;
 mod pipeline;
 mod publish;
 mod robustness;
+mod status;
 mod submit;
 mod template;
 mod zipcraft;

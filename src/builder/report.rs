@@ -1,0 +1,108 @@
+//! The failure report: on any failure after it started, layer-builder leaves a small JSON account of it
+//! (exit code, stage, message, the installer's last lines) at [`records::report_key`] of its artifact key,
+//! where build-status finds it. Never a zip, outside the artifact prefix: it triggers nothing.
+//!
+//! Only a build with a destination (`--bucket` and `--key`, as every Batch job has) can report; a failed
+//! report upload is logged and does not change the exit code.
+
+use tracing::{info, warn};
+
+use super::{BuildError, install::InstallError};
+use crate::{
+    aws,
+    records::{self, FailureReport},
+};
+
+/// Set by AWS Batch in every job container.
+/// Source: AWS Batch user guide, "AWS Batch job environment variables" (`AWS_BATCH_JOB_ID`).
+pub const JOB_ID_ENV: &str = "AWS_BATCH_JOB_ID";
+
+/// The stage a failure happened in.
+pub fn stage(err: &BuildError) -> &'static str {
+    match err {
+        BuildError::Usage(_) => "arguments",
+        BuildError::InvalidRequirements(_) | BuildError::RequirementsSource { .. } => {
+            "requirements"
+        }
+        BuildError::Interpreter(_) | BuildError::UnsupportedInterpreter(_) => "interpreter",
+        BuildError::Install(_) => "install",
+        BuildError::WrongArchitecture { .. }
+        | BuildError::AboveCeiling { .. }
+        | BuildError::TooLarge { .. } => "check",
+        BuildError::Upload { .. } => "upload",
+        BuildError::Io { .. } => "io",
+    }
+}
+
+/// The report of `err` for the artifact `key`.
+pub fn report(err: &BuildError, key: &str, job_id: Option<String>) -> FailureReport {
+    let last_lines: &[String] = match err {
+        BuildError::Install(InstallError::Failed { tail, .. }) => tail,
+        _ => &[],
+    };
+    FailureReport::new(
+        job_id,
+        err.exit_code(),
+        stage(err),
+        &err.to_string(),
+        last_lines,
+        key,
+    )
+}
+
+/// Uploads the report of `err` next to where the zip would have gone.
+pub async fn upload(err: &BuildError, bucket: &str, key: &str) {
+    let job_id = std::env::var(JOB_ID_ENV).ok().filter(|v| !v.is_empty());
+    let report = report(err, key, job_id);
+    let report_key = records::report_key(key);
+    let s3 = aws::s3_client(&aws::sdk_config().await);
+    match records::write_json(&s3, bucket, &report_key, &report, None).await {
+        Ok(_) => info!(bucket, key = report_key, "failure report uploaded"),
+        Err(e) => {
+            warn!(bucket, key = report_key, error = %e, "uploading the failure report failed")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_report_names_the_stage_and_keeps_the_installer_lines() {
+        let install = BuildError::Install(InstallError::Failed {
+            installer: "uv",
+            status: "exit status: 1".into(),
+            tail: vec![
+                "× No solution found".into(),
+                "╰─▶ no-such-pkg was not found".into(),
+            ],
+        });
+        let r = report(
+            &install,
+            "layers/a/python3.12-arm64/0123456789abcdef.zip",
+            Some("job-9".into()),
+        );
+        assert_eq!((r.exit_code, r.stage.as_str()), (3, "install"));
+        assert_eq!(r.last_lines.len(), 2);
+        assert!(r.message.contains("no-such-pkg"), "{}", r.message);
+        assert_eq!(r.job_id.as_deref(), Some("job-9"));
+        assert_eq!(
+            r.artifact_key,
+            "layers/a/python3.12-arm64/0123456789abcdef.zip"
+        );
+
+        let too_large = BuildError::TooLarge {
+            unzipped: 300_000_000,
+            limit: 262_144_000,
+            files: 10,
+        };
+        let r = report(&too_large, "k", None);
+        assert_eq!((r.exit_code, r.stage.as_str()), (4, "check"));
+        assert!(
+            r.last_lines.is_empty(),
+            "only an install failure has installer lines"
+        );
+        assert_eq!(stage(&BuildError::Usage("x".into())), "arguments");
+    }
+}
