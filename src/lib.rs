@@ -7,13 +7,18 @@
 //! with metadata. The upload's S3 event triggers `publish-layer` ([`publish`]), which checks the zip by ranged
 //! reads of its central directory ([`zipcheck`]) and publishes a layer version, once per object version.
 //!
-//! The three binaries are thin: configuration ([`config`]) and SDK clients ([`aws`]) are built once, and all
+//! The `layerforge` CLI ([`cli`]) invokes the functions, follows builds and fetches layers; [`local`] runs the
+//! whole pipeline on one machine against moto's server.
+//!
+//! The binaries are thin: configuration ([`config`]) and SDK clients ([`aws`]) are built once, and all
 //! logic lives here so that tests reach it.
 
 pub mod artifact;
 pub mod aws;
 pub mod builder;
+pub mod cli;
 pub mod config;
+pub mod local;
 pub mod publish;
 pub mod request;
 pub mod samcache;
