@@ -6,7 +6,7 @@
 #   3. checkov -f template.yaml                    no failed checks; every suppression carries a comment
 #   4. cargo test --test integration template::    template == code (environment, S3 filter, binaries, IAM)
 #   5. hadolint builder/Dockerfile                 no findings (when the Dockerfile exists)
-#   6. sam build (arm64, no Docker)                both .aws-sam/build/*/bootstrap are AArch64 ELF executables
+#   6. sam build (arm64, no Docker)                every .aws-sam/build/*/bootstrap is an AArch64 ELF executable
 #
 # Usage: scripts/check-template.sh [--no-build] [--no-test]
 #   --no-build  skip step 6 (a release cross-build of the whole crate: minutes on a small machine)
@@ -170,7 +170,7 @@ if [ $run_build = 1 ]; then
     detail="exit $rc"
     status=ok
     [ $rc -eq 0 ] || { tail -40 "$log/build"; status=FAIL; }
-    for fn in SubmitBuildFunction PublishLayerFunction; do
+    for fn in SubmitBuildFunction PublishLayerFunction BuildStatusFunction; do
       bin=$repo/.aws-sam/build/$fn/bootstrap
       if [ -f "$bin" ]; then
         machine=$(elf_machine "$bin")

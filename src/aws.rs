@@ -28,6 +28,10 @@ pub fn lambda_client(sdk: &SdkConfig) -> aws_sdk_lambda::Client {
     aws_sdk_lambda::Client::new(sdk)
 }
 
+pub fn logs_client(sdk: &SdkConfig) -> aws_sdk_cloudwatchlogs::Client {
+    aws_sdk_cloudwatchlogs::Client::new(sdk)
+}
+
 /// JSON logs for Lambda (CloudWatch), level from `RUST_LOG` (default `info`); no ANSI, no timestamps
 /// (Lambda adds its own).
 pub fn init_tracing() {

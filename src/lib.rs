@@ -7,6 +7,9 @@
 //! with metadata. The upload's S3 event triggers `publish-layer` ([`publish`]), which checks the zip by ranged
 //! reads of its central directory ([`zipcheck`]) and publishes a layer version, once per object version.
 //!
+//! Each build leaves a record ([`records`]) that publish-layer completes; `build-status` ([`status`]) tells a
+//! caller what became of a build from the record, the builder's failure report, the artifact and Batch.
+//!
 //! The `layerforge` CLI ([`cli`]) invokes the functions, follows builds and fetches layers; [`local`] runs the
 //! whole pipeline on one machine against moto's server.
 //!
@@ -20,8 +23,10 @@ pub mod cli;
 pub mod config;
 pub mod local;
 pub mod publish;
+pub mod records;
 pub mod request;
 pub mod samcache;
+pub mod status;
 pub mod submit;
 pub mod zipcheck;
 mod zipformat;

@@ -362,6 +362,10 @@ pub async fn handle(state: &PublishState, event: Value) -> Result<PublishRespons
             }
         };
         let (version_id, result) = process(state, &target).await;
+        if let Ok(outcome) = &result {
+            // The outcome goes into the build record too (logged, never failing: the tags are the truth).
+            crate::records::complete(&state.s3, &state.config, &target.key, outcome).await;
+        }
         let outcome = match result {
             Ok(outcome) => outcome,
             Err(e) => {

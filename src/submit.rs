@@ -1,8 +1,11 @@
 //! submit-build: a build request becomes an AWS Batch Fargate job (DESIGN sections 2 and 3).
 //!
-//! [`plan_job`] is pure: request + config -> the exact SubmitJob input. [`handle`] wraps it with the two AWS
-//! calls: the cache check (HeadObject on the artifact key) and SubmitJob. Nothing reaches Batch for an
-//! invalid or cached request.
+//! [`plan_job`] is pure: request + config -> the exact SubmitJob input. [`handle`] wraps it with the AWS calls:
+//! what became of the last build of the same fingerprint (its build record, failure report, artifact and job,
+//! read as build-status reads them: [`status::derive`]), a conditional write of the new build record (the
+//! claim), SubmitJob, and the record again with the job id. Nothing reaches Batch for an invalid request, a
+//! cached or rejected pinned one, or one whose identical twin is in flight (`building`); `force` always
+//! submits.
 
 use std::{collections::HashMap, sync::Arc};
 
@@ -16,10 +19,12 @@ use crate::{
     artifact::{ArtifactKey, Fingerprint},
     aws::{AwsFault, error_chain},
     config::Config,
+    records::{self, BuildRecord, Condition, WriteError},
     request::{
         BuildRequest, InvalidRequest, MAX_REQUIREMENTS_OBJECT_BYTES, RequestDraft, Requirements,
         RequirementsInput,
     },
+    status::{self, State},
 };
 
 /// The tag publish-layer puts on a published zip; read back for the `cached` response.
@@ -64,12 +69,18 @@ impl From<SubmitError> for Diagnostic {
     }
 }
 
-/// `submitted` or `cached`.
+/// `submitted`, `building`, `cached` or `rejected` (DESIGN section 2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
+    /// A new job.
     Submitted,
+    /// An identical request's job is queued or running; nothing was submitted.
+    Building,
+    /// The artifact exists (published or about to be); nothing was submitted.
     Cached,
+    /// publish-layer rejected this fingerprint's artifact; nothing was submitted.
+    Rejected,
 }
 
 /// The response of DESIGN section 2.
@@ -86,6 +97,9 @@ pub struct SubmitResponse {
     pub artifact: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub layer_version_arn: Option<String>,
+    /// Why the artifact was rejected (`rejected`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// The exact SubmitJob input for one request.
@@ -218,27 +232,136 @@ pub async fn handle(state: &SubmitState, event: Value) -> Result<SubmitResponse,
     let artifact = plan.key.s3_uri(&state.config.artifact_bucket);
     let layer_name = request.layer_name.as_str();
     let fingerprint = plan.fingerprint.short();
+    let bucket = state.config.artifact_bucket.as_str();
+    let response = |status: Status| SubmitResponse {
+        status,
+        job_id: None,
+        job_name: None,
+        job_queue: None,
+        fingerprint: fingerprint.to_owned(),
+        artifact: artifact.clone(),
+        layer_version_arn: None,
+        reason: None,
+    };
 
-    if request.requirements.all_pinned()
-        && !request.force
-        && let Some(layer_version_arn) = cached_artifact(state, &plan.key.to_string()).await?
-    {
-        info!(
-            layer_name,
-            fingerprint, artifact, "artifact exists; no build submitted"
-        );
-        return Ok(SubmitResponse {
-            status: Status::Cached,
-            job_id: None,
-            job_name: None,
-            job_queue: None,
-            fingerprint: fingerprint.to_owned(),
-            artifact,
-            layer_version_arn,
-        });
+    let stored = records::read_record(&state.s3, bucket, &plan.key).await?;
+    if !request.force {
+        // What became of the last build of this fingerprint (and whether its artifact exists).
+        let record = stored.as_ref().and_then(|s| s.value.clone());
+        let job_id = record.as_ref().and_then(|r| r.job_id.clone());
+        let job = match &job_id {
+            Some(id) => status::describe_job(&state.batch, id).await?,
+            None => None,
+        };
+        let observed = status::observe(&state.s3, bucket, &plan.key, record, job_id, job).await?;
+        let pinned = request.requirements.all_pinned();
+        match status::derive(&observed) {
+            Some(v) if v.state.in_flight() => {
+                info!(
+                    layer_name,
+                    fingerprint,
+                    artifact,
+                    job_id = observed.job_id.as_deref().unwrap_or(""),
+                    "an identical build is in flight; nothing submitted"
+                );
+                return Ok(building(
+                    response(Status::Building),
+                    observed.record.as_ref(),
+                    observed.job.as_ref(),
+                ));
+            }
+            Some(v) if pinned && matches!(v.state, State::Built | State::Published) => {
+                info!(
+                    layer_name,
+                    fingerprint, artifact, "artifact exists; no build submitted"
+                );
+                return Ok(SubmitResponse {
+                    layer_version_arn: v.layer_version_arn,
+                    ..response(Status::Cached)
+                });
+            }
+            Some(v) if pinned && v.state == State::Rejected => {
+                info!(
+                    layer_name,
+                    fingerprint, artifact, "artifact was rejected; no build submitted"
+                );
+                return Ok(SubmitResponse {
+                    reason: v.reason,
+                    ..response(Status::Rejected)
+                });
+            }
+            _ => {}
+        }
     }
 
-    let job_id = submit_job(state, &plan).await?;
+    // Claim the build record first: of two identical requests at the same moment, one submits.
+    let record_key = records::record_key(&plan.key);
+    let mut record = BuildRecord::claim(&request, &plan.fingerprint, &plan.key);
+    let condition = match &stored {
+        Some(s) => Condition::Matches(&s.etag),
+        None => Condition::Absent,
+    };
+    let etag =
+        match records::write_json(&state.s3, bucket, &record_key, &record, Some(condition)).await {
+            Ok(etag) => etag,
+            Err(WriteError::Conflict) if !request.force => {
+                info!(
+                    layer_name,
+                    fingerprint, "another submission of this build came first"
+                );
+                let (record, job) = competitor(state, &plan.key).await?;
+                return Ok(building(
+                    response(Status::Building),
+                    record.as_ref(),
+                    job.as_ref(),
+                ));
+            }
+            // `force` always submits: the record is overwritten.
+            Err(WriteError::Conflict) => {
+                records::write_json(&state.s3, bucket, &record_key, &record, None)
+                    .await
+                    .map_err(write_fault)?
+            }
+            Err(WriteError::Aws(fault)) => return Err(fault.into()),
+        };
+
+    let job_id = match submit_job(state, &plan).await {
+        Ok(id) => id,
+        Err(fault) => {
+            // Release the claim so that a retry submits at once.
+            record.submit_error = Some(fault.to_string());
+            record.updated_at = records::now_millis();
+            if let Err(e) = records::write_json(
+                &state.s3,
+                bucket,
+                &record_key,
+                &record,
+                Some(Condition::Matches(&etag)),
+            )
+            .await
+            {
+                warn!(record_key, error = %e, "recording the failed submission failed");
+            }
+            return Err(fault.into());
+        }
+    };
+    record.job_id = Some(job_id.clone());
+    record.job_name = Some(plan.job_name.clone());
+    record.job_queue = Some(plan.job_queue.clone());
+    record.updated_at = records::now_millis();
+    // The job runs either way; a record that misses its job id reads `failed` after CLAIM_GRACE_MS, and the
+    // next identical request then submits again.
+    if let Err(e) = records::write_json(
+        &state.s3,
+        bucket,
+        &record_key,
+        &record,
+        Some(Condition::Matches(&etag)),
+    )
+    .await
+    {
+        warn!(record_key, job_id, error = %e, "recording the job id failed");
+    }
     info!(
         layer_name,
         fingerprint,
@@ -249,14 +372,68 @@ pub async fn handle(state: &SubmitState, event: Value) -> Result<SubmitResponse,
         "build submitted"
     );
     Ok(SubmitResponse {
-        status: Status::Submitted,
         job_id: Some(job_id),
         job_name: Some(plan.job_name),
         job_queue: Some(plan.job_queue),
-        fingerprint: fingerprint.to_owned(),
-        artifact,
-        layer_version_arn: None,
+        ..response(Status::Submitted)
     })
+}
+
+/// A `building` answer with the in-flight job.
+fn building(
+    response: SubmitResponse,
+    record: Option<&BuildRecord>,
+    job: Option<&status::JobView>,
+) -> SubmitResponse {
+    SubmitResponse {
+        job_id: job
+            .map(|j| j.job_id.clone())
+            .or_else(|| record.and_then(|r| r.job_id.clone())),
+        job_name: job
+            .and_then(|j| j.job_name.clone())
+            .or_else(|| record.and_then(|r| r.job_name.clone())),
+        job_queue: job
+            .and_then(|j| j.job_queue.clone())
+            .or_else(|| record.and_then(|r| r.job_queue.clone())),
+        ..response
+    }
+}
+
+/// The record a competing submission wrote, once it names its job (a few short waits: SubmitJob takes
+/// well under a second).
+async fn competitor(
+    state: &SubmitState,
+    key: &crate::artifact::ArtifactKey,
+) -> Result<(Option<BuildRecord>, Option<status::JobView>), SubmitError> {
+    let bucket = state.config.artifact_bucket.as_str();
+    let mut record = None;
+    for attempt in 0..10 {
+        record = records::read_record(&state.s3, bucket, key)
+            .await?
+            .and_then(|s| s.value);
+        if let Some(job_id) = record.as_ref().and_then(|r| r.job_id.clone()) {
+            let job = status::describe_job(&state.batch, &job_id).await?;
+            return Ok((record, job));
+        }
+        if attempt < 9 {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    }
+    Ok((record, None))
+}
+
+fn write_fault(e: WriteError) -> SubmitError {
+    match e {
+        WriteError::Aws(fault) => fault.into(),
+        WriteError::Conflict => AwsFault {
+            operation: "PutObject",
+            kind: crate::aws::FaultKind::Transient,
+            code: "ConditionalRequestConflict".to_owned(),
+            message: "the build record changed during the write".to_owned(),
+            http_status: Some(409),
+        }
+        .into(),
+    }
 }
 
 /// Sends the planned SubmitJob; returns the job id.
@@ -293,52 +470,6 @@ pub async fn submit_job(state: &SubmitState, plan: &JobPlan) -> Result<String, A
             fault
         })?;
     Ok(output.job_id().unwrap_or_default().to_owned())
-}
-
-/// `Some(arn-or-none)` when the artifact exists; `None` when it does not.
-async fn cached_artifact(
-    state: &SubmitState,
-    key: &str,
-) -> Result<Option<Option<String>>, AwsFault> {
-    let bucket = &state.config.artifact_bucket;
-    match state.s3.head_object().bucket(bucket).key(key).send().await {
-        Ok(_) => {}
-        Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found()) => return Ok(None),
-        Err(e) => {
-            let fault = AwsFault::from_sdk("HeadObject", &e);
-            warn!(
-                bucket,
-                key,
-                error = error_chain(&e),
-                transient = fault.is_transient(),
-                "cache check failed"
-            );
-            return Err(fault);
-        }
-    }
-    let tags = state
-        .s3
-        .get_object_tagging()
-        .bucket(bucket)
-        .key(key)
-        .send()
-        .await
-        .map_err(|e| {
-            let fault = AwsFault::from_sdk("GetObjectTagging", &e);
-            warn!(
-                bucket,
-                key,
-                error = error_chain(&e),
-                "reading the artifact's tags failed"
-            );
-            fault
-        })?;
-    Ok(Some(
-        tags.tag_set()
-            .iter()
-            .find(|t| t.key() == LAYER_VERSION_ARN_TAG)
-            .map(|t| t.value().to_owned()),
-    ))
 }
 
 /// Reads a requirements file named by `requirements_s3_uri`; a missing object is the caller's error.
@@ -410,8 +541,10 @@ async fn read_requirements(
 mod tests {
     use super::*;
     use aws_sdk_batch::operation::submit_job::{SubmitJobError, SubmitJobOutput};
-    use aws_sdk_s3::operation::head_object::HeadObjectError;
-    use aws_smithy_mocks::{RuleMode, mock, mock_client};
+    use aws_sdk_s3::operation::{
+        get_object::GetObjectError, head_object::HeadObjectError, put_object::PutObjectOutput,
+    };
+    use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
     use aws_smithy_runtime_api::http::{Response as HttpResponse, StatusCode};
     use aws_smithy_types::{body::SdkBody, error::ErrorMetadata, retry::RetryConfig};
     use serde_json::json;
@@ -445,6 +578,30 @@ mod tests {
                 .message("Rate exceeded")
                 .build(),
         )
+    }
+
+    /// S3 with no build record, report or artifact, where record writes succeed: (get, put, head) rules.
+    fn empty_bucket() -> (Rule, Rule, Rule) {
+        let get = mock!(aws_sdk_s3::Client::get_object)
+            .sequence()
+            .error(|| {
+                GetObjectError::NoSuchKey(aws_sdk_s3::types::error::NoSuchKey::builder().build())
+            })
+            .repeatedly()
+            .build();
+        let put = mock!(aws_sdk_s3::Client::put_object)
+            .sequence()
+            .output(|| PutObjectOutput::builder().e_tag("\"etag-1\"").build())
+            .repeatedly()
+            .build();
+        let head = mock!(aws_sdk_s3::Client::head_object)
+            .sequence()
+            .error(|| {
+                HeadObjectError::NotFound(aws_sdk_s3::types::error::NotFound::builder().build())
+            })
+            .repeatedly()
+            .build();
+        (get, put, head)
     }
 
     fn request(event: Value) -> BuildRequest {
@@ -511,9 +668,7 @@ mod tests {
 
     #[tokio::test]
     async fn throttled_submit_job_is_retried_then_succeeds() {
-        let head = mock!(aws_sdk_s3::Client::head_object).then_error(|| {
-            HeadObjectError::NotFound(aws_sdk_s3::types::error::NotFound::builder().build())
-        });
+        let (get, put, head) = empty_bucket();
         let submit = mock!(aws_sdk_batch::Client::submit_job)
             .sequence()
             .error(throttled)
@@ -527,7 +682,7 @@ mod tests {
             .build();
         let state = SubmitState {
             config: config(),
-            s3: mock_client!(aws_sdk_s3, RuleMode::MatchAny, [&head]),
+            s3: mock_client!(aws_sdk_s3, RuleMode::MatchAny, [&get, &put, &head]),
             batch: mock_client!(aws_sdk_batch, RuleMode::Sequential, [&submit], |c| c
                 .retry_config(retries())),
         };
@@ -540,7 +695,12 @@ mod tests {
         assert_eq!(response.status, Status::Submitted);
         assert_eq!(response.job_id.as_deref(), Some("job-1"));
         assert_eq!(submit.num_calls(), 2, "one throttled attempt, one success");
-        assert_eq!(head.num_calls(), 1, "pinned: the cache was checked first");
+        assert_eq!(head.num_calls(), 1, "the artifact was checked first");
+        assert_eq!(
+            put.num_calls(),
+            2,
+            "the record: claimed before SubmitJob, completed with the job id after"
+        );
     }
 
     #[tokio::test]
@@ -550,9 +710,10 @@ mod tests {
             .error(throttled)
             .repeatedly()
             .build();
+        let (get, put, head) = empty_bucket();
         let state = SubmitState {
             config: config(),
-            s3: mock_client!(aws_sdk_s3, []),
+            s3: mock_client!(aws_sdk_s3, RuleMode::MatchAny, [&get, &put, &head]),
             batch: mock_client!(aws_sdk_batch, RuleMode::Sequential, [&submit], |c| c
                 .retry_config(retries())),
         };
@@ -565,6 +726,11 @@ mod tests {
         };
         assert_eq!(fault.code, "ThrottlingException");
         assert_eq!(submit.num_calls(), 3);
+        assert_eq!(
+            put.num_calls(),
+            2,
+            "the claim, then the record of the failed submission (so a retry submits at once)"
+        );
         let diagnostic = Diagnostic::from(err);
         assert_eq!(diagnostic.error_type, "Transient");
         assert!(diagnostic.error_message.contains("SubmitJob"));
@@ -572,6 +738,7 @@ mod tests {
 
     #[tokio::test]
     async fn s3_server_error_on_the_cache_check_submits_nothing() {
+        let (get, _, _) = empty_bucket();
         let head = mock!(aws_sdk_s3::Client::head_object)
             .sequence()
             .http_response(|| {
@@ -588,7 +755,7 @@ mod tests {
         });
         let state = SubmitState {
             config: config(),
-            s3: mock_client!(aws_sdk_s3, RuleMode::Sequential, [&head], |c| c
+            s3: mock_client!(aws_sdk_s3, RuleMode::MatchAny, [&get, &head], |c| c
                 .retry_config(retries())),
             batch: mock_client!(aws_sdk_batch, RuleMode::MatchAny, [&submit]),
         };
@@ -617,9 +784,10 @@ mod tests {
                     .build(),
             )
         });
+        let (get, put, head) = empty_bucket();
         let state = SubmitState {
             config: config(),
-            s3: mock_client!(aws_sdk_s3, []),
+            s3: mock_client!(aws_sdk_s3, RuleMode::MatchAny, [&get, &put, &head]),
             batch: mock_client!(aws_sdk_batch, RuleMode::MatchAny, [&submit]),
         };
         let err = handle(&state, json!({"layer_name": "a", "requirements": "six"}))

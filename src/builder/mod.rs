@@ -12,14 +12,15 @@
 //!    limit and, file by file, for ELF objects of another architecture ([`elf`]).
 //! 4. [`archive`] writes the deterministic zip; [`upload`] puts it in S3.
 //!
-//! Every failure maps to one exit code ([`BuildError::exit_code`]); nothing is uploaded unless every check
-//! passed.
+//! Every failure maps to one exit code ([`BuildError::exit_code`]); no zip is uploaded unless every check
+//! passed. A failed build with a destination leaves a failure report instead ([`report`]).
 
 pub mod archive;
 pub mod cli;
 pub mod elf;
 pub mod install;
 pub mod python;
+pub mod report;
 pub mod upload;
 
 use std::{
@@ -188,6 +189,8 @@ pub fn init_tracing() {
 /// Runs a build and turns the result into the process exit: the summary on stdout, or the error on stderr
 /// (usage errors in clap's format, with the usage line).
 pub async fn main(args: Args) -> ExitCode {
+    // Where a failure report goes: next to the artifact a Batch job's command names.
+    let report_to = args.bucket.clone().zip(args.key.clone());
     match run(args).await {
         Ok(outcome) => {
             print!("{}", outcome.report());
@@ -196,6 +199,9 @@ pub async fn main(args: Args) -> ExitCode {
         Err(err) => {
             let code = err.exit_code();
             tracing::error!(exit_code = code, error = %err, "build failed");
+            if let Some((bucket, key)) = &report_to {
+                report::upload(&err, bucket, key).await;
+            }
             if code == 2 {
                 let _ = usage_error(&err.to_string()).print();
             } else {

@@ -579,13 +579,34 @@ async fn unknown_package_exits_3_and_uploads_nothing() {
         "{reason}"
     );
     assert!(output.stdout.is_empty(), "no summary on failure");
+    // No zip: only the failure report, where build-status looks for it.
     let listed = s3.list_objects_v2().bucket(&bucket).send().await.unwrap();
+    let keys: Vec<&str> = listed.contents().iter().filter_map(|o| o.key()).collect();
     assert_eq!(
-        listed.key_count(),
-        Some(0),
-        "nothing uploaded: {:?}",
-        listed.contents()
+        keys,
+        [".layerforge/reports/layers/missing/x.zip.json"],
+        "only the failure report was uploaded"
     );
+    let body = s3
+        .get_object()
+        .bucket(&bucket)
+        .key(keys[0])
+        .send()
+        .await
+        .unwrap()
+        .body
+        .collect()
+        .await
+        .unwrap()
+        .into_bytes();
+    let report: layerforge::records::FailureReport = serde_json::from_slice(&body).unwrap();
+    assert_eq!((report.exit_code, report.stage.as_str()), (3, "install"));
+    assert!(
+        report.message.contains("layerforge-no-such-package-3f2a9c"),
+        "{}",
+        report.message
+    );
+    assert!(!report.last_lines.is_empty(), "the installer's last lines");
 }
 
 #[test]

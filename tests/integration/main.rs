@@ -5,5 +5,6 @@ mod cli;
 mod helpers;
 mod pipeline;
 mod publish;
+mod status;
 mod submit;
 mod template;

@@ -17,7 +17,7 @@ use sha2::{Digest, Sha256};
 use crate::helpers;
 
 /// The S3 event message moto generated for `key` (skipping its `s3:TestEvent` and other keys' events).
-async fn event_for(sqs: &aws_sdk_sqs::Client, queue_url: &str, key: &str) -> Value {
+pub(crate) async fn event_for(sqs: &aws_sdk_sqs::Client, queue_url: &str, key: &str) -> Value {
     for _ in 0..30 {
         let out = sqs
             .receive_message()
@@ -55,7 +55,7 @@ async fn event_for(sqs: &aws_sdk_sqs::Client, queue_url: &str, key: &str) -> Val
 }
 
 /// Runs the builder binary with the job's argv, pointed at moto.
-fn run_builder(command: &[String]) -> std::process::Output {
+pub(crate) fn run_builder(command: &[String]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_layer-builder"))
         .args(command)
         .env("AWS_ENDPOINT_URL", helpers::endpoint())

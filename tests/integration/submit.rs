@@ -307,6 +307,11 @@ async fn requirements_from_s3_are_validated_and_passed_on() {
         response.fingerprint, inline.fingerprint,
         "the fingerprint covers the file's content"
     );
+    assert_eq!(
+        (inline.status, &inline.job_id),
+        (submit::Status::Building, &response.job_id),
+        "the same build is in flight: nothing submitted"
+    );
     let described = fx
         .batch
         .describe_jobs()
@@ -340,8 +345,8 @@ async fn requirements_from_s3_are_validated_and_passed_on() {
     assert_eq!(invalid.field, "requirements_s3_uri");
     assert_eq!(
         jobs_in(&fx.batch, &fx.stack.arm64.0).await.len(),
-        2,
-        "only the two valid requests were submitted"
+        1,
+        "only the first valid request was submitted (the second is the same build)"
     );
 }
 

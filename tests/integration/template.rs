@@ -28,10 +28,11 @@ const ACCOUNT: &str = "123456789012";
 const REGION: &str = "us-east-1";
 const STACK_UUID: &str = "0f1e2d3c-4b5a-4978-8a9b-0c1d2e3f4a5b";
 
-/// The two functions and the binary each must be built from.
+/// The three functions and the binary each must be built from.
 const FUNCTIONS: &[(&str, &str)] = &[
     ("SubmitBuildFunction", "submit-build"),
     ("PublishLayerFunction", "publish-layer"),
+    ("BuildStatusFunction", "build-status"),
 ];
 
 fn manifest_dir() -> std::path::PathBuf {
@@ -653,6 +654,9 @@ fn the_s3_event_filter_matches_artifact_keys_and_never_claims() {
             publish::claim_key(bucket, &key, "3HL4kqtJlcpXroDTDmJ.rSt1kQnIFIcwt"),
             publish::claim_key(bucket, &key, ""),
             format!("{CLAIM_PREFIX}/{key}"),
+            // The build record and the builder's failure report of this artifact.
+            layerforge::records::record_key(&sample_key(prefix)),
+            layerforge::records::report_key(&key),
             format!("{key}.json"),
             format!("other/{key}"),
             // A prefix that merely starts like the artifact prefix is not under it.
@@ -685,6 +689,15 @@ fn functions_are_arm64_cargo_lambda_builds_of_this_packages_binaries() {
     let cargo_toml =
         std::fs::read_to_string(manifest_dir().join("Cargo.toml")).expect("Cargo.toml");
     for (function, binary) in FUNCTIONS {
+        // The CLI finds each function through the stack's `<Logical>Name` output.
+        assert_eq!(
+            stack.resolve_str(at(
+                &stack.template,
+                &["Outputs", &format!("{function}Name"), "Value"]
+            )),
+            format!("arn:fake:{function}"),
+            "output {function}Name"
+        );
         let props = Value::Mapping(stack.function_properties(function));
         assert_eq!(
             str_of(at(&props, &["Runtime"])),
@@ -761,14 +774,14 @@ fn functions_are_arm64_cargo_lambda_builds_of_this_packages_binaries() {
 #[test]
 fn iam_has_no_wildcard_actions_and_no_star_resources_where_arns_exist() {
     // Actions that have no resource-level permissions, and so may only be granted on "*".
-    const UNSCOPED: &[&str] = &["ecr:GetAuthorizationToken"];
+    const UNSCOPED: &[&str] = &["ecr:GetAuthorizationToken", "batch:DescribeJobs"];
     let stack = Stack::new(&[
         ("EnableX86SpotQueue", "true"),
         ("AllowedRequirementsBuckets", "reqs-a"),
     ]);
     let mut owners = stack.resources_of_type("AWS::IAM::Role");
     owners.extend(stack.resources_of_type("AWS::Serverless::Function"));
-    assert_eq!(owners.len(), 4, "{owners:?}");
+    assert_eq!(owners.len(), 5, "{owners:?}");
     let mut checked = 0;
     for owner in &owners {
         for st in stack.statements(owner) {
@@ -813,6 +826,11 @@ fn each_role_may_do_its_job_and_nothing_next_to_it() {
     let artifact_key = sample_key(&config.artifact_prefix).to_string();
     let claim = object(bucket, &publish::claim_key(bucket, &artifact_key, "v1"));
     let elsewhere = object(bucket, "other/file.zip");
+    let record = object(
+        bucket,
+        &layerforge::records::record_key(&sample_key(&config.artifact_prefix)),
+    );
+    let report = object(bucket, &layerforge::records::report_key(&artifact_key));
     let layer = |name: &str| format!("arn:aws:lambda:{REGION}:{ACCOUNT}:layer:{name}");
 
     // submit-build: submits only to its own queues and definitions, reads, never writes.
@@ -848,6 +866,17 @@ fn each_role_may_do_its_job_and_nothing_next_to_it() {
         &object("reqs-c", "requirements.txt")
     ));
     assert!(!stack.allows(submit, "s3:PutObject", &artifact));
+    // ... and keeps the build record, reading the last build's report and job.
+    assert!(stack.allows(submit, "s3:PutObject", &record));
+    assert!(stack.allows(submit, "s3:GetObject", &record));
+    assert!(stack.allows(submit, "s3:GetObject", &report));
+    assert!(!stack.allows(submit, "s3:PutObject", &report));
+    assert!(!stack.allows(submit, "s3:PutObject", &claim));
+    assert!(stack.allows(
+        submit,
+        "batch:DescribeJobs",
+        "arn:aws:batch:us-east-1:123456789012:job/any"
+    ));
 
     // publish-layer: reads and tags artifacts, writes only claims, publishes only its layer names.
     let publish = "PublishLayerFunction";
@@ -867,6 +896,12 @@ fn each_role_may_do_its_job_and_nothing_next_to_it() {
     }
     assert!(stack.allows(publish, "s3:PutObject", &claim));
     assert!(stack.allows(publish, "s3:GetObject", &claim));
+    assert!(stack.allows(publish, "s3:GetObject", &record));
+    assert!(
+        stack.allows(publish, "s3:PutObject", &record),
+        "completes the build record"
+    );
+    assert!(!stack.allows(publish, "s3:PutObject", &report));
     assert!(
         !stack.allows(publish, "s3:PutObject", &artifact),
         "publish-layer must not create artifacts"
@@ -905,6 +940,48 @@ fn each_role_may_do_its_job_and_nothing_next_to_it() {
     assert!(!stack.allows(job, "s3:PutObject", &elsewhere));
     assert!(stack.allows(job, "s3:GetObject", &object("reqs-a", "requirements.txt")));
     assert!(!stack.allows(job, "s3:PutObjectTagging", &artifact));
+    assert!(
+        stack.allows(job, "s3:PutObject", &report),
+        "its failure report"
+    );
+    assert!(
+        !stack.allows(job, "s3:PutObject", &record),
+        "the build job must not write build records"
+    );
+    assert!(!stack.allows(job, "s3:GetObject", &record));
+
+    // build-status: reads records, reports, artifacts and their tags, the job and its log; writes nothing.
+    let status = "BuildStatusFunction";
+    for resource in [&record, &report, &artifact] {
+        assert!(stack.allows(status, "s3:GetObject", resource), "{resource}");
+        assert!(
+            !stack.allows(status, "s3:PutObject", resource),
+            "{resource}"
+        );
+    }
+    assert!(stack.allows(status, "s3:GetObjectTagging", &artifact));
+    assert!(!stack.allows(status, "s3:PutObjectTagging", &artifact));
+    assert!(!stack.allows(status, "s3:GetObject", &claim));
+    assert!(!stack.allows(status, "s3:GetObject", &elsewhere));
+    assert!(stack.allows(status, "s3:ListBucket", &format!("arn:aws:s3:::{bucket}")));
+    assert!(stack.allows(
+        status,
+        "batch:DescribeJobs",
+        "arn:aws:batch:us-east-1:123456789012:job/any"
+    ));
+    assert!(!stack.allows(status, "batch:SubmitJob", "arn:fake:Arm64JobQueue"));
+    assert!(!stack.allows(
+        status,
+        "batch:TerminateJob",
+        "arn:aws:batch:us-east-1:123456789012:job/any"
+    ));
+    assert!(stack.allows(status, "logs:GetLogEvents", "arn:fake:BuildLogGroup.Arn"));
+    assert!(!stack.allows(
+        status,
+        "logs:GetLogEvents",
+        "arn:aws:logs:us-east-1:123456789012:log-group:/aws/lambda/other:*"
+    ));
+    assert!(!stack.allows(status, "lambda:PublishLayerVersion", &layer("team-a-x")));
 
     // Separate execution role: pulls the image and writes the job log, touches no data.
     let exec = "BuilderExecutionRole";
