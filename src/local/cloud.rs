@@ -193,27 +193,35 @@ async fn start(root: &Path, dir: &Path, started: &mut Vec<Process>) -> Result<St
     let sdk = sdk_for(&moto_endpoint).await;
     let stack = provision::stack(&sdk, &moto, super::STACK).await?;
 
-    // 2. The functions behind cargo-lambda's Runtime API, with the template's environment.
-    let env_file = dir.join("functions.env");
-    let env: String = stack
-        .functions_env(&moto_endpoint)
-        .into_iter()
-        .map(|(k, v)| format!("{k}='{v}'\n"))
-        .collect();
-    std::fs::write(&env_file, env).map_err(LocalError::io(&env_file))?;
+    // 2. cargo-lambda's Runtime API, and the three functions (this build's binaries, next to this one)
+    //    polling it for their invocations, with the template's environment pointed at moto.
+    let exe = std::env::current_exe()
+        .map_err(|e| LocalError::Setup(format!("where is this layerforge binary? {e}")))?;
+    let functions = [
+        super::SUBMIT_FUNCTION,
+        super::STATUS_FUNCTION,
+        super::PUBLISH_FUNCTION,
+    ];
+    for name in functions {
+        if !exe.with_file_name(name).is_file() {
+            return Err(LocalError::Setup(format!(
+                "{} is missing: build the functions next to layerforge (cargo build --bins)",
+                exe.with_file_name(name).display()
+            )));
+        }
+    }
     let lambda_port = free_port()?;
     let mut command = Command::new(tool(root, "cargo-lambda"));
     command
         .args([
             "lambda",
             "watch",
+            "--only-lambda-apis",
             "--invoke-address",
             "127.0.0.1",
-            "--invoke-port",
         ])
+        .arg("--invoke-port")
         .arg(lambda_port.to_string())
-        .arg("--env-file")
-        .arg(&env_file)
         .args(["--ignore-changes", "--quiet"])
         .current_dir(root)
         .env("PATH", tools_path(root));
@@ -225,7 +233,31 @@ async fn start(root: &Path, dir: &Path, started: &mut Vec<Process>) -> Result<St
         dir.join("watch.log"),
     )?;
     started.push(watch.clone());
-    wait_until("cargo lambda watch", &watch, 120, || listening(lambda_port)).await?;
+    wait_until("cargo lambda watch", &watch, 60, || listening(lambda_port)).await?;
+    for name in functions {
+        let mut command = Command::new(exe.with_file_name(name));
+        // Only the function's own environment, as in Lambda: no profile or endpoint of the caller leaks in.
+        command
+            .env_clear()
+            .envs(stack.functions_env(&moto_endpoint))
+            .env("PATH", tools_path(root))
+            .env("RUST_LOG", "info")
+            // The Runtime API of one function behind cargo-lambda (`watch --only-lambda-apis`).
+            .env(
+                "AWS_LAMBDA_RUNTIME_API",
+                format!("http://127.0.0.1:{lambda_port}/.rt/{name}"),
+            )
+            .env("AWS_LAMBDA_FUNCTION_NAME", name)
+            .env("AWS_LAMBDA_FUNCTION_VERSION", "1")
+            .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "512");
+        started.push(spawn(
+            name,
+            name,
+            command,
+            None,
+            dir.join(format!("{name}.log")),
+        )?);
+    }
 
     let mut state = State {
         root: root.to_owned(),
@@ -237,8 +269,6 @@ async fn start(root: &Path, dir: &Path, started: &mut Vec<Process>) -> Result<St
     state.save(dir)?;
 
     // 3. The Fargate stand-in and the S3-event forwarder.
-    let exe = std::env::current_exe()
-        .map_err(|e| LocalError::Setup(format!("where is this layerforge binary? {e}")))?;
     let mut command = Command::new(&exe);
     command
         .args(["local", "serve", "--local-dir"])
@@ -249,10 +279,11 @@ async fn start(root: &Path, dir: &Path, started: &mut Vec<Process>) -> Result<St
     state.processes = started.clone();
     state.save(dir)?;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    if !alive(serve.pid) {
+    if let Some(gone) = state.processes.iter().find(|p| !alive(p.pid)) {
         return Err(LocalError::Setup(format!(
-            "layerforge local serve exited at start; its log: {}",
-            serve.log.display()
+            "{} exited at start; its log: {}",
+            gone.name,
+            gone.log.display()
         )));
     }
     Ok(state)

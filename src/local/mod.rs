@@ -3,9 +3,11 @@
 //! `layerforge local up` starts, each in its own process group and logging under the local directory
 //! (`.local/` of the source tree unless `--local-dir`/`LAYERFORGE_LOCAL_DIR` says otherwise):
 //! 1. moto's server on a free loopback port, with the stack provisioned in it ([`provision`]);
-//! 2. `cargo lambda watch`, the Lambda Runtime API emulator, serving this package's functions (`submit-build`,
-//!    `build-status`, `publish-layer`) under their binary names; a Lambda `Invoke` with the SDK's endpoint set
-//!    to it runs the function;
+//! 2. `cargo lambda watch --only-lambda-apis`, the Lambda Runtime API emulator, and this build's function
+//!    binaries (`submit-build`, `build-status`, `publish-layer`, next to `layerforge`) polling it, each with the
+//!    template's environment pointed at moto; a Lambda `Invoke` with the SDK's endpoint set to it runs the
+//!    function of that name. (Started by cargo-lambda instead, the functions would be rebuilt with
+//!    `cargo run`, whose feature set differs from `cargo test`'s: minutes of compiling on a first invoke.)
 //! 3. `layerforge local serve` ([`serve`]): the Fargate stand-in (moto's Batch jobs SUCCEED at once and run
 //!    nothing, so each submitted job's own command runs here with `layer-builder`) and the forwarder of the
 //!    bucket's S3 event records (delivered to SQS by moto) to `publish-layer`.

@@ -337,7 +337,7 @@ fn job_names(state: &State) -> Vec<String> {
                 names.extend(
                     out.job_summary_list()
                         .iter()
-                        .map(|j| j.job_name().to_owned()),
+                        .filter_map(|j| j.job_name().map(str::to_owned)),
                 );
             }
         }
