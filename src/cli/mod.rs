@@ -38,6 +38,7 @@ pub struct Cli {
 
 /// Where the functions are.
 #[derive(Debug, Args)]
+#[command(next_help_heading = "Target")]
 pub struct Target {
     /// The deployed stack whose outputs name the functions.
     #[arg(
