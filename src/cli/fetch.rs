@@ -316,40 +316,7 @@ pub fn unpack(zip: &[u8], into: &Path) -> Result<usize, CliError> {
         std::process::id()
     ));
     let _ = std::fs::remove_dir_all(&staging);
-    let result = (|| {
-        let mut archive = zip::ZipArchive::new(Cursor::new(zip)).map_err(|e| bad(e.to_string()))?;
-        let mut files = 0;
-        for i in 0..archive.len() {
-            let mut entry = archive.by_index(i).map_err(|e| bad(e.to_string()))?;
-            let Some(relative) = entry.enclosed_name() else {
-                return Err(bad(format!(
-                    "entry {:?} points outside the folder",
-                    entry.name()
-                )));
-            };
-            if entry.is_symlink() {
-                return Err(bad(format!("entry {:?} is a link", entry.name())));
-            }
-            let path = staging.join(relative);
-            if entry.is_dir() {
-                std::fs::create_dir_all(&path).map_err(|e| io(&path, e))?;
-                continue;
-            }
-            if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
-            }
-            let mut file = std::fs::File::create(&path).map_err(|e| io(&path, e))?;
-            std::io::copy(&mut entry, &mut file).map_err(|e| io(&path, e))?;
-            if let Some(mode) = entry.unix_mode() {
-                use std::os::unix::fs::PermissionsExt;
-                let mode = if mode & 0o111 != 0 { 0o755 } else { 0o644 };
-                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
-                    .map_err(|e| io(&path, e))?;
-            }
-            files += 1;
-        }
-        Ok(files)
-    })();
+    let result = extract(zip, &staging).map_err(bad);
     let files = match result {
         Ok(n) => n,
         Err(e) => {
@@ -361,6 +328,43 @@ pub fn unpack(zip: &[u8], into: &Path) -> Result<usize, CliError> {
         std::fs::remove_dir_all(into).map_err(|e| io(into, e))?;
     }
     std::fs::rename(&staging, into).map_err(|e| io(into, e))?;
+    Ok(files)
+}
+
+/// Writes the entries of `zip` under `staging`; returns the number of files.
+fn extract(zip: &[u8], staging: &Path) -> Result<usize, String> {
+    let io = |path: &Path, e: std::io::Error| format!("{}: {e}", path.display());
+    let mut archive = zip::ZipArchive::new(Cursor::new(zip)).map_err(|e| e.to_string())?;
+    let mut files = 0;
+    for i in 0..archive.len() {
+        let mut entry = archive.by_index(i).map_err(|e| e.to_string())?;
+        let Some(relative) = entry.enclosed_name() else {
+            return Err(format!(
+                "entry {:?} points outside the folder",
+                entry.name()
+            ));
+        };
+        if entry.is_symlink() {
+            return Err(format!("entry {:?} is a link", entry.name()));
+        }
+        let path = staging.join(relative);
+        if entry.is_dir() {
+            std::fs::create_dir_all(&path).map_err(|e| io(&path, e))?;
+            continue;
+        }
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
+        }
+        let mut file = std::fs::File::create(&path).map_err(|e| io(&path, e))?;
+        std::io::copy(&mut entry, &mut file).map_err(|e| io(&path, e))?;
+        if let Some(mode) = entry.unix_mode() {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = if mode & 0o111 != 0 { 0o755 } else { 0o644 };
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
+                .map_err(|e| io(&path, e))?;
+        }
+        files += 1;
+    }
     Ok(files)
 }
 

@@ -314,10 +314,9 @@ pub fn invoke_error(
     if let Some(answer) = body
         .as_deref()
         .and_then(|b| serde_json::from_str::<Value>(b).ok())
+        && answer.get("errorType").is_some()
     {
-        if answer.get("errorType").is_some() {
-            return function_error(function, "Unhandled", &answer);
-        }
+        return function_error(function, "Unhandled", &answer);
     }
     let detail = body.map(|b| format!(" ({b:.300})")).unwrap_or_default();
     CliError::Aws(format!("Invoke {function}: {}{detail}", error_chain(err)))

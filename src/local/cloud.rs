@@ -144,15 +144,15 @@ async fn wait_until<F: Fn() -> bool>(
 /// `DIR/state.json`. On a failure, whatever was started is stopped again.
 pub async fn up(root: &Path, dir: &Path) -> Result<State, LocalError> {
     std::fs::create_dir_all(dir).map_err(LocalError::io(dir))?;
-    if let Ok(old) = State::load(dir) {
-        if let Some(p) = old.processes.iter().find(|p| runs(p.pid, &p.program)) {
-            return Err(LocalError::Setup(format!(
-                "the local cloud of {} is already up ({} runs as pid {}): `layerforge local down` first",
-                dir.display(),
-                p.name,
-                p.pid
-            )));
-        }
+    if let Ok(old) = State::load(dir)
+        && let Some(p) = old.processes.iter().find(|p| runs(p.pid, &p.program))
+    {
+        return Err(LocalError::Setup(format!(
+            "the local cloud of {} is already up ({} runs as pid {}): `layerforge local down` first",
+            dir.display(),
+            p.name,
+            p.pid
+        )));
     }
     let mut started = Vec::new();
     let result = start(root, dir, &mut started).await;

@@ -161,16 +161,16 @@ async fn forward_events(state: &State, sqs: &aws_sdk_sqs::Client, lambda: &aws_s
                     true
                 }
             };
-            if handled && let Some(handle) = message.receipt_handle() {
-                if let Err(e) = sqs
+            if handled
+                && let Some(handle) = message.receipt_handle()
+                && let Err(e) = sqs
                     .delete_message()
                     .queue_url(queue)
                     .receipt_handle(handle)
                     .send()
                     .await
-                {
-                    log(&format!("DeleteMessage: {}", error_chain(&e)));
-                }
+            {
+                log(&format!("DeleteMessage: {}", error_chain(&e)));
             }
         }
     }
