@@ -5,16 +5,17 @@ use std::{collections::HashMap, fmt};
 
 use sha2::{Digest, Sha256};
 
-use crate::request::{Architecture, LayerName, Requirements, Runtime};
+use crate::request::{Architecture, Installer, LayerName, Requirements, Runtime};
 
-/// Bumped whenever the builder's output for the same input changes (layout, zip format), so that old
-/// artifacts are not taken for new ones.
-pub const FORMAT_VERSION: u32 = 1;
+/// Bumped whenever the builder's output for the same input changes (layout, zip format) or the canonical form
+/// below does, so that old artifacts are not taken for new ones. 2: the installer joined the canonical form and
+/// the zip's deflate backend changed (zlib-rs: same content, other bytes).
+pub const FORMAT_VERSION: u32 = 2;
 
 /// S3 limits user metadata to 2 KB (keys and values, UTF-8 bytes) per object.
 pub const METADATA_LIMIT_BYTES: usize = 2048;
 
-/// sha256 over the canonical requirement lines, runtime, architecture and [`FORMAT_VERSION`].
+/// sha256 over the canonical requirement lines, runtime, architecture, installer and [`FORMAT_VERSION`].
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Fingerprint(String);
 
@@ -23,10 +24,12 @@ impl Fingerprint {
         requirements: &Requirements,
         runtime: Runtime,
         architecture: Architecture,
+        installer: Installer,
     ) -> Self {
         let mut hasher = Sha256::new();
         hasher.update(format!("layerforge-fingerprint\nformat={FORMAT_VERSION}\n"));
         hasher.update(format!("runtime={runtime}\narchitecture={architecture}\n"));
+        hasher.update(format!("installer={installer}\n"));
         for line in requirements.lines() {
             hasher.update("requirement=");
             hasher.update(&line.canonical);
@@ -365,11 +368,13 @@ mod tests {
             &reqs("requests == 2.32.3|httpx==0.27.2"),
             Runtime::Python312,
             Architecture::Arm64,
+            Installer::Uv,
         );
         let b = Fingerprint::compute(
             &reqs("Requests==2.32.3\n# c\nhttpx==0.27.2\n"),
             Runtime::Python312,
             Architecture::Arm64,
+            Installer::Uv,
         );
         assert_eq!(a, b);
         assert_eq!(a.full().len(), 64);
@@ -379,25 +384,52 @@ mod tests {
                 &reqs("requests==2.32.3|httpx==0.27.2"),
                 Runtime::Python313,
                 Architecture::Arm64,
+                Installer::Uv,
             ),
             Fingerprint::compute(
                 &reqs("requests==2.32.3|httpx==0.27.2"),
                 Runtime::Python312,
                 Architecture::X86_64,
+                Installer::Uv,
             ),
             Fingerprint::compute(
                 &reqs("httpx==0.27.2|requests==2.32.3"),
                 Runtime::Python312,
                 Architecture::Arm64,
+                Installer::Uv,
             ),
             Fingerprint::compute(
                 &reqs("requests==2.32.4|httpx==0.27.2"),
                 Runtime::Python312,
                 Architecture::Arm64,
+                Installer::Uv,
+            ),
+            Fingerprint::compute(
+                &reqs("requests==2.32.3|httpx==0.27.2"),
+                Runtime::Python312,
+                Architecture::Arm64,
+                Installer::Pip,
             ),
         ] {
             assert_ne!(a, other);
         }
+    }
+
+    #[test]
+    fn fingerprint_canonical_form_is_pinned() {
+        // A change here changes every artifact key: bump FORMAT_VERSION with it.
+        let fp = Fingerprint::compute(
+            &reqs("six==1.16.0"),
+            Runtime::Python312,
+            Architecture::Arm64,
+            Installer::Uv,
+        );
+        let mut expected = Sha256::new();
+        expected.update(
+            "layerforge-fingerprint\nformat=2\nruntime=python3.12\narchitecture=arm64\ninstaller=uv\n\
+             requirement=six==1.16.0\n",
+        );
+        assert_eq!(fp.full(), hex::encode(expected.finalize()));
     }
 
     #[test]
@@ -407,6 +439,7 @@ mod tests {
             &reqs("six==1.16.0"),
             Runtime::Python312,
             Architecture::Arm64,
+            Installer::Uv,
         );
         let key = ArtifactKey::new(
             "layers/",

@@ -33,6 +33,7 @@ pub const FIELDS: &[&str] = &[
     "description",
     "license",
     "force",
+    "installer",
     "vcpu",
     "memory_mib",
 ];
@@ -184,6 +185,46 @@ impl FromStr for Architecture {
                 "unknown architecture {s:?}; expected arm64 or x86_64"
             )),
         }
+    }
+}
+
+/// Which installer the builder runs (DESIGN section 1 `installer`, section 4 `--installer`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Installer {
+    /// `uv pip install`: much faster resolution and download; `uv` must be on PATH. The request's default.
+    #[default]
+    Uv,
+    /// `python -m pip install`: the reference installer.
+    Pip,
+}
+
+impl Installer {
+    pub const ALL: [Installer; 2] = [Installer::Uv, Installer::Pip];
+
+    /// The request's and the command line's spelling: `uv` or `pip`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Installer::Uv => "uv",
+            Installer::Pip => "pip",
+        }
+    }
+}
+
+impl fmt::Display for Installer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Installer {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Installer::ALL
+            .into_iter()
+            .find(|i| i.as_str() == s)
+            .ok_or_else(|| format!("unknown installer {s:?}; expected uv or pip"))
     }
 }
 
@@ -513,6 +554,7 @@ pub struct RequestDraft {
     pub description: Option<String>,
     pub license: Option<String>,
     pub force: bool,
+    pub installer: Installer,
     pub resources: Resources,
 }
 
@@ -528,6 +570,8 @@ pub struct BuildRequest {
     pub description: Option<String>,
     pub license: Option<String>,
     pub force: bool,
+    /// Part of the fingerprint: uv and pip may resolve or lay out the same requirements differently.
+    pub installer: Installer,
     pub resources: Resources,
 }
 
@@ -647,6 +691,12 @@ impl RequestDraft {
             }
             None => false,
         };
+        let installer = match string_field(map, "installer")? {
+            Some(s) => s
+                .parse()
+                .map_err(|rule| InvalidRequest::new("installer", rule, s))?,
+            None => Installer::default(),
+        };
 
         let vcpu = match present(map, "vcpu") {
             Some(value) => match value.as_f64() {
@@ -689,6 +739,7 @@ impl RequestDraft {
             description,
             license,
             force,
+            installer,
             resources: Resources { vcpu, memory_mib },
         })
     }
@@ -704,6 +755,7 @@ impl RequestDraft {
             description: self.description,
             license: self.license,
             force: self.force,
+            installer: self.installer,
             resources: self.resources,
         }
     }
@@ -943,6 +995,24 @@ mod tests {
     }
 
     #[test]
+    fn installer_is_uv_unless_the_request_names_pip() {
+        let draft = parse(json!({"layer_name": "a", "requirements": "six"})).unwrap();
+        assert_eq!(draft.installer, Installer::Uv);
+        let draft =
+            parse(json!({"layer_name": "a", "requirements": "six", "installer": null})).unwrap();
+        assert_eq!(draft.installer, Installer::Uv);
+        for installer in Installer::ALL {
+            let draft = parse(
+                json!({"layer_name": "a", "requirements": "six", "installer": installer.as_str()}),
+            )
+            .unwrap();
+            assert_eq!(draft.installer, installer);
+            let request = draft.into_request(Requirements::parse("six").unwrap(), None);
+            assert_eq!(request.installer, installer, "carried into the request");
+        }
+    }
+
+    #[test]
     fn every_bad_request_names_its_field() {
         let long = "x".repeat(300);
         let many_lines = (0..501)
@@ -978,6 +1048,21 @@ mod tests {
                 json!({"layer_name": "a", "requirements": "six", "requirements_s3_uri": "s3://artifacts/r.txt"}),
                 "requirements_s3_uri",
                 "exactly one",
+            ),
+            (
+                json!({"layer_name": "a", "requirements": "six", "installer": "conda"}),
+                "installer",
+                "expected uv or pip",
+            ),
+            (
+                json!({"layer_name": "a", "requirements": "six", "installer": "UV"}),
+                "installer",
+                "expected uv or pip",
+            ),
+            (
+                json!({"layer_name": "a", "requirements": "six", "installer": true}),
+                "installer",
+                "must be a string",
             ),
             (
                 json!({"layer_name": "a", "requirements": ""}),
@@ -1207,6 +1292,13 @@ mod tests {
             let event: Value = serde_json::from_str(text).unwrap();
             parse(event).unwrap_or_else(|e| panic!("{text}: {e}"));
         }
+        let x86: Value =
+            serde_json::from_str(include_str!("../events/build-request-x86_64.json")).unwrap();
+        assert_eq!(
+            parse(x86).unwrap().installer,
+            Installer::Pip,
+            "the x86_64 sample shows the installer field"
+        );
         // A request for each runtime.
         let per_runtime = [
             (

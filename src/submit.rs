@@ -132,8 +132,12 @@ pub fn plan_job(request: &BuildRequest, config: &Config) -> Result<JobPlan, Inva
             };
             InvalidRequest::new(missing.field, missing.rule, value)
         })?;
-    let fingerprint =
-        Fingerprint::compute(&request.requirements, request.runtime, request.architecture);
+    let fingerprint = Fingerprint::compute(
+        &request.requirements,
+        request.runtime,
+        request.architecture,
+        request.installer,
+    );
     let key = ArtifactKey::new(
         &config.artifact_prefix,
         &request.layer_name,
@@ -157,6 +161,7 @@ pub fn plan_job(request: &BuildRequest, config: &Config) -> Result<JobPlan, Inva
         format!("--requirements={}", request.requirements.to_text()),
         format!("--runtime={}", request.runtime),
         format!("--architecture={}", request.architecture),
+        format!("--installer={}", request.installer),
         format!("--bucket={}", config.artifact_bucket),
         format!("--key={key}"),
     ];
@@ -645,6 +650,28 @@ mod tests {
                 plan.fingerprint.short()
             )
         );
+
+        assert!(
+            plan.command.contains(&"--installer=uv".to_owned()),
+            "uv unless the request names pip: {:?}",
+            plan.command
+        );
+        let pip = plan_job(
+            &request(json!({"layer_name": "http-clients", "requirements": "requests == 2.32.3|httpx == 0.27.2", "installer": "pip"})),
+            &config(),
+        )
+        .unwrap();
+        assert!(pip.command.contains(&"--installer=pip".to_owned()));
+        assert_ne!(
+            pip.fingerprint, plan.fingerprint,
+            "the installer is part of the fingerprint"
+        );
+        // The builder reads back exactly what was planned.
+        let args = <crate::builder::cli::Args as clap::Parser>::try_parse_from(
+            std::iter::once("layer-builder".to_owned()).chain(pip.command.iter().cloned()),
+        )
+        .unwrap();
+        assert_eq!(args.installer, Some(crate::request::Installer::Pip));
 
         let no_resources = plan_job(
             &request(json!({"layer_name": "a", "requirements": "six"})),

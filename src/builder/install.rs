@@ -14,23 +14,9 @@ use tracing::info;
 use super::{isolation::Sandbox, platform, python::Interpreter};
 use crate::request::{Architecture, Runtime};
 
-/// Which installer runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Installer {
-    /// `python -m pip install`: the reference installer.
-    Pip,
-    /// `uv pip install`: much faster resolution and download; `uv` must be on PATH.
-    Uv,
-}
-
-impl Installer {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Installer::Pip => "pip",
-            Installer::Uv => "uv",
-        }
-    }
-}
+/// Which installer runs: the request's type (DESIGN section 1), so the builder, the request and the fingerprint
+/// agree on the spelling.
+pub use crate::request::Installer;
 
 /// How wheels are chosen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

@@ -269,7 +269,7 @@ pub async fn run(args: Args) -> Result<Outcome, BuildError> {
     let sandbox = isolation::Sandbox::from_env().map_err(BuildError::Usage)?;
     let installer = args.installer.unwrap_or_else(default_installer);
     let (runtime, mode, interpreter) = resolve_target(&args, installer, architecture, &sandbox)?;
-    let fingerprint = Fingerprint::compute(&requirements, runtime, architecture);
+    let fingerprint = Fingerprint::compute(&requirements, runtime, architecture, installer);
     info!(
         layer = %layer_name,
         %runtime,

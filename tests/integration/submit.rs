@@ -7,7 +7,7 @@ use aws_sdk_s3::primitives::ByteStream;
 use clap::Parser as _;
 use layerforge::{
     artifact::{ArtifactKey, Fingerprint},
-    request::{Architecture, LayerName, Requirements, Runtime},
+    request::{Architecture, Installer, LayerName, Requirements, Runtime},
     submit::{self, Status, SubmitError, SubmitState},
 };
 use serde_json::{Value, json};
@@ -76,9 +76,10 @@ fn expected_key(
     text: &str,
     runtime: Runtime,
     arch: Architecture,
+    installer: Installer,
 ) -> ArtifactKey {
     let reqs = Requirements::parse(text).unwrap();
-    let fp = Fingerprint::compute(&reqs, runtime, arch);
+    let fp = Fingerprint::compute(&reqs, runtime, arch, installer);
     ArtifactKey::new(
         &fx.state.config.artifact_prefix,
         &LayerName::parse(name).unwrap(),
@@ -99,7 +100,8 @@ async fn jobs_are_submitted_with_the_exact_command_queue_and_definition() {
         ),
         (
             json!({"layer_name": "data", "requirements": ["pandas>=2.2,<3", "pyarrow==17.0.0; python_version >= \"3.9\""],
-                   "runtime": "python3.13", "architecture": "x86_64", "description": "Data stack", "vcpu": 2, "memory_mib": 8192}),
+                   "runtime": "python3.13", "architecture": "x86_64", "description": "Data stack", "vcpu": 2, "memory_mib": 8192,
+                   "installer": "pip"}),
             Architecture::X86_64,
             Runtime::Python313,
         ),
@@ -148,7 +150,9 @@ async fn jobs_are_submitted_with_the_exact_command_queue_and_definition() {
                 .join("\n"),
             _ => unreachable!(),
         };
-        let key = expected_key(&fx, name, &text, runtime, arch);
+        // uv unless the request names pip; the installer is part of the fingerprint (and so of the key).
+        let installer: Installer = event["installer"].as_str().unwrap_or("uv").parse().unwrap();
+        let key = expected_key(&fx, name, &text, runtime, arch, installer);
         assert_eq!(response.artifact, format!("s3://{}/{key}", fx.bucket));
         assert_eq!(response.fingerprint, key.fingerprint);
 
@@ -161,6 +165,7 @@ async fn jobs_are_submitted_with_the_exact_command_queue_and_definition() {
             ),
             format!("--runtime={runtime}"),
             format!("--architecture={arch}"),
+            format!("--installer={installer}"),
             format!("--bucket={}", fx.bucket),
             format!("--key={key}"),
         ];
@@ -231,7 +236,14 @@ async fn invalid_requests_leave_no_job_behind() {
 async fn pinned_builds_that_exist_are_cached_unless_forced() {
     let fx = fixture(&[]).await;
     let text = "six==1.16.0";
-    let key = expected_key(&fx, "cached", text, Runtime::Python312, Architecture::Arm64);
+    let key = expected_key(
+        &fx,
+        "cached",
+        text,
+        Runtime::Python312,
+        Architecture::Arm64,
+        Installer::Uv,
+    );
     let arn = "arn:aws:lambda:us-east-1:123456789012:layer:cached:3";
     fx.s3
         .put_object()
@@ -278,6 +290,7 @@ async fn pinned_builds_that_exist_are_cached_unless_forced() {
         loose,
         Runtime::Python312,
         Architecture::Arm64,
+        Installer::Uv,
     );
     fx.s3
         .put_object()

@@ -20,7 +20,7 @@ use layerforge::{
     artifact::{ArtifactKey, Fingerprint},
     config::{Config, ENV_VARS},
     publish::{self, CLAIM_PREFIX},
-    request::{Architecture, LayerName, Requirements, Runtime},
+    request::{Architecture, Installer, LayerName, Requirements, Runtime},
 };
 use serde_yaml::{Mapping, Value};
 
@@ -582,7 +582,12 @@ fn glob(pattern: &str, text: &str) -> bool {
 fn sample_key(prefix: &str) -> ArtifactKey {
     let requirements =
         Requirements::parse("requests==2.32.3\nhttpx==0.27.2").expect("valid requirements");
-    let fingerprint = Fingerprint::compute(&requirements, Runtime::Python312, Architecture::Arm64);
+    let fingerprint = Fingerprint::compute(
+        &requirements,
+        Runtime::Python312,
+        Architecture::Arm64,
+        Installer::Uv,
+    );
     let name = LayerName::parse("http-clients").expect("valid layer name");
     ArtifactKey::new(
         prefix,
