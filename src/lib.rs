@@ -18,6 +18,7 @@ pub mod artifact;
 pub mod aws;
 pub mod builder;
 pub mod config;
+pub mod image;
 pub mod publish;
 pub mod records;
 pub mod request;

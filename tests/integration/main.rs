@@ -4,6 +4,7 @@ mod builder;
 mod fault_proxy;
 mod faults;
 mod helpers;
+mod image;
 mod isolation;
 mod pipeline;
 mod publish;
