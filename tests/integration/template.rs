@@ -1382,11 +1382,13 @@ fn builder_image_projects_build_each_architecture_with_a_least_privilege_role() 
     assert!(stack.allows(role, "ecr:GetAuthorizationToken", "*"));
     assert!(stack.allows(role, "logs:PutLogEvents", "arn:fake:ImageBuildLogGroup.Arn"));
     let artifact = object(&sample_key(&config.artifact_prefix).to_string());
+    let source = object(&source_key);
+    let record = object(".layerforge/builds/x.json");
     for (action, resource) in [
         ("s3:GetObject", artifact.as_str()),
         ("s3:PutObject", artifact.as_str()),
-        ("s3:PutObject", object(&source_key).leak()),
-        ("s3:GetObject", object(".layerforge/builds/x.json").leak()),
+        ("s3:PutObject", source.as_str()),
+        ("s3:GetObject", record.as_str()),
         ("ecr:DeleteRepository", repo),
         ("ecr:BatchDeleteImage", repo),
         ("logs:PutLogEvents", "arn:fake:BuildLogGroup.Arn"),
