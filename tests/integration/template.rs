@@ -1417,15 +1417,8 @@ fn builder_image_projects_build_each_architecture_with_a_least_privilege_role() 
 
     // The stack tells `layerforge image build` what it needs.
     let outputs = at(&stack.template, &["Outputs"]);
-    for output in [
-        "ImageBuildArm64ProjectName",
-        "ImageBuildX86ProjectName",
-        "ImageManifestProjectName",
-        "BuilderRepositoryUri",
-        "BuilderImageTag",
-        "BuildRuntimes",
-        "ArtifactBucketName",
-    ] {
+    // Exactly the outputs ImageStack::from_outputs reads.
+    for output in layerforge::image::STACK_OUTPUTS {
         assert!(outputs.get(output).is_some(), "output {output}");
     }
     assert_eq!(
