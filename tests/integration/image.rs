@@ -344,11 +344,16 @@ async fn image_build_uploads_starts_every_missing_build_follows_them_and_reports
         poll: Duration::from_millis(10),
     };
     let mut progress = Vec::new();
+    // Printed as `image build` prints them (visible with --nocapture).
     let report = layerforge::image::build_images(&clients, &stack, &options, &mut |p| {
+        println!("{p}");
         progress.push(p.clone())
     })
     .await
     .expect("image build");
+    for image in &report.images {
+        println!("{image}");
+    }
 
     assert!(report.succeeded());
     let outcomes: Vec<(Runtime, &str, &ImageOutcome)> = report
@@ -670,6 +675,7 @@ async fn a_failed_build_is_reported_with_its_phase_and_its_manifest_build_is_sto
     ];
     let mut lines = Vec::new();
     let states = build::follow(&client, &started, Duration::from_millis(1), &mut |p| {
+        println!("{p}");
         lines.push(p.to_string())
     })
     .await
@@ -706,6 +712,7 @@ async fn a_failed_build_is_reported_with_its_phase_and_its_manifest_build_is_sto
         "the architecture's failure, not the stopped join"
     );
     let shown = report[0].to_string();
+    println!("{shown}");
     assert!(
         shown.contains(
             "the arm64 build arm ended FAILED in phase BUILD FAILED: COMMAND_EXECUTION_ERROR"
@@ -736,6 +743,9 @@ async fn image_list_shows_which_runtime_and_architecture_images_exist() {
         put_tag(&ecr, &repository, tag).await;
     }
     let rows = list::list_images(&ecr, &stack).await.expect("list");
+    for row in &rows {
+        println!("{row}");
+    }
     let got: Vec<(Runtime, bool, Vec<Architecture>, bool)> = rows
         .iter()
         .map(|r| (r.runtime, r.multi_arch, r.architectures.clone(), r.in_stack))
