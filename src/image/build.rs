@@ -575,7 +575,14 @@ pub async fn build_images(
             images: report(stack, &runtimes, &planned, &[], Some(&[])),
         });
     }
-    let packed = sources::pack(&options.source_root, &options.work_dir)?;
+    // Reading and deflating the tree is blocking work: off the async workers.
+    let (root, work_dir) = (options.source_root.clone(), options.work_dir.clone());
+    let packed = tokio::task::spawn_blocking(move || sources::pack(&root, &work_dir))
+        .await
+        .map_err(|e| ImageError::Sources {
+            path: options.source_root.clone(),
+            source: std::io::Error::other(e),
+        })??;
     let key = sources::upload(&clients.s3, &stack.bucket, &packed).await?;
     on_progress(&Progress::Uploaded {
         key: key.clone(),
