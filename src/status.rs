@@ -924,6 +924,30 @@ mod tests {
     }
 
     #[test]
+    fn a_job_that_could_not_pull_its_image_says_to_build_it() {
+        // Batch puts ECS's stoppedReason in the job's statusReason when the task never started.
+        let mut missing = job("FAILED");
+        missing.status_reason = Some(
+            "CannotPullContainerError: pull image manifest has been retried 5 time(s): failed to resolve ref \
+             123456789012.dkr.ecr.us-east-1.amazonaws.com/builder:python3.13-0.1.0: not found"
+                .into(),
+        );
+        let v = derive(&Observed {
+            job: Some(missing),
+            ..Observed::default()
+        })
+        .unwrap();
+        assert_eq!(v.state, State::Failed);
+        let reason = v.reason.unwrap_or_default();
+        assert!(reason.starts_with("CannotPullContainerError: "), "{reason}");
+        assert!(
+            reason.ends_with(&format!("; {IMAGE_MISSING_HINT}")),
+            "{reason}"
+        );
+        assert!(reason.contains("layerforge image build --wait"), "{reason}");
+    }
+
+    #[test]
     fn failed_carries_the_reason_of_its_source() {
         let mut terminated = job("SUCCEEDED");
         terminated.status_reason = Some("operator: wrong requirements".into());
