@@ -11,14 +11,19 @@
 //! Each build leaves a record ([`records`]) that publish-layer completes; `build-status` ([`status`]) tells a
 //! caller what became of a build from the record, the builder's failure report, the artifact and Batch.
 //!
+//! The `layerforge` CLI ([`cli`]) invokes the functions, follows builds and fetches layers; [`local`] runs the
+//! whole pipeline on one machine against moto's server.
+//!
 //! The binaries are thin: configuration ([`config`]) and SDK clients ([`aws`]) are built once, and all
 //! logic lives here so that tests reach it.
 
 pub mod artifact;
 pub mod aws;
 pub mod builder;
+pub mod cli;
 pub mod config;
 pub mod image;
+pub mod local;
 pub mod publish;
 pub mod records;
 pub mod request;

@@ -72,7 +72,9 @@ fn preview(value: &str) -> String {
 }
 
 /// A Lambda Python runtime layerforge builds for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, serde::Deserialize,
+)]
 pub enum Runtime {
     #[serde(rename = "python3.10")]
     Python310,

@@ -1,0 +1,400 @@
+//! `layerforge build`: one build request to submit-build, and with `--wait` the build followed through
+//! build-status until it is published, rejected or failed.
+
+use std::{
+    io::IsTerminal,
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use clap::{ArgGroup, Args};
+use serde_json::{Map, Value, json};
+
+use super::{CliError, Context, Target, print_json};
+
+#[derive(Debug, Args)]
+#[command(group(ArgGroup::new("source").required(true).args(["requirements", "requirements_file", "requirements_s3_uri"])))]
+pub struct BuildArgs {
+    /// The layer's name.
+    #[arg(value_name = "NAME")]
+    pub name: String,
+    /// Requirements text (newline or `|` separated).
+    #[arg(
+        short = 'r',
+        long = "requirements",
+        value_name = "TEXT",
+        allow_hyphen_values = true
+    )]
+    pub requirements: Option<String>,
+    /// A requirements.txt file (comments and blank lines allowed); its text is sent.
+    #[arg(long, value_name = "FILE")]
+    pub requirements_file: Option<PathBuf>,
+    /// A requirements file in S3 (s3://BUCKET/KEY) that submit-build reads.
+    #[arg(long, value_name = "URI")]
+    pub requirements_s3_uri: Option<String>,
+    /// Lambda Python runtime (default: the deployment's, python3.12).
+    #[arg(long)]
+    pub runtime: Option<String>,
+    /// arm64 or x86_64 (default: the deployment's, arm64).
+    #[arg(long)]
+    pub architecture: Option<String>,
+    #[arg(long, allow_hyphen_values = true)]
+    pub description: Option<String>,
+    #[arg(long, allow_hyphen_values = true)]
+    pub license: Option<String>,
+    #[arg(long, value_parser = ["uv", "pip"])]
+    pub installer: Option<String>,
+    /// Build even when an identical artifact exists.
+    #[arg(long)]
+    pub force: bool,
+    /// Follow the build until it is published, rejected or failed; print the layer version ARN.
+    #[arg(long)]
+    pub wait: bool,
+    /// Print one JSON object on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// With --wait: give up after this many seconds (exit 3).
+    #[arg(long, default_value_t = 3600, value_name = "SECONDS")]
+    pub timeout: u64,
+    /// With --wait: seconds between two build-status queries.
+    #[arg(long, default_value_t = 2.0, hide = true)]
+    pub poll_interval: f64,
+}
+
+impl BuildArgs {
+    /// The build request of DESIGN section 1.
+    pub fn request(&self) -> Result<Value, CliError> {
+        let mut request = Map::new();
+        request.insert("layer_name".into(), json!(self.name));
+        if let Some(text) = &self.requirements {
+            request.insert("requirements".into(), json!(text));
+        }
+        if let Some(path) = &self.requirements_file {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                CliError::Invalid(format!("--requirements-file {}: {e}", path.display()))
+            })?;
+            request.insert("requirements".into(), json!(text));
+        }
+        if let Some(uri) = &self.requirements_s3_uri {
+            request.insert("requirements_s3_uri".into(), json!(uri));
+        }
+        for (field, value) in [
+            ("runtime", &self.runtime),
+            ("architecture", &self.architecture),
+            ("description", &self.description),
+            ("license", &self.license),
+            ("installer", &self.installer),
+        ] {
+            if let Some(v) = value {
+                request.insert(field.into(), json!(v));
+            }
+        }
+        if self.force {
+            request.insert("force".into(), json!(true));
+        }
+        Ok(Value::Object(request))
+    }
+}
+
+fn text<'a>(v: &'a Value, field: &str) -> Option<&'a str> {
+    v.get(field)
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+}
+
+pub async fn run(target: &Target, args: BuildArgs) -> Result<u8, CliError> {
+    let request = args.request()?;
+    let ctx = Context::new(target).await?;
+    let submit = ctx.submit_function().await?;
+    let response = ctx.invoke(&submit, &request).await?;
+    let status = text(&response, "status").unwrap_or("?").to_owned();
+
+    if status == "rejected" {
+        let reason = text(&response, "reason").unwrap_or("(no reason given)");
+        if args.json {
+            print_json(&response);
+        }
+        eprintln!("rejected: {reason}");
+        return Ok(1);
+    }
+    if !args.wait {
+        if args.json {
+            print_json(&response);
+        } else {
+            describe_submission(&response);
+        }
+        return Ok(0);
+    }
+    if status == "cached"
+        && let Some(arn) = text(&response, "layer_version_arn")
+    {
+        if args.json {
+            let mut out = json!({"state": "cached", "layer_version_arn": arn, "submit": response});
+            copy(&mut out, &response, &["artifact", "fingerprint"]);
+            print_json(&out);
+        } else {
+            eprintln!("cached: {}", text(&response, "artifact").unwrap_or(""));
+            println!("{arn}");
+        }
+        return Ok(0);
+    }
+
+    // Follow the job (submitted, building), or the artifact (cached, waiting to be published).
+    let query = match text(&response, "job_id") {
+        Some(job) => json!({"job_id": job}),
+        None => json!({"artifact": text(&response, "artifact").unwrap_or("")}),
+    };
+    if !args.json {
+        describe_submission(&response);
+    }
+    let status_fn = ctx.status_function().await?;
+    let last = follow(&ctx, &status_fn, &query, &args).await?;
+    let state = text(&last, "state").unwrap_or("?").to_owned();
+    if args.json {
+        let mut out = last.clone();
+        if let Some(o) = out.as_object_mut() {
+            o.insert("submit".into(), response);
+        }
+        print_json(&out);
+    }
+    match state.as_str() {
+        "published" => {
+            if !args.json {
+                println!("{}", text(&last, "layer_version_arn").unwrap_or(""));
+            }
+            Ok(0)
+        }
+        _ => {
+            let reason = text(&last, "reason").unwrap_or("(no reason given)");
+            let code = last
+                .get("exit_code")
+                .and_then(Value::as_i64)
+                .map(|c| format!(" (exit code {c})"))
+                .unwrap_or_default();
+            eprintln!("{state}{code}: {reason}");
+            if let Some(tail) = last.get("log_tail").and_then(Value::as_array) {
+                for line in tail.iter().filter_map(Value::as_str) {
+                    eprintln!("  | {line}");
+                }
+            }
+            Ok(1)
+        }
+    }
+}
+
+fn copy(out: &mut Value, from: &Value, fields: &[&str]) {
+    if let Some(o) = out.as_object_mut() {
+        for f in fields {
+            if let Some(v) = from.get(*f) {
+                o.insert((*f).into(), v.clone());
+            }
+        }
+    }
+}
+
+fn describe_submission(response: &Value) {
+    let status = text(response, "status").unwrap_or("?");
+    match (status, text(response, "job_id")) {
+        (_, Some(job)) => eprintln!(
+            "{status}: job {job} ({}), artifact {}",
+            text(response, "job_name").unwrap_or(""),
+            text(response, "artifact").unwrap_or("")
+        ),
+        _ => eprintln!(
+            "{status}: artifact {}",
+            text(response, "artifact").unwrap_or("")
+        ),
+    }
+    if status == "cached"
+        && let Some(arn) = text(response, "layer_version_arn")
+    {
+        println!("{arn}");
+    }
+}
+
+/// States after which build-status's answer no longer changes.
+const FINAL: &[&str] = &["published", "failed", "rejected"];
+
+/// Queries build-status until a final state; progress on stderr.
+async fn follow(
+    ctx: &Context,
+    function: &str,
+    query: &Value,
+    args: &BuildArgs,
+) -> Result<Value, CliError> {
+    let started = Instant::now();
+    let mut progress = Progress::new();
+    let interval = Duration::from_secs_f64(args.poll_interval.max(0.1));
+    loop {
+        let answer = match ctx.invoke(function, query).await {
+            Ok(a) => a,
+            // A record written a moment ago can lag behind; keep asking within the timeout.
+            Err(CliError::Invalid(m))
+                if m.starts_with("NotFound") && started.elapsed() < Duration::from_secs(30) =>
+            {
+                progress.update("submitted", started.elapsed(), None);
+                tokio::time::sleep(interval).await;
+                continue;
+            }
+            Err(e) => {
+                progress.finish();
+                return Err(e);
+            }
+        };
+        let state = text(&answer, "state").unwrap_or("?");
+        let line = answer
+            .get("log_tail")
+            .and_then(Value::as_array)
+            .and_then(|t| t.last())
+            .and_then(Value::as_str);
+        progress.update(state, started.elapsed(), line);
+        if FINAL.contains(&state) {
+            progress.finish();
+            return Ok(answer);
+        }
+        if started.elapsed() > Duration::from_secs(args.timeout) {
+            progress.finish();
+            return Err(CliError::Aws(format!(
+                "the build is still {state} after {} s (--timeout); follow it with `layerforge status {}`",
+                args.timeout,
+                query
+                    .get("job_id")
+                    .or(query.get("artifact"))
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+            )));
+        }
+        tokio::time::sleep(interval).await;
+    }
+}
+
+/// A spinner on a terminal, plain lines (on changes) otherwise.
+enum Progress {
+    Spinner(indicatif::ProgressBar),
+    Lines(Option<(String, Option<String>)>),
+}
+
+impl Progress {
+    fn new() -> Self {
+        if std::io::stderr().is_terminal() {
+            let bar = indicatif::ProgressBar::new_spinner();
+            bar.enable_steady_tick(Duration::from_millis(120));
+            Progress::Spinner(bar)
+        } else {
+            Progress::Lines(None)
+        }
+    }
+
+    fn update(&mut self, state: &str, elapsed: Duration, line: Option<&str>) {
+        let secs = elapsed.as_secs();
+        match self {
+            Progress::Spinner(bar) => {
+                let line = line.map(|l| format!("  {}", l.chars().take(100).collect::<String>()));
+                bar.set_message(format!("{state} {secs:>4} s{}", line.unwrap_or_default()));
+            }
+            Progress::Lines(last) => {
+                let now = (state.to_owned(), line.map(str::to_owned));
+                if last.as_ref() != Some(&now) {
+                    match line {
+                        Some(l) => eprintln!("[{secs:>4} s] {state}: {l}"),
+                        None => eprintln!("[{secs:>4} s] {state}"),
+                    }
+                    *last = Some(now);
+                }
+            }
+        }
+    }
+
+    fn finish(&mut self) {
+        if let Progress::Spinner(bar) = self {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::{Cli, Command};
+    use clap::Parser;
+
+    fn build(args: &[&str]) -> BuildArgs {
+        let cli = Cli::try_parse_from([&["layerforge", "build"], args].concat()).unwrap();
+        match cli.command {
+            Command::Build(b) => b,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn requests_carry_exactly_the_given_fields() {
+        let b = build(&[
+            "demo",
+            "-r",
+            "six==1.16.0|idna==3.10",
+            "--architecture",
+            "x86_64",
+            "--force",
+        ]);
+        assert_eq!(
+            b.request().unwrap(),
+            json!({"layer_name": "demo", "requirements": "six==1.16.0|idna==3.10", "architecture": "x86_64", "force": true})
+        );
+        let b = build(&[
+            "demo",
+            "--requirements-s3-uri",
+            "s3://b/r.txt",
+            "--description",
+            "- beta",
+        ]);
+        assert_eq!(
+            b.request().unwrap(),
+            json!({"layer_name": "demo", "requirements_s3_uri": "s3://b/r.txt", "description": "- beta"})
+        );
+    }
+
+    #[test]
+    fn a_requirements_file_is_sent_as_text() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("requirements.txt");
+        std::fs::write(&path, "# pinned\nsix==1.16.0  # inline\n").unwrap();
+        let b = build(&["demo", "--requirements-file", path.to_str().unwrap()]);
+        assert_eq!(
+            b.request().unwrap()["requirements"],
+            "# pinned\nsix==1.16.0  # inline\n"
+        );
+        let missing = build(&["demo", "--requirements-file", "/nonexistent/r.txt"]);
+        let err = missing.request().unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        assert!(err.to_string().contains("--requirements-file"), "{err}");
+    }
+
+    #[test]
+    fn exactly_one_requirements_source() {
+        assert!(Cli::try_parse_from(["layerforge", "build", "demo"]).is_err());
+        assert!(
+            Cli::try_parse_from([
+                "layerforge",
+                "build",
+                "demo",
+                "-r",
+                "six",
+                "--requirements-s3-uri",
+                "s3://b/k"
+            ])
+            .is_err()
+        );
+        assert!(
+            Cli::try_parse_from([
+                "layerforge",
+                "build",
+                "demo",
+                "-r",
+                "six",
+                "--installer",
+                "conda"
+            ])
+            .is_err()
+        );
+    }
+}

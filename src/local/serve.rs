@@ -1,0 +1,211 @@
+//! `layerforge local serve` (started in the background by `local up`): what AWS would do between the functions.
+//!
+//! - Fargate stand-in: moto's Batch jobs SUCCEED at once and never run, so every second the job queues are
+//!   listed (ListJobs, SUCCEEDED) and each new job's own command, read back with DescribeJobs, runs here with
+//!   `layer-builder` against moto (one at a time; its output goes to `DIR/jobs/JOB_ID.log`).
+//! - S3-event forwarder: moto delivers the artifact bucket's event records to SQS (DESIGN section 8); each
+//!   message with records is handed to `publish-layer` through the Runtime API, as S3 would invoke it, and
+//!   deleted once the invocation succeeded (a failed one comes back after the queue's visibility timeout, as
+//!   Lambda's asynchronous retries would). Test events are deleted.
+
+use std::{collections::HashSet, path::Path, process::Stdio, time::Duration};
+
+use aws_sdk_batch::types::JobStatus;
+use aws_smithy_types::Blob;
+use serde_json::Value;
+
+use super::{LocalError, PUBLISH_FUNCTION, State, sdk_for};
+use crate::aws::error_chain;
+
+fn log(line: &str) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    eprintln!("[{now}] {line}");
+}
+
+/// Runs until killed (`local down`).
+pub async fn serve(dir: &Path) -> Result<(), LocalError> {
+    let state = State::load(dir)?;
+    let jobs_dir = dir.join("jobs");
+    std::fs::create_dir_all(&jobs_dir).map_err(LocalError::io(&jobs_dir))?;
+    let moto = sdk_for(&state.moto_endpoint).await;
+    let functions = sdk_for(&state.lambda_endpoint).await;
+    let batch = aws_sdk_batch::Client::new(&moto);
+    let sqs = aws_sdk_sqs::Client::new(&moto);
+    let lambda = aws_sdk_lambda::Client::new(&functions);
+    let builder = std::env::current_exe()
+        .map_err(|e| LocalError::Setup(format!("where is this layerforge binary? {e}")))?
+        .with_file_name("layer-builder");
+    log(&format!(
+        "serving: jobs of {:?} run with {}; events of {} go to {PUBLISH_FUNCTION} at {}",
+        state.stack.batch.queues(),
+        builder.display(),
+        state.stack.queue_url,
+        state.lambda_endpoint
+    ));
+    tokio::join!(
+        run_jobs(&state, &batch, &builder, &jobs_dir),
+        forward_events(&state, &sqs, &lambda)
+    );
+    Ok(())
+}
+
+async fn run_jobs(state: &State, batch: &aws_sdk_batch::Client, builder: &Path, jobs_dir: &Path) {
+    let mut seen = HashSet::new();
+    loop {
+        for queue in state.stack.batch.queues() {
+            let listed = batch
+                .list_jobs()
+                .job_queue(queue)
+                .job_status(JobStatus::Succeeded)
+                .send()
+                .await;
+            let jobs = match listed {
+                Ok(out) => out.job_summary_list,
+                Err(e) => {
+                    log(&format!("ListJobs {queue}: {}", error_chain(&e)));
+                    continue;
+                }
+            };
+            for job_id in jobs
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|j| j.job_id)
+            {
+                if seen.insert(job_id.clone()) {
+                    run_job(state, batch, builder, jobs_dir, &job_id).await;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+async fn run_job(
+    state: &State,
+    batch: &aws_sdk_batch::Client,
+    builder: &Path,
+    jobs_dir: &Path,
+    job_id: &str,
+) {
+    let described = match batch.describe_jobs().jobs(job_id).send().await {
+        Ok(out) => out,
+        Err(e) => return log(&format!("DescribeJobs {job_id}: {}", error_chain(&e))),
+    };
+    let Some(command) = described
+        .jobs()
+        .first()
+        .and_then(|j| j.container())
+        .map(|c| c.command().to_vec())
+    else {
+        return log(&format!("job {job_id}: no container command"));
+    };
+    let log_path = jobs_dir.join(format!("{job_id}.log"));
+    let Ok(out) = std::fs::File::create(&log_path) else {
+        return log(&format!("job {job_id}: can't write {}", log_path.display()));
+    };
+    let Ok(err) = out.try_clone() else {
+        return log(&format!("job {job_id}: can't write {}", log_path.display()));
+    };
+    log(&format!("job {job_id}: layer-builder {command:?}"));
+    let status = tokio::process::Command::new(builder)
+        .args(&command)
+        .env("AWS_ENDPOINT_URL", &state.moto_endpoint)
+        .env("AWS_REGION", super::moto::REGION)
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_BATCH_JOB_ID", job_id)
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .status()
+        .await;
+    match status {
+        Ok(s) => log(&format!(
+            "job {job_id}: layer-builder exited with {s} (log {})",
+            log_path.display()
+        )),
+        Err(e) => log(&format!("job {job_id}: layer-builder did not start: {e}")),
+    }
+}
+
+async fn forward_events(state: &State, sqs: &aws_sdk_sqs::Client, lambda: &aws_sdk_lambda::Client) {
+    let queue = &state.stack.queue_url;
+    loop {
+        let received = sqs
+            .receive_message()
+            .queue_url(queue)
+            .max_number_of_messages(10)
+            .wait_time_seconds(1)
+            .send()
+            .await;
+        let messages = match received {
+            Ok(out) => out.messages.unwrap_or_default(),
+            Err(e) => {
+                log(&format!("ReceiveMessage: {}", error_chain(&e)));
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        for message in messages {
+            let body = message.body().unwrap_or("");
+            let handled = match serde_json::from_str::<Value>(body) {
+                Ok(event) if event.get("Records").is_some() => publish(lambda, body).await,
+                Ok(_) => true, // s3:TestEvent
+                Err(e) => {
+                    log(&format!(
+                        "dropping a queue message that is not JSON ({e}): {body:.200}"
+                    ));
+                    true
+                }
+            };
+            if handled
+                && let Some(handle) = message.receipt_handle()
+                && let Err(e) = sqs
+                    .delete_message()
+                    .queue_url(queue)
+                    .receipt_handle(handle)
+                    .send()
+                    .await
+            {
+                log(&format!("DeleteMessage: {}", error_chain(&e)));
+            }
+        }
+    }
+}
+
+/// Invokes publish-layer with one S3 event; true when it succeeded.
+async fn publish(lambda: &aws_sdk_lambda::Client, event: &str) -> bool {
+    let out = lambda
+        .invoke()
+        .function_name(PUBLISH_FUNCTION)
+        .payload(Blob::new(event.as_bytes()))
+        .send()
+        .await;
+    match out {
+        Ok(out) => {
+            let payload = out
+                .payload()
+                .map(|p| String::from_utf8_lossy(p.as_ref()).into_owned())
+                .unwrap_or_default();
+            match out.function_error() {
+                Some(kind) => {
+                    log(&format!(
+                        "{PUBLISH_FUNCTION} failed ({kind}): {payload:.500}"
+                    ));
+                    false
+                }
+                None => {
+                    log(&format!("{PUBLISH_FUNCTION}: {payload:.500}"));
+                    true
+                }
+            }
+        }
+        Err(e) => {
+            log(&format!("Invoke {PUBLISH_FUNCTION}: {}", error_chain(&e)));
+            false
+        }
+    }
+}
