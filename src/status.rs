@@ -413,7 +413,13 @@ pub fn derive(o: &Observed) -> Option<Verdict> {
     }
 }
 
-/// Batch's reasons on one line: statusReason, the container's reason, the exit code.
+/// What a job that could not pull its image is told: the usual cause is a stack whose images were never built.
+pub const IMAGE_MISSING_HINT: &str = "the job's builder image could not be pulled: it is missing from the \
+     repository (not built yet for this runtime and ImageTag) or not pullable by the execution role; build it \
+     with `layerforge image build --wait` and check with `layerforge image list`";
+
+/// Batch's reasons on one line: statusReason, the container's reason, the exit code; when the image could not
+/// be pulled (ECS's `CannotPullContainerError`), what to do about it.
 pub fn batch_reason(job: &JobView) -> String {
     let mut parts = Vec::new();
     if let Some(r) = &job.status_reason {
@@ -424,6 +430,15 @@ pub fn batch_reason(job: &JobView) -> String {
     }
     if let Some(code) = job.exit_code {
         parts.push(format!("exit code {code}"));
+    }
+    // ECS stops a task whose image it can't pull with stoppedReason "CannotPullContainerError: …" (Amazon ECS
+    // developer guide, "CannotPullContainer task errors"); Batch passes it on as the job's or container's reason.
+    let pull_failed = [&job.status_reason, &job.container_reason]
+        .into_iter()
+        .flatten()
+        .any(|r| r.contains("CannotPullContainerError"));
+    if pull_failed {
+        parts.push(IMAGE_MISSING_HINT.to_owned());
     }
     if parts.is_empty() {
         "Batch reports the job FAILED without a reason".to_owned()
@@ -909,6 +924,30 @@ mod tests {
     }
 
     #[test]
+    fn a_job_that_could_not_pull_its_image_says_to_build_it() {
+        // Batch puts ECS's stoppedReason in the job's statusReason when the task never started.
+        let mut missing = job("FAILED");
+        missing.status_reason = Some(
+            "CannotPullContainerError: pull image manifest has been retried 5 time(s): failed to resolve ref \
+             123456789012.dkr.ecr.us-east-1.amazonaws.com/builder:python3.13-0.1.0: not found"
+                .into(),
+        );
+        let v = derive(&Observed {
+            job: Some(missing),
+            ..Observed::default()
+        })
+        .unwrap();
+        assert_eq!(v.state, State::Failed);
+        let reason = v.reason.unwrap_or_default();
+        assert!(reason.starts_with("CannotPullContainerError: "), "{reason}");
+        assert!(
+            reason.ends_with(&format!("; {IMAGE_MISSING_HINT}")),
+            "{reason}"
+        );
+        assert!(reason.contains("layerforge image build --wait"), "{reason}");
+    }
+
+    #[test]
     fn failed_carries_the_reason_of_its_source() {
         let mut terminated = job("SUCCEEDED");
         terminated.status_reason = Some("operator: wrong requirements".into());
@@ -1114,7 +1153,17 @@ mod tests {
         assert_eq!(answer.state, State::Failed);
         assert_eq!(
             answer.reason.as_deref(),
-            Some("Task failed to start; container: CannotPullContainerError: pull access denied")
+            Some(
+                format!(
+                    "Task failed to start; container: CannotPullContainerError: pull access denied; \
+                     {IMAGE_MISSING_HINT}"
+                )
+                .as_str()
+            )
+        );
+        assert!(
+            IMAGE_MISSING_HINT.contains("layerforge image build"),
+            "the reason says how to build the image"
         );
         assert_eq!(answer.log_tail, None);
         assert_eq!(

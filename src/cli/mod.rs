@@ -12,6 +12,7 @@
 
 pub mod build;
 pub mod fetch;
+pub mod image;
 pub mod status;
 
 use std::path::PathBuf;
@@ -76,6 +77,9 @@ pub enum Command {
     Status(status::StatusArgs),
     /// Download a layer version, verify its CodeSha256 and unpack it (or into SAM CLI's layer cache).
     Fetch(fetch::FetchArgs),
+    /// The builder images, built in the stack's CodeBuild projects (no Docker needed).
+    #[command(subcommand)]
+    Image(image::ImageCommand),
     /// The local cloud: moto with the stack, the functions behind cargo-lambda, a Fargate stand-in.
     #[command(subcommand)]
     Local(LocalCommand),
@@ -128,6 +132,7 @@ pub async fn run(cli: Cli) -> Result<u8, CliError> {
         Command::Build(args) => build::run(&cli.target, args).await,
         Command::Status(args) => status::run(&cli.target, args).await,
         Command::Fetch(args) => fetch::run(&cli.target, args).await,
+        Command::Image(command) => image::run(&cli.target, command).await,
         Command::Local(LocalCommand::Up) => {
             let root = local::project_root().ok_or_else(|| {
                 CliError::Aws(

@@ -5,6 +5,7 @@ mod cli;
 mod fault_proxy;
 mod faults;
 mod helpers;
+mod image;
 mod import_check;
 mod isolation;
 mod pipeline;

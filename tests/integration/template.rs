@@ -1001,7 +1001,7 @@ fn iam_has_no_wildcard_actions_and_no_star_resources_where_arns_exist() {
     ]);
     let mut owners = stack.resources_of_type("AWS::IAM::Role");
     owners.extend(stack.resources_of_type("AWS::Serverless::Function"));
-    assert_eq!(owners.len(), 5, "{owners:?}");
+    assert_eq!(owners.len(), 6, "{owners:?}");
     let mut checked = 0;
     for owner in &owners {
         for st in stack.statements(owner) {
@@ -1243,4 +1243,191 @@ fn glob_follows_iam_wildcards() {
     assert!(!glob("layer:team-*:*", "layer:team-a"));
     assert!(glob("s3:Get?bject", "s3:GetObject"));
     assert!(glob("*", ""));
+}
+
+/// The builder image projects (issue 15): one per architecture on its own container type, privileged for
+/// Docker, each building the buildspec the source zip holds, with ARCH as the library names it; their role may
+/// read only the source zips, push only to the stack's repository and write only its own log group.
+#[test]
+fn builder_image_projects_build_each_architecture_with_a_least_privilege_role() {
+    use layerforge::image::sources::{REQUIRED, SOURCE_PREFIX};
+
+    let stack = Stack::new(&[]);
+    let config = stack.function_config("PublishLayerFunction");
+    let bucket = config.artifact_bucket.as_str();
+    let projects = stack.resources_of_type("AWS::CodeBuild::Project");
+    assert_eq!(
+        projects,
+        [
+            "ImageBuildArm64Project",
+            "ImageBuildX86Project",
+            "ImageManifestProject"
+        ]
+    );
+    let environment =
+        |logical: &str| stack.resolve(at(stack.resource(logical), &["Properties", "Environment"]));
+    let variables = |logical: &str| -> BTreeMap<String, String> {
+        environment(logical)
+            .get("EnvironmentVariables")
+            .and_then(Value::as_sequence)
+            .expect("EnvironmentVariables")
+            .iter()
+            .map(|v| {
+                (
+                    str_of(at(v, &["Name"])).to_owned(),
+                    scalar(at(v, &["Value"])),
+                )
+            })
+            .collect()
+    };
+    for (logical, arch, container, image) in [
+        (
+            "ImageBuildArm64Project",
+            Some(Architecture::Arm64),
+            "ARM_CONTAINER",
+            "aws/codebuild/amazonlinux-aarch64-standard:3.0",
+        ),
+        (
+            "ImageBuildX86Project",
+            Some(Architecture::X86_64),
+            "LINUX_CONTAINER",
+            "aws/codebuild/amazonlinux-x86_64-standard:5.0",
+        ),
+        (
+            "ImageManifestProject",
+            None,
+            "LINUX_CONTAINER",
+            "aws/codebuild/amazonlinux-x86_64-standard:5.0",
+        ),
+    ] {
+        let env = environment(logical);
+        assert_eq!(str_of(at(&env, &["Type"])), container, "{logical}");
+        assert_eq!(str_of(at(&env, &["Image"])), image, "{logical}");
+        assert_eq!(
+            at(&env, &["PrivilegedMode"]),
+            &Value::Bool(true),
+            "{logical}: Docker needs it"
+        );
+        let vars = variables(logical);
+        assert_eq!(
+            vars.get("ARCH").map(String::as_str),
+            arch.map(Architecture::as_str),
+            "{logical}"
+        );
+        assert_eq!(vars["IMAGE_TAG"], "0.1.0", "{logical}");
+        assert_eq!(
+            vars["REPOSITORY_URI"],
+            "arn:fake:BuilderRepository.RepositoryUri"
+        );
+
+        let props = stack.resolve(at(stack.resource(logical), &["Properties"]));
+        assert_eq!(
+            str_of(at(&props, &["ServiceRole"])),
+            "arn:fake:ImageBuildRole.Arn"
+        );
+        assert_eq!(str_of(at(&props, &["Source", "Type"])), "S3");
+        let location = str_of(at(&props, &["Source", "Location"]));
+        assert!(
+            location.starts_with(&format!("{bucket}/{SOURCE_PREFIX}")),
+            "{logical}: {location}"
+        );
+        let buildspec = str_of(at(&props, &["Source", "BuildSpec"]));
+        assert!(
+            REQUIRED.contains(&buildspec),
+            "{logical}: {buildspec} is packed in the source zip"
+        );
+        assert!(
+            manifest_dir().join(buildspec).is_file(),
+            "{buildspec} exists"
+        );
+        assert_eq!(
+            str_of(at(&props, &["LogsConfig", "CloudWatchLogs", "GroupName"])),
+            "arn:fake:ImageBuildLogGroup"
+        );
+    }
+
+    // The source zips trigger nothing.
+    let filter = s3_event_filter(&stack, "PublishLayerFunction");
+    let source_key = format!("{SOURCE_PREFIX}{}.zip", "ab".repeat(32));
+    assert!(
+        !filter_matches(&filter, &source_key),
+        "{source_key} must not reach publish-layer"
+    );
+
+    let role = "ImageBuildRole";
+    let object = |key: &str| format!("arn:aws:s3:::{bucket}/{key}");
+    let repo = "arn:fake:BuilderRepository.Arn";
+    let push = [
+        "ecr:BatchCheckLayerAvailability",
+        "ecr:InitiateLayerUpload",
+        "ecr:UploadLayerPart",
+        "ecr:CompleteLayerUpload",
+        "ecr:PutImage",
+        "ecr:BatchGetImage",
+        "ecr:DescribeImages",
+    ];
+    assert!(stack.allows(role, "s3:GetObject", &object(&source_key)));
+    assert!(stack.allows(role, "s3:GetObjectVersion", &object(&source_key)));
+    assert!(stack.allows(
+        role,
+        "s3:GetBucketLocation",
+        &format!("arn:aws:s3:::{bucket}")
+    ));
+    for action in push {
+        assert!(stack.allows(role, action, repo), "{action}");
+        assert!(
+            !stack.allows(
+                role,
+                action,
+                "arn:aws:ecr:us-east-1:123456789012:repository/other"
+            ),
+            "{action} elsewhere"
+        );
+    }
+    assert!(stack.allows(role, "ecr:GetAuthorizationToken", "*"));
+    assert!(stack.allows(role, "logs:PutLogEvents", "arn:fake:ImageBuildLogGroup.Arn"));
+    let artifact = object(&sample_key(&config.artifact_prefix).to_string());
+    let source = object(&source_key);
+    let record = object(".layerforge/builds/x.json");
+    for (action, resource) in [
+        ("s3:GetObject", artifact.as_str()),
+        ("s3:PutObject", artifact.as_str()),
+        ("s3:PutObject", source.as_str()),
+        ("s3:GetObject", record.as_str()),
+        ("ecr:DeleteRepository", repo),
+        ("ecr:BatchDeleteImage", repo),
+        ("logs:PutLogEvents", "arn:fake:BuildLogGroup.Arn"),
+        ("iam:PassRole", "*"),
+    ] {
+        assert!(
+            !stack.allows(role, action, resource),
+            "{action} on {resource}"
+        );
+    }
+    let trust = stack.resolve(at(
+        stack.resource(role),
+        &["Properties", "AssumeRolePolicyDocument"],
+    ));
+    assert_eq!(
+        strings(
+            at(&trust, &["Statement"])
+                .as_sequence()
+                .expect("statements")[0]
+                .get("Principal")
+                .and_then(|p| p.get("Service"))
+                .expect("service")
+        ),
+        ["codebuild.amazonaws.com"]
+    );
+
+    // The stack tells `layerforge image build` what it needs.
+    let outputs = at(&stack.template, &["Outputs"]);
+    // Exactly the outputs ImageStack::from_outputs reads.
+    for output in layerforge::image::STACK_OUTPUTS {
+        assert!(outputs.get(output).is_some(), "output {output}");
+    }
+    assert_eq!(
+        stack.resolve_str(at(outputs, &["BuildRuntimes", "Value"])),
+        "python3.10,python3.11,python3.12,python3.13,python3.14"
+    );
 }

@@ -1,0 +1,270 @@
+//! Builder images, built in the cloud (DESIGN §11): no Docker on the user's machine.
+//!
+//! The protocol, in the order `layerforge image build` runs it:
+//!
+//! 1. [`sources`] packs what `builder/Dockerfile` needs (the Dockerfile, the buildspecs, `Cargo.toml`,
+//!    `Cargo.lock`, `rust-toolchain.toml`, `src/`) into a reproducible zip and uploads it to the stack's bucket
+//!    as `.layerforge/sources/<sha256>.zip`: outside the artifact prefix, so it triggers nothing.
+//! 2. [`build`] asks ECR which tags exist and plans, per runtime, the builds still needed: one per architecture
+//!    in that architecture's CodeBuild project (`builder/buildspec.yml` pushes `python3.X-<ImageTag>-<arch>`) and
+//!    one in the manifest project (`builder/buildspec-manifest.yml` waits for both and pushes the
+//!    multi-architecture `python3.X-<ImageTag>` the job definitions run). A runtime whose tag exists is left
+//!    alone: the repository's tags are immutable.
+//! 3. It starts them all with the source location and `PYTHON_VERSION`, `IMAGE_TAG`, `REPOSITORY_URI` (and
+//!    `ARCH`) overridden, then, when asked to wait, follows them with BatchGetBuilds. When an architecture's
+//!    build fails its runtime's manifest build is stopped, and the failure is reported with the failed
+//!    phase's type and context message.
+//!
+//! [`list`] answers which runtime x architecture images exist.
+
+pub mod build;
+pub mod list;
+pub mod sources;
+
+use std::{fmt, path::PathBuf};
+
+use crate::{
+    aws::AwsFault,
+    request::{Architecture, Runtime},
+};
+
+pub use build::{
+    BuildOptions, BuildReport, ImageClients, ImageOutcome, ImageReport, Progress, build_images,
+};
+pub use list::{ImageRow, list_images};
+
+/// The stack's image-building resources, from its outputs (ArtifactBucketName, BuilderRepositoryUri,
+/// BuilderImageTag, BuildRuntimes, Image*ProjectName).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageStack {
+    pub bucket: String,
+    /// The repository URI without a tag: `ACCOUNT.dkr.ecr.REGION.amazonaws.com/NAME`.
+    pub repository_uri: String,
+    /// The version part of the tags (the stack's ImageTag parameter).
+    pub image_tag: String,
+    /// The runtimes the stack builds layers for (its BuildRuntimes).
+    pub runtimes: Vec<Runtime>,
+    pub arm64_project: String,
+    pub x86_64_project: String,
+    pub manifest_project: String,
+}
+
+/// One of the three builds that make a runtime's image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Step {
+    /// The image of one architecture.
+    Arch(Architecture),
+    /// The multi-architecture tag joining both.
+    Manifest,
+}
+
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Step::Arch(arch) => f.write_str(arch.as_str()),
+            Step::Manifest => f.write_str("manifest"),
+        }
+    }
+}
+
+/// The stack outputs [`ImageStack::from_outputs`] reads.
+pub const STACK_OUTPUTS: [&str; 7] = [
+    "ArtifactBucketName",
+    "BuilderRepositoryUri",
+    "BuilderImageTag",
+    "BuildRuntimes",
+    "ImageBuildArm64ProjectName",
+    "ImageBuildX86ProjectName",
+    "ImageManifestProjectName",
+];
+
+impl ImageStack {
+    /// From the stack's outputs (name -> value, e.g. DescribeStacks' `Outputs`); a missing or empty output, or a
+    /// runtime BuildRuntimes can't hold, is an error naming it.
+    pub fn from_outputs(
+        outputs: &std::collections::BTreeMap<String, String>,
+    ) -> Result<Self, ImageError> {
+        let get = |name: &'static str| -> Result<String, ImageError> {
+            match outputs.get(name).map(|v| v.trim()) {
+                Some(v) if !v.is_empty() => Ok(v.to_owned()),
+                _ => Err(ImageError::InvalidInput {
+                    field: name,
+                    message: "the stack has no such output (deployed from an older template? run sam deploy)"
+                        .to_owned(),
+                }),
+            }
+        };
+        let runtimes = get("BuildRuntimes")?
+            .split(',')
+            .map(|r| {
+                r.trim()
+                    .parse::<Runtime>()
+                    .map_err(|message| ImageError::InvalidInput {
+                        field: "BuildRuntimes",
+                        message,
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let stack = Self {
+            bucket: get("ArtifactBucketName")?,
+            repository_uri: get("BuilderRepositoryUri")?,
+            image_tag: get("BuilderImageTag")?,
+            runtimes,
+            arm64_project: get("ImageBuildArm64ProjectName")?,
+            x86_64_project: get("ImageBuildX86ProjectName")?,
+            manifest_project: get("ImageManifestProjectName")?,
+        };
+        stack.repository_name()?;
+        Ok(stack)
+    }
+
+    /// The tag the job definitions of `runtime` run: `python3.X-<ImageTag>`.
+    pub fn tag(&self, runtime: Runtime) -> String {
+        format!("{}-{}", runtime.as_str(), self.image_tag)
+    }
+
+    /// The tag a step pushes: `python3.X-<ImageTag>-<arch>`, or the multi-architecture tag.
+    pub fn step_tag(&self, runtime: Runtime, step: Step) -> String {
+        match step {
+            Step::Arch(arch) => format!("{}-{}", self.tag(runtime), arch.as_str()),
+            Step::Manifest => self.tag(runtime),
+        }
+    }
+
+    /// `<repository URI>:<tag>`.
+    pub fn image_uri(&self, tag: &str) -> String {
+        format!("{}:{tag}", self.repository_uri)
+    }
+
+    /// The CodeBuild project that runs a step.
+    pub fn project(&self, step: Step) -> &str {
+        match step {
+            Step::Arch(Architecture::Arm64) => &self.arm64_project,
+            Step::Arch(Architecture::X86_64) => &self.x86_64_project,
+            Step::Manifest => &self.manifest_project,
+        }
+    }
+
+    /// The repository's name: what follows the registry host in its URI.
+    pub fn repository_name(&self) -> Result<&str, ImageError> {
+        match self.repository_uri.split_once('/') {
+            Some((host, name)) if !host.is_empty() && !name.is_empty() && !name.contains(':') => {
+                Ok(name)
+            }
+            _ => Err(ImageError::InvalidInput {
+                field: "repository_uri",
+                message: format!(
+                    "{:?} is not REGISTRY/NAME (without a tag)",
+                    self.repository_uri
+                ),
+            }),
+        }
+    }
+}
+
+/// Why an image command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    /// An argument or a stack output breaks a rule (names the field).
+    #[error("{field}: {message}")]
+    InvalidInput {
+        field: &'static str,
+        message: String,
+    },
+    /// The builder's sources could not be read or packed.
+    #[error("builder sources: {path}: {source}")]
+    Sources {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// An AWS call failed; `fault.kind` says whether a retry can help.
+    #[error(transparent)]
+    Aws(#[from] AwsFault),
+}
+
+impl ImageError {
+    /// A stable name for the kind of failure.
+    pub fn error_type(&self) -> &'static str {
+        match self {
+            ImageError::InvalidInput { .. } => "InvalidInput",
+            ImageError::Sources { .. } => "Sources",
+            ImageError::Aws(f) if f.is_transient() => "Transient",
+            ImageError::Aws(_) => "AwsError",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    fn outputs() -> BTreeMap<String, String> {
+        [
+            ("ArtifactBucketName", "layerforge-abc"),
+            (
+                "BuilderRepositoryUri",
+                "123456789012.dkr.ecr.us-east-1.amazonaws.com/layerforge-builderrepository-x",
+            ),
+            ("BuilderImageTag", "0.1.0"),
+            ("BuildRuntimes", "python3.12,python3.13"),
+            ("ImageBuildArm64ProjectName", "lf-builder-image-arm64"),
+            ("ImageBuildX86ProjectName", "lf-builder-image-x86_64"),
+            ("ImageManifestProjectName", "lf-builder-image-manifest"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+    }
+
+    #[test]
+    fn the_stack_outputs_give_the_image_stack_and_its_tags() {
+        let stack = ImageStack::from_outputs(&outputs()).expect("complete outputs");
+        assert_eq!(stack.runtimes, [Runtime::Python312, Runtime::Python313]);
+        assert_eq!(
+            stack.repository_name().ok(),
+            Some("layerforge-builderrepository-x")
+        );
+        assert_eq!(
+            stack.project(Step::Arch(Architecture::X86_64)),
+            "lf-builder-image-x86_64"
+        );
+        assert_eq!(
+            stack.step_tag(Runtime::Python313, Step::Manifest),
+            "python3.13-0.1.0"
+        );
+        assert_eq!(
+            stack.step_tag(Runtime::Python313, Step::Arch(Architecture::Arm64)),
+            "python3.13-0.1.0-arm64"
+        );
+        assert_eq!(
+            stack.image_uri(&stack.tag(Runtime::Python312)),
+            "123456789012.dkr.ecr.us-east-1.amazonaws.com/layerforge-builderrepository-x:python3.12-0.1.0"
+        );
+    }
+
+    #[test]
+    fn a_missing_or_bad_output_is_named() {
+        for name in STACK_OUTPUTS {
+            let mut o = outputs();
+            o.remove(name);
+            let err = ImageStack::from_outputs(&o).expect_err(name);
+            assert!(err.to_string().starts_with(&format!("{name}: ")), "{err}");
+        }
+        let mut o = outputs();
+        o.insert("BuildRuntimes".into(), "python3.12,python2.7".into());
+        let err = ImageStack::from_outputs(&o).expect_err("python2.7");
+        assert!(
+            err.to_string()
+                .starts_with("BuildRuntimes: unknown runtime \"python2.7\""),
+            "{err}"
+        );
+        let mut o = outputs();
+        o.insert("BuilderRepositoryUri".into(), "no-slash".into());
+        let err = ImageStack::from_outputs(&o).expect_err("no registry");
+        assert_eq!(err.error_type(), "InvalidInput");
+        assert!(err.to_string().starts_with("repository_uri:"), "{err}");
+    }
+}
