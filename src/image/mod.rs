@@ -34,7 +34,7 @@ pub use build::{
 pub use list::{ImageRow, list_images};
 
 /// The stack's image-building resources, from its outputs (ArtifactBucketName, BuilderRepositoryUri,
-/// BuilderImageTag, BuildRuntimes, Image*ProjectName).
+/// BuilderImageTag, BuiltRuntimes, Image*ProjectName).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImageStack {
     pub bucket: String,
@@ -72,7 +72,7 @@ pub const STACK_OUTPUTS: [&str; 7] = [
     "ArtifactBucketName",
     "BuilderRepositoryUri",
     "BuilderImageTag",
-    "BuildRuntimes",
+    "BuiltRuntimes",
     "ImageBuildArm64ProjectName",
     "ImageBuildX86ProjectName",
     "ImageManifestProjectName",
@@ -94,13 +94,13 @@ impl ImageStack {
                 }),
             }
         };
-        let runtimes = get("BuildRuntimes")?
+        let runtimes = get("BuiltRuntimes")?
             .split(',')
             .map(|r| {
                 r.trim()
                     .parse::<Runtime>()
                     .map_err(|message| ImageError::InvalidInput {
-                        field: "BuildRuntimes",
+                        field: "BuiltRuntimes",
                         message,
                     })
             })
@@ -209,7 +209,7 @@ mod tests {
                 "123456789012.dkr.ecr.us-east-1.amazonaws.com/layerforge-builderrepository-x",
             ),
             ("BuilderImageTag", "0.1.0"),
-            ("BuildRuntimes", "python3.12,python3.13"),
+            ("BuiltRuntimes", "python3.12,python3.13"),
             ("ImageBuildArm64ProjectName", "lf-builder-image-arm64"),
             ("ImageBuildX86ProjectName", "lf-builder-image-x86_64"),
             ("ImageManifestProjectName", "lf-builder-image-manifest"),
@@ -254,11 +254,11 @@ mod tests {
             assert!(err.to_string().starts_with(&format!("{name}: ")), "{err}");
         }
         let mut o = outputs();
-        o.insert("BuildRuntimes".into(), "python3.12,python2.7".into());
+        o.insert("BuiltRuntimes".into(), "python3.12,python2.7".into());
         let err = ImageStack::from_outputs(&o).expect_err("python2.7");
         assert!(
             err.to_string()
-                .starts_with("BuildRuntimes: unknown runtime \"python2.7\""),
+                .starts_with("BuiltRuntimes: unknown runtime \"python2.7\""),
             "{err}"
         );
         let mut o = outputs();

@@ -1427,7 +1427,7 @@ fn builder_image_projects_build_each_architecture_with_a_least_privilege_role() 
         assert!(outputs.get(output).is_some(), "output {output}");
     }
     assert_eq!(
-        stack.resolve_str(at(outputs, &["BuildRuntimes", "Value"])),
+        stack.resolve_str(at(outputs, &["BuiltRuntimes", "Value"])),
         "python3.10,python3.11,python3.12,python3.13,python3.14"
     );
 }
