@@ -321,47 +321,14 @@ pub async fn batch_stack(
             .map_err(|e| AwsFault::from_sdk("CreateJobQueue", &e))?
             .job_queue_arn
             .ok_or(ProvisionError::Missing("CreateJobQueue.jobQueueArn"))?;
-        let requirement =
-            |t: ResourceType, v: &str| ResourceRequirement::builder().r#type(t).value(v).build();
-        let definition = batch
-            .register_job_definition()
-            .job_definition_name(format!("{name}-builder-{arch}"))
-            .r#type(JobDefinitionType::Container)
-            .platform_capabilities(PlatformCapability::Fargate)
-            .container_properties(
-                ContainerProperties::builder()
-                    .image(format!(
-                        "123456789012.dkr.ecr.{REGION}.amazonaws.com/layerforge-builder:latest"
-                    ))
-                    .execution_role_arn(&job_role)
-                    .job_role_arn(&job_role)
-                    .resource_requirements(requirement(ResourceType::Vcpu, "2"))
-                    .resource_requirements(requirement(ResourceType::Memory, "4096"))
-                    .runtime_platform(
-                        RuntimePlatform::builder()
-                            .cpu_architecture(cpu)
-                            .operating_system_family("LINUX")
-                            .build(),
-                    )
-                    .network_configuration(
-                        NetworkConfiguration::builder()
-                            .assign_public_ip(AssignPublicIp::Enabled)
-                            .build(),
-                    )
-                    .fargate_platform_configuration(
-                        FargatePlatformConfiguration::builder()
-                            .platform_version("LATEST")
-                            .build(),
-                    )
-                    .build(),
-            )
-            .send()
-            .await
-            .map_err(|e| AwsFault::from_sdk("RegisterJobDefinition", &e))?
-            .job_definition_arn
-            .ok_or(ProvisionError::Missing(
-                "RegisterJobDefinition.jobDefinitionArn",
-            ))?;
+        let definition = register_definition(
+            &batch,
+            format!("{name}-builder-{arch}"),
+            format!("123456789012.dkr.ecr.{REGION}.amazonaws.com/layerforge-builder:latest"),
+            cpu,
+            &job_role,
+        )
+        .await?;
         targets.push((queue, definition));
     }
     let [arm64, x86_64]: [(String, String); 2] = targets
@@ -372,45 +339,16 @@ pub async fn batch_stack(
     let mut arm64_by_runtime = Vec::new();
     let mut build_targets = serde_json::Map::new();
     for runtime in Runtime::ALL {
-        let definition = batch
-            .register_job_definition()
-            .job_definition_name(format!("{name}-builder-{}-arm64", runtime.compact()))
-            .r#type(JobDefinitionType::Container)
-            .platform_capabilities(PlatformCapability::Fargate)
-            .container_properties(
-                ContainerProperties::builder()
-                    .image(format!(
-                        "123456789012.dkr.ecr.{REGION}.amazonaws.com/layerforge-builder:{runtime}-0.1.0"
-                    ))
-                    .execution_role_arn(&job_role)
-                    .job_role_arn(&job_role)
-                    .resource_requirements(
-                        ResourceRequirement::builder()
-                            .r#type(ResourceType::Vcpu)
-                            .value("2")
-                            .build(),
-                    )
-                    .resource_requirements(
-                        ResourceRequirement::builder()
-                            .r#type(ResourceType::Memory)
-                            .value("4096")
-                            .build(),
-                    )
-                    .runtime_platform(
-                        RuntimePlatform::builder()
-                            .cpu_architecture("ARM64")
-                            .operating_system_family("LINUX")
-                            .build(),
-                    )
-                    .build(),
-            )
-            .send()
-            .await
-            .map_err(|e| AwsFault::from_sdk("RegisterJobDefinition", &e))?
-            .job_definition_arn
-            .ok_or(ProvisionError::Missing(
-                "RegisterJobDefinition.jobDefinitionArn",
-            ))?;
+        let definition = register_definition(
+            &batch,
+            format!("{name}-builder-{}-arm64", runtime.compact()),
+            format!(
+                "123456789012.dkr.ecr.{REGION}.amazonaws.com/layerforge-builder:{runtime}-0.1.0"
+            ),
+            "ARM64",
+            &job_role,
+        )
+        .await?;
         build_targets.insert(
             format!("{runtime}/arm64"),
             serde_json::json!({"job_queue": arm64.0, "job_definition": definition}),
@@ -427,4 +365,53 @@ pub async fn batch_stack(
         arm64_by_runtime,
         x86_64,
     })
+}
+
+/// Registers a Fargate job definition for `cpu` (`ARM64`/`X86_64`) on `image`; returns its ARN.
+async fn register_definition(
+    batch: &aws_sdk_batch::Client,
+    name: String,
+    image: String,
+    cpu: &str,
+    job_role: &str,
+) -> Result<String, ProvisionError> {
+    let requirement =
+        |t: ResourceType, v: &str| ResourceRequirement::builder().r#type(t).value(v).build();
+    batch
+        .register_job_definition()
+        .job_definition_name(name)
+        .r#type(JobDefinitionType::Container)
+        .platform_capabilities(PlatformCapability::Fargate)
+        .container_properties(
+            ContainerProperties::builder()
+                .image(image)
+                .execution_role_arn(job_role)
+                .job_role_arn(job_role)
+                .resource_requirements(requirement(ResourceType::Vcpu, "2"))
+                .resource_requirements(requirement(ResourceType::Memory, "4096"))
+                .runtime_platform(
+                    RuntimePlatform::builder()
+                        .cpu_architecture(cpu)
+                        .operating_system_family("LINUX")
+                        .build(),
+                )
+                .network_configuration(
+                    NetworkConfiguration::builder()
+                        .assign_public_ip(AssignPublicIp::Enabled)
+                        .build(),
+                )
+                .fargate_platform_configuration(
+                    FargatePlatformConfiguration::builder()
+                        .platform_version("LATEST")
+                        .build(),
+                )
+                .build(),
+        )
+        .send()
+        .await
+        .map_err(|e| AwsFault::from_sdk("RegisterJobDefinition", &e))?
+        .job_definition_arn
+        .ok_or(ProvisionError::Missing(
+            "RegisterJobDefinition.jobDefinitionArn",
+        ))
 }
