@@ -9,7 +9,7 @@ use crate::request::{Architecture, Installer, LayerName, Requirements, Runtime};
 
 /// Bumped whenever the builder's output for the same input changes (layout, zip format) or the canonical form
 /// below does, so that old artifacts are not taken for new ones. 2: the installer joined the canonical form and
-/// the zip's deflate backend changed (zlib-rs: same content, other bytes).
+/// the zip's deflate changed (libdeflate: the same content in other bytes).
 pub const FORMAT_VERSION: u32 = 2;
 
 /// S3 limits user metadata to 2 KB (keys and values, UTF-8 bytes) per object.
