@@ -3,7 +3,7 @@
 #   1. end to end, layer-builder (default installer: uv when it runs here) against the original tool's procedure
 #      (`pip install -r … -t python/lib/python3.11/site-packages`, then `zip -r`), on requests+httpx and
 #      numpy+pandas, cold package caches, Python 3.11 native, alternating runs; the ratio of the medians;
-#   2. the zip stage (examples/zip-tree.rs: the builder's collect + write_zip) against `zip -r` on the same
+#   2. the zip stage (`layer-builder --bench-zip-tree`: collect + write_zip) against `zip -r` on the same
 #      tree (the original procedure's numpy+pandas tree, bytecode removed so both zip the same files): time,
 #      CPU time, sizes, and whether two zips of the tree have the same sha256;
 #   3. the size of each release binary (and of sam build's arm64 bootstraps when .aws-sam/build has them);
@@ -24,8 +24,8 @@ command -v zip >/dev/null || { echo "bench: zip is missing (apt-get install zip)
 command -v uv >/dev/null || { echo "bench: uv is missing (scripts/bootstrap.sh)" >&2; exit 2; }
 "$py" -m pip --version >/dev/null || { echo "bench: $py has no pip" >&2; exit 2; }
 
-echo "== building release binaries (cargo build --release --bins --example zip-tree)"
-cargo build --release --locked --bins --example zip-tree 2>&1 | tail -n 1
+echo "== building release binaries (cargo build --release --bins)"
+cargo build --release --locked --bins 2>&1 | tail -n 1
 bin=${CARGO_TARGET_DIR:-$root/target}/release
 
 work=$(mktemp -d /tmp/layerforge-bench.XXXXXX)
@@ -91,7 +91,7 @@ for _ in $(seq "$runs"); do
     zipr_times+=" $(seconds "$start" "$(now)")"
     zipr_cpu+=" $(awk -F+ '{ printf "%.2f", $1 + $2 }' "$work/cpu")"
     start=$(now)
-    line=$(/usr/bin/time -f %U+%S -o "$work/cpu" "$bin/examples/zip-tree" "$work/orig" "$work/ours.zip")
+    line=$(/usr/bin/time -f %U+%S -o "$work/cpu" "$bin/layer-builder" --bench-zip-tree "$work/orig" "$work/ours.zip")
     ours_times+=" $(seconds "$start" "$(now)")"
     ours_cpu+=" $(awk -F+ '{ printf "%.2f", $1 + $2 }' "$work/cpu")"
     shas+=" $(sed -n 's/.*sha256=//p' <<<"$line")"

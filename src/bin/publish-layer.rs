@@ -10,7 +10,7 @@ use serde_json::Value;
 async fn main() -> Result<(), Error> {
     aws::init_tracing();
     let config = Arc::new(Config::from_env()?);
-    let sdk = aws::sdk_config().await;
+    let sdk = aws::lambda_sdk_config();
     let state = publish::PublishState::new(config, aws::s3_client(&sdk), aws::lambda_client(&sdk));
     run(service_fn(move |event: LambdaEvent<Value>| {
         let state = state.clone();

@@ -10,7 +10,7 @@ use serde_json::Value;
 async fn main() -> Result<(), Error> {
     aws::init_tracing();
     let config = Arc::new(Config::from_env()?);
-    let sdk = aws::sdk_config().await;
+    let sdk = aws::lambda_sdk_config();
     let state = submit::SubmitState {
         config,
         s3: aws::s3_client(&sdk),

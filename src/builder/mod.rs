@@ -613,6 +613,35 @@ pub fn default_installer() -> install::Installer {
     }
 }
 
+/// The zip stage alone, for the benchmark (scripts/bench.sh): `layer-builder --bench-zip-tree DIR OUT.zip` zips
+/// `DIR/python` as the builder does (collect, then the parallel deterministic deflate: what the summary's
+/// `zip_seconds` times), entries named `python/…` as `zip -r OUT.zip python` in `DIR` names them. Prints
+/// `seconds=… bytes=… entries=… sha256=…`; exit 2 on bad arguments, 1 on an I/O error.
+pub fn bench_zip_tree(args: &[OsString]) -> ExitCode {
+    let [dir, out] = args else {
+        eprintln!("usage: layer-builder --bench-zip-tree DIR OUT.zip");
+        return ExitCode::from(2);
+    };
+    let (dir, out) = (Path::new(dir), Path::new(out));
+    let started = Instant::now();
+    match collect(&dir.join("python"), "python").and_then(|c| archive::write_zip(&c.files, out)) {
+        Ok(summary) => {
+            println!(
+                "seconds={:.3} bytes={} entries={} sha256={}",
+                started.elapsed().as_secs_f64(),
+                summary.zipped_bytes,
+                summary.entries,
+                hex::encode(summary.sha256)
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("layer-builder --bench-zip-tree: {}: {e}", dir.display());
+            ExitCode::FAILURE
+        }
+    }
+}
+
 /// The files of a tree, ready to zip.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Collected {
