@@ -210,9 +210,6 @@ mod tests {
             Some(3),
             "the SDK's standard retries"
         );
-        // The S3 client goes path-style with a local endpoint, as with the full loader.
-        let s3 = s3_client(&sdk);
-        assert_eq!(s3.config().force_path_style(), Some(true));
     }
 
     #[test]
