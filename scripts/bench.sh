@@ -9,7 +9,8 @@
 #   3. the size of each release binary (and of sam build's arm64 bootstraps when .aws-sam/build has them);
 #   4. each Lambda function's init time and peak RSS under a Runtime API stub (scripts/bench_init.py).
 #
-# usage: scripts/bench.sh            (BENCH_RUNS=N alternating runs per set, default 3; BENCH_PYTHON, default
+# usage: scripts/bench.sh            (BENCH_RUNS=N alternating runs per set, default 3; BENCH_BASELINE, release
+#                                     binaries of an earlier commit to compare with (see below); BENCH_PYTHON, default
 #                                     /usr/bin/python3.11: as root the builder installs as user 65534, which can't
 #                                     run a Python under /root such as pyenv's, so the baseline uses the same one)
 # Needs: Debian's zip (apt-get install zip), python3.11 with pip, uv (.tools/venv/bin, scripts/bootstrap.sh), the
@@ -108,20 +109,34 @@ else
     echo "  NOT reproducible: sha256s$shas"
 fi
 
-echo "== binary sizes (release, $(uname -m), stripped)"
+mib() { awk -v s="$1" 'BEGIN { printf "%.2f", s / 1048576 }'; }
+# BENCH_BASELINE: a folder of release binaries built from an earlier commit (for example
+# `git worktree add /tmp/before <commit> && CARGO_TARGET_DIR=/tmp/before-target cargo build --release --bins` in
+# it, then BENCH_BASELINE=/tmp/before-target/release): sizes, init and RSS are then printed for both, with ratios.
+base=${BENCH_BASELINE:-}
+echo "== binary sizes (release, $(uname -m), stripped; target: each Lambda function at most 10 MiB)"
 for b in submit-build publish-layer build-status layer-builder; do
     size=$(stat -c %s "$bin/$b")
-    echo "  $b: $size bytes ($(awk -v s="$size" 'BEGIN { printf "%.2f", s / 1048576 }') MiB)"
+    line="  $b: $size bytes ($(mib "$size") MiB)"
+    if [ -n "$base" ] && [ -e "$base/$b" ]; then
+        old=$(stat -c %s "$base/$b")
+        line+="; baseline $old bytes ($(mib "$old") MiB), ratio baseline/now $(ratio "$old" "$size")x"
+    fi
+    echo "$line"
 done
 for f in .aws-sam/build/*/bootstrap; do
     [ -e "$f" ] || continue
     size=$(stat -c %s "$f")
-    echo "  sam build arm64 $f: $size bytes ($(awk -v s="$size" 'BEGIN { printf "%.2f", s / 1048576 }') MiB)"
+    echo "  sam build arm64 $f: $size bytes ($(mib "$size") MiB)"
 done
 
 echo "== handler init and peak RSS (Runtime API stub, 5 runs each; events needing no AWS call)"
+echo '{"Service":"Amazon S3","Event":"s3:TestEvent","Time":"2026-01-01T00:00:00.000Z","Bucket":"layerforge-artifacts","RequestId":"1","HostId":"1"}' >"$work/test-event.json"
 for pair in "submit-build:events/invalid/layer-name.json" "publish-layer:$work/test-event.json" \
     "build-status:events/status-invalid-both.json"; do
-    [ -e "$work/test-event.json" ] || echo '{"Service":"Amazon S3","Event":"s3:TestEvent","Time":"2026-01-01T00:00:00.000Z","Bucket":"layerforge-artifacts","RequestId":"1","HostId":"1"}' >"$work/test-event.json"
-    echo "  ${pair%%:*}: $(python3 scripts/bench_init.py "$bin/${pair%%:*}" "${pair#*:}" 5)"
+    name=${pair%%:*} event=${pair#*:}
+    echo "  $name: $(python3 scripts/bench_init.py "$bin/$name" "$event" 5)"
+    if [ -n "$base" ] && [ -e "$base/$name" ]; then
+        echo "  $name (baseline): $(python3 scripts/bench_init.py "$base/$name" "$event" 5)"
+    fi
 done
