@@ -209,12 +209,7 @@ async fn content(
         .prefix(&prefix)
         .send()
         .await
-        .map_err(|e| {
-            CliError::Aws(format!(
-                "ListObjectsV2 s3://{bucket}/{prefix}: {}",
-                error_chain(&e)
-            ))
-        })?;
+        .map_err(|e| CliError::aws_call(&format!("ListObjectsV2 s3://{bucket}/{prefix}"), &e))?;
     for object in listed.contents() {
         let Some(key) = object.key().filter(|k| k.ends_with(".zip")) else {
             continue;
@@ -226,10 +221,7 @@ async fn content(
             .send()
             .await
             .map_err(|e| {
-                CliError::Aws(format!(
-                    "GetObjectTagging s3://{bucket}/{key}: {}",
-                    error_chain(&e)
-                ))
+                CliError::aws_call(&format!("GetObjectTagging s3://{bucket}/{key}"), &e)
             })?;
         if tags
             .tag_set()
@@ -242,12 +234,7 @@ async fn content(
                 .key(key)
                 .send()
                 .await
-                .map_err(|e| {
-                    CliError::Aws(format!(
-                        "GetObject s3://{bucket}/{key}: {}",
-                        error_chain(&e)
-                    ))
-                })?;
+                .map_err(|e| CliError::aws_call(&format!("GetObject s3://{bucket}/{key}"), &e))?;
             let body = out
                 .body
                 .collect()

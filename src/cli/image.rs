@@ -7,7 +7,6 @@ use clap::{Args, Subcommand};
 
 use super::{CliError, Context, ResolvedTarget, Target};
 use crate::{
-    aws::error_chain,
     image::{self, BuildOptions, ImageClients, ImageError, ImageOutcome, ImageStack},
     request::Runtime,
 };
@@ -63,7 +62,7 @@ async fn stack_outputs(ctx: &Context) -> Result<BTreeMap<String, String>, CliErr
         .stack_name(&stack)
         .send()
         .await
-        .map_err(|e| CliError::Aws(format!("DescribeStacks {stack}: {}", error_chain(&e))))?;
+        .map_err(|e| CliError::aws_call(&format!("DescribeStacks {stack}"), &e))?;
     Ok(described
         .stacks()
         .first()

@@ -111,6 +111,11 @@ pub enum CliError {
 }
 
 impl CliError {
+    /// A failed AWS call: `call` names the operation and its target, then the error with its sources.
+    pub fn aws_call(call: &str, err: &dyn std::error::Error) -> Self {
+        CliError::Aws(format!("{call}: {}", error_chain(err)))
+    }
+
     pub fn exit_code(&self) -> u8 {
         match self {
             CliError::Failed(_) => 1,

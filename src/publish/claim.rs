@@ -40,7 +40,6 @@ use std::{
 };
 
 use aws_sdk_lambda::config::retry::RetryConfig;
-use aws_sdk_s3::primitives::ByteStream;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tracing::{info, warn};
@@ -50,9 +49,11 @@ use super::{
     faults::{Verdict, classify},
     flow::{LayerSpec, ObjectRef},
     outcome::{Outcome, RecordError, Rejection},
-    s3::body_fault,
 };
-use crate::aws::{AwsFault, FaultKind};
+use crate::{
+    aws::{AwsFault, FaultKind},
+    records::{self, Condition, WriteError},
+};
 
 /// Where claim objects live, relative to the artifact bucket's root.
 pub const CLAIM_PREFIX: &str = ".layerforge/claims";
@@ -141,22 +142,7 @@ enum Write {
     Lost,
 }
 
-fn is_precondition_failure(fault: &AwsFault) -> bool {
-    // 412: the condition is false. 409: S3's ConditionalRequestConflict while another conditional write to
-    // the key is in flight: the other writer wins or retries, either way not us now.
-    matches!(fault.http_status, Some(412 | 409))
-        || fault.code == "PreconditionFailed"
-        || fault.code == "ConditionalRequestConflict"
-}
-
-#[derive(Clone, Copy)]
-enum Condition<'a> {
-    /// `If-None-Match: *`: create only.
-    Absent,
-    /// `If-Match: <etag>`: replace only this exact content.
-    Matches(&'a str),
-}
-
+/// Writes the claim under `condition` (the build records' conditional JSON write: 412 and 409 are a lost race).
 async fn write_claim(
     state: &PublishState,
     bucket: &str,
@@ -164,34 +150,10 @@ async fn write_claim(
     claim: &Claim,
     condition: Condition<'_>,
 ) -> Result<Write, AwsFault> {
-    let body = serde_json::to_vec(claim).map_err(|e| AwsFault {
-        operation: "PutObject",
-        kind: FaultKind::Permanent,
-        code: "SerializeClaim".to_owned(),
-        message: e.to_string(),
-        http_status: None,
-    })?;
-    let mut request = state
-        .s3
-        .put_object()
-        .bucket(bucket)
-        .key(claim_key)
-        .content_type("application/json")
-        .body(ByteStream::from(body));
-    request = match condition {
-        Condition::Absent => request.if_none_match("*"),
-        Condition::Matches(etag) => request.if_match(etag),
-    };
-    match request.send().await {
+    match records::write_json(&state.s3, bucket, claim_key, claim, Some(condition)).await {
         Ok(_) => Ok(Write::Done),
-        Err(e) => {
-            let fault = AwsFault::from_sdk("PutObject", &e);
-            if is_precondition_failure(&fault) {
-                Ok(Write::Lost)
-            } else {
-                Err(fault)
-            }
-        }
+        Err(WriteError::Conflict) => Ok(Write::Lost),
+        Err(WriteError::Aws(fault)) => Err(fault),
     }
 }
 
@@ -201,54 +163,23 @@ async fn read_claim(
     bucket: &str,
     claim_key: &str,
 ) -> Result<Option<(Claim, String)>, AwsFault> {
-    let out = match state
-        .s3
-        .get_object()
-        .bucket(bucket)
-        .key(claim_key)
-        .send()
-        .await
-    {
-        Ok(o) => o,
-        Err(e) => {
-            if e.as_service_error().is_some_and(|s| s.is_no_such_key()) {
-                return Ok(None);
-            }
-            let fault = AwsFault::from_sdk("GetObject", &e);
-            if fault.http_status == Some(404) {
-                return Ok(None);
-            }
-            return Err(fault);
-        }
+    let Some(stored) = records::read_json::<Claim>(&state.s3, bucket, claim_key).await? else {
+        return Ok(None);
     };
-    let etag = out.e_tag().unwrap_or_default().trim_matches('"').to_owned();
-    let bytes = out
-        .body
-        .collect()
-        .await
-        .map_err(|e| body_fault("GetObject", &e))?
-        .into_bytes();
-    match serde_json::from_slice::<Claim>(&bytes) {
-        Ok(claim) => Ok(Some((claim, etag))),
-        Err(e) => {
-            // Unreadable (e.g. an older format): a released claim, taken over (conditionally) and rewritten.
-            warn!(claim_key, error = %e, "unreadable claim object; it will be taken over");
-            Ok(Some((
-                Claim {
-                    layer_name: String::new(),
-                    code_sha256: String::new(),
-                    bucket: bucket.to_owned(),
-                    key: String::new(),
-                    version_id: None,
-                    owner: String::new(),
-                    lease_until: 0,
-                    layer_version_arn: None,
-                    rejected: None,
-                },
-                etag,
-            )))
-        }
-    }
+    // Unreadable (e.g. an older format; read_json has logged it): a released claim, taken over (conditionally)
+    // and rewritten.
+    let claim = stored.value.unwrap_or_else(|| Claim {
+        layer_name: String::new(),
+        code_sha256: String::new(),
+        bucket: bucket.to_owned(),
+        key: String::new(),
+        version_id: None,
+        owner: String::new(),
+        lease_until: 0,
+        layer_version_arn: None,
+        rejected: None,
+    });
+    Ok(Some((claim, stored.etag)))
 }
 
 /// Claims the content, then publishes (winner) or waits for the winner's outcome (loser).
