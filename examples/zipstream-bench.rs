@@ -109,6 +109,7 @@ fn make(out: &Path) -> std::io::Result<()> {
             name,
             path,
             executable: false,
+            expect: None,
         })
         .collect();
     let summary = write_zip(&sources, out)?;

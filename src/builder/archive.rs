@@ -22,6 +22,8 @@ use std::{
 };
 
 use libdeflater::{CompressionError, CompressionLvl, Compressor};
+
+use super::contain;
 use sha2::{Digest, Sha256};
 
 /// DOS date of 1980-01-01 (year offset 0, month 1, day 1): the earliest a zip can say.
@@ -140,6 +142,28 @@ pub struct ZipSource {
     pub path: PathBuf,
     /// Whether the entry gets `0755` rather than `0644`.
     pub executable: bool,
+    /// The file as it was listed: when set, it is opened without following any link and must still be that
+    /// file ([`contain::open_listed`]); the builder sets it for every file of an install tree.
+    pub expect: Option<contain::FileId>,
+}
+
+impl ZipSource {
+    /// Opens the content for reading (see [`ZipSource::expect`]).
+    pub fn open(&self) -> io::Result<File> {
+        match self.expect {
+            Some(expect) => contain::open_listed(&self.path, expect),
+            None => File::open(&self.path),
+        }
+    }
+
+    /// Reads the whole content.
+    pub fn read(&self) -> io::Result<Vec<u8>> {
+        use std::io::Read as _;
+        let mut file = self.open()?;
+        let mut out = Vec::with_capacity(self.expect.map_or(0, |e| e.len as usize));
+        file.read_to_end(&mut out)?;
+        Ok(out)
+    }
 }
 
 /// What was written.
@@ -171,9 +195,14 @@ struct Written {
     offset: u64,
 }
 
-/// Writes `sources` (in the given order) to a new zip file at `out`.
+/// Writes `sources` (in the given order) to a new zip file at `out` (created or truncated).
 pub fn write_zip(sources: &[ZipSource], out: &Path) -> io::Result<ZipSummary> {
-    let file = File::create(out)?;
+    write_zip_to(sources, &File::create(out)?)
+}
+
+/// Writes `sources` (in the given order) into `file`, from its current position (a new, empty file), and
+/// syncs it; the caller keeps the file open, e.g. to upload exactly what was written.
+pub fn write_zip_to(sources: &[ZipSource], file: &File) -> io::Result<ZipSummary> {
     let mut writer = HashingWriter::new(BufWriter::with_capacity(1 << 20, file));
     let workers = std::thread::available_parallelism().map_or(1, NonZeroUsize::get);
     let mut written = Vec::with_capacity(sources.len());
@@ -221,7 +250,10 @@ fn batches(sources: &[ZipSource]) -> io::Result<Vec<&[ZipSource]>> {
     let mut out = Vec::new();
     let (mut start, mut bytes) = (0, 0u64);
     for (i, source) in sources.iter().enumerate() {
-        bytes += std::fs::metadata(&source.path)?.len();
+        bytes += match source.expect {
+            Some(expect) => expect.len,
+            None => std::fs::metadata(&source.path)?.len(),
+        };
         if bytes >= BATCH_BYTES {
             out.push(&sources[start..=i]);
             start = i + 1;
@@ -251,7 +283,7 @@ fn compress_all(batch: &[ZipSource], workers: usize) -> io::Result<Vec<Compresse
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(source) = batch.get(i) else { break };
                     // Each slot is claimed by exactly one index, so `set` can't find it filled.
-                    let _ = slots[i].set(compress(&mut compressor, &source.path));
+                    let _ = slots[i].set(compress(&mut compressor, source));
                 }
             });
         }
@@ -265,8 +297,8 @@ fn compress_all(batch: &[ZipSource], workers: usize) -> io::Result<Vec<Compresse
         .collect()
 }
 
-fn compress(compressor: &mut Compressor, path: &Path) -> io::Result<Compressed> {
-    let raw = std::fs::read(path)?;
+fn compress(compressor: &mut Compressor, source: &ZipSource) -> io::Result<Compressed> {
+    let raw = source.read()?;
     let crc = crc32fast::hash(&raw);
     let size = raw.len() as u64;
     // Room for one byte less than the file: deflate output that doesn't fit would not shrink it, so the
@@ -501,6 +533,7 @@ mod tests {
                     name: (*name).to_owned(),
                     path,
                     executable: *executable,
+                    expect: None,
                 }
             })
             .collect()
@@ -616,6 +649,7 @@ mod tests {
                 name: format!("python/f{i:06}"),
                 path: path.clone(),
                 executable: false,
+                expect: None,
             })
             .collect();
         let out = dir.path().join("many.zip");

@@ -73,6 +73,9 @@ pub enum InstallError {
     },
     #[error("pip needs a Python interpreter and none was selected")]
     NoInterpreter,
+    /// Processes the install left behind could not be ended ([`super::contain::end_leftovers`]).
+    #[error("{0}")]
+    Survivors(String),
 }
 
 /// The installer command for `spec`: program, arguments and environment.
@@ -148,7 +151,15 @@ pub fn command(spec: &InstallSpec) -> Result<Command, InstallError> {
 
 /// Runs the installer; its stdout and stderr go to our stderr line by line (the job log), and the last
 /// [`STDOUT_TAIL`] lines of stdout and [`STDERR_TAIL`] of stderr are kept for the error, in that order.
-pub fn run(installer: Installer, mut cmd: Command) -> Result<(), InstallError> {
+///
+/// `after_exit` runs as soon as the installer has exited, before its output is drained: the builder ends
+/// whatever the install left running there ([`super::contain::end_leftovers`]), so a leftover that holds the
+/// pipes open can't keep the build waiting. Its error wins over the installer's.
+pub fn run(
+    installer: Installer,
+    mut cmd: Command,
+    after_exit: impl FnOnce() -> Result<(), InstallError>,
+) -> Result<(), InstallError> {
     let program = cmd.get_program().to_string_lossy().into_owned();
     info!(
         installer = installer.as_str(),
@@ -170,17 +181,19 @@ pub fn run(installer: Installer, mut cmd: Command) -> Result<(), InstallError> {
         })?;
     let stdout = child.stdout.take();
     let stderr = child.stderr.take();
-    let (status, out_tail, err_tail): (std::io::Result<ExitStatus>, _, _) =
+    let (status, out_tail, err_tail): (Result<std::io::Result<ExitStatus>, InstallError>, _, _) =
         std::thread::scope(|scope| {
             let out = scope.spawn(|| stdout.map(|s| relay(s, STDOUT_TAIL)).unwrap_or_default());
             let err = scope.spawn(|| stderr.map(|s| relay(s, STDERR_TAIL)).unwrap_or_default());
             let status = child.wait();
+            let contained = after_exit();
             (
-                status,
+                contained.map(|()| status),
                 out.join().unwrap_or_default(),
                 err.join().unwrap_or_default(),
             )
         });
+    let status = status?;
     let tail: Vec<String> = out_tail.into_iter().chain(err_tail).collect();
     match status {
         Ok(status) if status.success() => Ok(()),
@@ -341,7 +354,8 @@ mod tests {
             "-c",
             "echo 'ERROR: boom' >&2; sleep 0.2; for i in $(seq 1 40); do echo out $i; done; exit 7",
         ]);
-        let InstallError::Failed { status, tail, .. } = run(Installer::Pip, cmd).unwrap_err()
+        let InstallError::Failed { status, tail, .. } =
+            run(Installer::Pip, cmd, || Ok(())).unwrap_err()
         else {
             panic!("expected Failed")
         };
@@ -357,7 +371,7 @@ mod tests {
 
     #[test]
     fn missing_program_is_a_spawn_error() {
-        let err = run(Installer::Uv, Command::new("/nonexistent/uv")).unwrap_err();
+        let err = run(Installer::Uv, Command::new("/nonexistent/uv"), || Ok(())).unwrap_err();
         assert!(matches!(err, InstallError::Spawn { .. }), "{err}");
     }
 

@@ -15,7 +15,7 @@
 //! under a root-only `/root`).
 
 use std::{
-    ffi::OsString,
+    ffi::{OsStr, OsString},
     path::{Path, PathBuf},
     process::Command,
 };
@@ -90,6 +90,119 @@ impl Sandbox {
         }
         Ok(())
     }
+}
+
+/// Checks that the build user can run `program` (`--version`, in the sandbox's environment, as that user), so a
+/// tool only root can reach fails before the install with a message naming the path, the user and the fix,
+/// instead of `could not be started: Permission denied` halfway (issue 19).
+pub fn probe_program(program: &OsStr, sandbox: &Sandbox) -> Result<(), String> {
+    let mut cmd = Command::new(program);
+    sandbox.apply(&mut cmd);
+    let shown = resolve_on_path(program, sandbox).map_or_else(
+        || program.to_string_lossy().into_owned(),
+        |p| p.display().to_string(),
+    );
+    let user = sandbox.user.map_or_else(
+        || "this user".to_owned(),
+        |(u, g)| format!("the build user {u}:{g}"),
+    );
+    let fix = "install it where that user can read and run it (every folder on the way needs o+x, e.g. \
+               /usr/local/bin), point LAYERFORGE_UV at such a copy, or set LAYERFORGE_BUILD_USER to a user that can";
+    let result = cmd
+        .arg("--version")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .output();
+    match result {
+        Ok(out) if out.status.success() => Ok(()),
+        Ok(out) => Err(format!(
+            "{shown} can't be run by {user} ({}: {}); {fix}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )),
+        Err(e) => Err(format!("{shown} can't be run by {user} ({e}); {fix}")),
+    }
+}
+
+/// A copy of `program` that the build user can run, for a root whose tools live under a root-only home (the
+/// local cloud of a checkout in `/root`): `<temp>/layerforge-tools-<sha256[:16]>/<name>`, a folder and a file
+/// owned by root that nobody else can write (`0755`). An existing folder of that name is used only if it is
+/// exactly that (a real folder owned by root, not writable by others, holding a file of the same digest);
+/// anything else there is an error, never followed or overwritten.
+pub fn stage_for_build_user(program: &Path) -> std::io::Result<PathBuf> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+    use sha2::{Digest, Sha256};
+
+    let bytes = std::fs::read(program)?;
+    let digest = hex::encode(Sha256::digest(&bytes));
+    let name = program.file_name().ok_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "a program path with no name",
+        )
+    })?;
+    let temp = std::fs::canonicalize(std::env::temp_dir())?;
+    let dir = temp.join(format!("layerforge-tools-{}", &digest[..16]));
+    let staged = dir.join(name);
+    let trusted = |m: &std::fs::Metadata| m.uid() == 0 && m.mode() & 0o022 == 0;
+    let refuse = |what: &str| {
+        std::io::Error::new(
+            std::io::ErrorKind::AlreadyExists,
+            format!("{}: {what}; remove it and retry", dir.display()),
+        )
+    };
+    match std::fs::create_dir(&dir) {
+        Ok(()) => std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))?,
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let m = std::fs::symlink_metadata(&dir)?;
+            if !m.is_dir() || !trusted(&m) {
+                return Err(refuse("exists and is not a folder only root can write"));
+            }
+            if let Ok(m) = std::fs::symlink_metadata(&staged) {
+                if m.is_file() && trusted(&m) && std::fs::read(&staged).is_ok_and(|b| b == bytes) {
+                    return Ok(staged);
+                }
+                return Err(refuse("holds another file of that name"));
+            }
+        }
+        Err(e) => return Err(e),
+    }
+    let partial = dir.join(format!(
+        ".{}.{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    {
+        use std::{io::Write as _, os::unix::fs::OpenOptionsExt as _};
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o755)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&partial)?;
+        file.write_all(&bytes)?;
+        file.set_permissions(std::fs::Permissions::from_mode(0o755))?;
+        file.sync_all()?;
+    }
+    std::fs::rename(&partial, &staged)?;
+    Ok(staged)
+}
+
+/// Where `program` is found on the sandbox's PATH (for messages); a program with a `/` is itself.
+pub fn resolve_on_path(program: &OsStr, sandbox: &Sandbox) -> Option<PathBuf> {
+    if program.as_encoded_bytes().contains(&b'/') {
+        return Some(PathBuf::from(program));
+    }
+    let path = sandbox
+        .env
+        .iter()
+        .find(|(k, _)| k == "PATH")
+        .map(|(_, v)| v)?;
+    std::env::split_paths(path)
+        .map(|dir| dir.join(program))
+        .find(|candidate| candidate.exists())
 }
 
 /// Whether a variable of layer-builder's environment reaches the installer: locale, proxies, CA bundles and the

@@ -17,6 +17,7 @@
 
 pub mod archive;
 pub mod cli;
+pub mod contain;
 pub mod elf;
 pub mod install;
 pub mod isolation;
@@ -302,6 +303,9 @@ pub async fn run(args: Args) -> Result<Outcome, BuildError> {
         (bucket.clone(), key)
     });
 
+    // The work folder is root's (others may only pass through it): the installer's home and the install tree
+    // are the build user's, requirements.txt and the zip's folder stay root's, so nothing can be planted where
+    // the zip is written (issue 19).
     let work = WorkDir::create().map_err(BuildError::io("creating the work folder"))?;
     let requirements_file = work.path().join("requirements.txt");
     std::fs::write(&requirements_file, requirements.to_text())
@@ -311,13 +315,15 @@ pub async fn run(args: Args) -> Result<Outcome, BuildError> {
         (Some(i), PlatformMode::Native) => i.version.clone(),
         _ => runtime.python_version().to_owned(),
     };
-    let target = install::site_packages(work.path(), runtime);
+    let tree = work.path().join("tree");
+    let target = install::site_packages(&tree, runtime);
     std::fs::create_dir_all(&target).map_err(BuildError::io("creating site-packages"))?;
-    // The installer's home (its caches, a build backend's temporary files) and the layout it installs into
-    // belong to the build user; requirements.txt stays root's, readable.
     let home = work.path().join("home");
-    std::fs::create_dir_all(&home).map_err(BuildError::io("creating the installer's home"))?;
-    let mut handed: Vec<PathBuf> = vec![work.path().to_path_buf(), home.clone()];
+    std::fs::create_dir(&home).map_err(BuildError::io("creating the installer's home"))?;
+    let out_dir = work.path().join("out");
+    std::fs::create_dir(&out_dir).map_err(BuildError::io("creating the zip's folder"))?;
+    set_mode(&out_dir, 0o700).map_err(BuildError::io("creating the zip's folder"))?;
+    let mut handed: Vec<PathBuf> = vec![home.clone()];
     handed.extend(
         target
             .ancestors()
@@ -326,26 +332,37 @@ pub async fn run(args: Args) -> Result<Outcome, BuildError> {
     );
     sandbox
         .hand_over(&handed.iter().map(PathBuf::as_path).collect::<Vec<_>>())
-        .map_err(BuildError::io("handing the work folder to the build user"))?;
+        .map_err(BuildError::io("handing the install tree to the build user"))?;
+    if installer == install::Installer::Uv {
+        isolation::probe_program(&uv_program(), &sandbox).map_err(BuildError::Usage)?;
+    }
     let spec = InstallSpec {
         installer,
         mode,
         runtime,
         architecture,
         interpreter,
-        uv: std::env::var_os(UV_ENV)
-            .filter(|v| !v.is_empty())
-            .unwrap_or_else(|| OsString::from("uv")),
+        uv: uv_program(),
         requirements_file,
         target: target.clone(),
         sandbox: sandbox.with_home(home),
     };
     let install_started = Instant::now();
+    // Whatever the install leaves behind is re-parented to this process, and killed when the installer exits.
+    contain::become_subreaper().map_err(BuildError::io("becoming the install's subreaper"))?;
     // The install and the zip block this task: a build is the process's only work, nothing else waits.
-    install::run(installer, install::command(&spec)?)?;
+    install::run(installer, install::command(&spec)?, || {
+        contain::end_leftovers()
+            .map(|_| ())
+            .map_err(|e| InstallError::Survivors(e.to_string()))
+    })?;
     let install_time = install_started.elapsed();
     info!(seconds = install_time.as_secs_f64(), "install finished");
 
+    // Nothing of the build user runs any more; take the tree back before reading it. Its root and every parent
+    // must be real folders (a linked site-packages is refused, never followed).
+    contain::take_back(&tree).map_err(BuildError::io("taking the install tree back"))?;
+    contain::open_dir_no_links(&target).map_err(BuildError::io("opening the install tree"))?;
     let collected = collect(&target, &install::layout_prefix(runtime))
         .map_err(BuildError::io(format!("reading {}", target.display())))?;
     if collected.unzipped_bytes > MAX_UNZIPPED_BYTES {
@@ -368,14 +385,22 @@ pub async fn run(args: Args) -> Result<Outcome, BuildError> {
 
     let zip_path = match (&args.out, &destination) {
         (Some(out), _) => out.clone(),
-        (None, Some(_)) => work.path().join("layer.zip"),
+        (None, Some(_)) => out_dir.join("layer.zip"),
         (None, None) => PathBuf::from(format!(
             "{layer_name}-{runtime}-{architecture}-{}.zip",
             fingerprint.short()
         )),
     };
     let zip_started = Instant::now();
-    let summary = archive::write_zip(&collected.files, &zip_path)
+    // A zip that only goes to S3 is a new file in root's folder, never a name that was there before; it is
+    // uploaded from this open file.
+    let zip_file = if args.out.is_none() && destination.is_some() {
+        contain::create_private(&zip_path)
+    } else {
+        std::fs::File::create(&zip_path)
+    }
+    .map_err(BuildError::io(format!("creating {}", zip_path.display())))?;
+    let summary = archive::write_zip_to(&collected.files, &zip_file)
         .map_err(BuildError::io(format!("writing {}", zip_path.display())))?;
     let zip_time = zip_started.elapsed();
     info!(
@@ -426,7 +451,7 @@ pub async fn run(args: Args) -> Result<Outcome, BuildError> {
         let upload_started = Instant::now();
         let uploaded = upload::upload(
             s3,
-            &zip_path,
+            &zip_file,
             outcome.summary.zipped_bytes,
             &bucket,
             &key,
@@ -593,13 +618,18 @@ fn resolve_target(
     Ok((runtime, mode, interpreter))
 }
 
-/// The installer when none is named: uv when it runs here (`LAYERFORGE_UV`, else `uv` on PATH, as in the
-/// image), else pip.
-pub fn default_installer() -> install::Installer {
-    let uv = std::env::var_os(UV_ENV)
+/// The uv program: `LAYERFORGE_UV`, else `uv` (looked up on PATH).
+fn uv_program() -> OsString {
+    std::env::var_os(UV_ENV)
         .filter(|v| !v.is_empty())
-        .unwrap_or_else(|| OsString::from("uv"));
-    let runs = std::process::Command::new(uv)
+        .unwrap_or_else(|| OsString::from("uv"))
+}
+
+/// The installer when none is named: uv when it runs here (`LAYERFORGE_UV`, else `uv` on PATH, as in the
+/// image), else pip. Whether the build user can run it too is checked before the install
+/// ([`isolation::probe_program`]): a uv only root can run is an error naming it, not a silent switch to pip.
+pub fn default_installer() -> install::Installer {
+    let runs = std::process::Command::new(uv_program())
         .arg("--version")
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
@@ -624,7 +654,10 @@ pub fn bench_zip_tree(args: &[OsString]) -> ExitCode {
     };
     let (dir, out) = (Path::new(dir), Path::new(out));
     let started = Instant::now();
-    match collect(&dir.join("python"), "python").and_then(|c| archive::write_zip(&c.files, out)) {
+    match std::fs::canonicalize(dir.join("python"))
+        .and_then(|tree| collect(&tree, "python"))
+        .and_then(|c| archive::write_zip(&c.files, out))
+    {
         Ok(summary) => {
             println!(
                 "seconds={:.3} bytes={} entries={} sha256={}",
@@ -657,7 +690,16 @@ pub struct Collected {
 /// file it points to (links to folders are left out, so a link cycle can't loop); one that leads out is an
 /// error naming it ([`archive::resolve_link`]).
 pub fn collect(root: &Path, prefix: &str) -> std::io::Result<Collected> {
-    let root = &std::fs::canonicalize(root)?;
+    // The root is taken as given, never through a link: its canonical form must be itself.
+    if std::fs::canonicalize(root)? != root {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!(
+                "{} is not a canonical path (a symbolic link or a relative part in it): refused",
+                root.display()
+            ),
+        ));
+    }
     let mut collected = Collected {
         files: Vec::new(),
         unzipped_bytes: 0,
@@ -704,6 +746,7 @@ pub fn collect(root: &Path, prefix: &str) -> std::io::Result<Collected> {
                 name: entry_name,
                 path,
                 executable: is_executable(&metadata),
+                expect: Some(contain::FileId::of(&metadata)),
             });
         }
     }
@@ -711,6 +754,11 @@ pub fn collect(root: &Path, prefix: &str) -> std::io::Result<Collected> {
         .files
         .sort_by(|a, b| a.name.as_bytes().cmp(b.name.as_bytes()));
     Ok(collected)
+}
+
+fn set_mode(path: &Path, mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
 }
 
 #[cfg(unix)]
@@ -738,8 +786,13 @@ pub fn check_elf(
     let mut violations = Vec::new();
     let mut elf_files = 0usize;
     for file in files {
-        let read_error = BuildError::io(format!("reading {}", file.path.display()));
-        let Some(machine) = elf::file_machine(&file.path).map_err(read_error)? else {
+        let read_error = || BuildError::io(format!("reading {}", file.path.display()));
+        // One open per file, through the listed-file check: the bytes checked are the bytes zipped.
+        let mut opened = file.open().map_err(read_error())?;
+        let mut data = Vec::with_capacity(20);
+        std::io::Read::read_to_end(&mut std::io::Read::take(&mut opened, 20), &mut data)
+            .map_err(read_error())?;
+        let Some(machine) = elf::elf_machine(&data) else {
             continue;
         };
         elf_files += 1;
@@ -747,8 +800,7 @@ pub fn check_elf(
             wrong.push((file.name.clone(), machine));
             continue;
         }
-        let data = std::fs::read(&file.path)
-            .map_err(BuildError::io(format!("reading {}", file.path.display())))?;
+        std::io::Read::read_to_end(&mut opened, &mut data).map_err(read_error())?;
         let needs = match elf::version_needs(&data) {
             Ok(needs) => needs,
             Err(reason) => {
@@ -824,7 +876,8 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
     (year, month, day)
 }
 
-/// A work folder under the system temp folder, removed when dropped.
+/// A work folder under the system temp folder, removed when dropped: a new folder (never one that was there),
+/// at a canonical path, that others may pass through (`0711`) but not list or change.
 struct WorkDir(PathBuf);
 
 impl WorkDir {
@@ -833,10 +886,12 @@ impl WorkDir {
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()
             .as_nanos();
-        let path =
-            std::env::temp_dir().join(format!("layer-builder-{}-{nanos:x}", std::process::id()));
-        std::fs::create_dir_all(&path)?;
-        Ok(Self(path))
+        let temp = std::fs::canonicalize(std::env::temp_dir())?;
+        let path = temp.join(format!("layer-builder-{}-{nanos:x}", std::process::id()));
+        std::fs::create_dir(&path)?;
+        let work = Self(path);
+        set_mode(work.path(), 0o711)?;
+        Ok(work)
     }
 
     fn path(&self) -> &Path {
@@ -924,11 +979,13 @@ mod tests {
                 name: "python/a.py".into(),
                 path: dir.path().join("a.py"),
                 executable: false,
+                expect: None,
             },
             ZipSource {
                 name: "python/_native.so".into(),
                 path: exe,
                 executable: false,
+                expect: None,
             },
         ];
         assert_eq!(check_elf(&files, host, Runtime::Python312).ok(), Some(1));

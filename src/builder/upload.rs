@@ -2,14 +2,17 @@
 //! [`PART_SIZE`], a few in flight) above it. The metadata goes on the object either way; a failed multipart
 //! upload is aborted so no parts linger.
 
-use std::{collections::HashMap, path::Path, sync::Arc};
+use std::{collections::HashMap, fs::File, sync::Arc};
 
 use aws_sdk_s3::{
     Client,
     primitives::ByteStream,
     types::{CompletedMultipartUpload, CompletedPart},
 };
-use tokio::{io::AsyncReadExt, task::JoinSet};
+use tokio::{
+    io::{AsyncReadExt, AsyncSeekExt},
+    task::JoinSet,
+};
 use tracing::{info, warn};
 
 use crate::aws::AwsFault;
@@ -44,23 +47,27 @@ pub struct Uploaded {
     pub multipart: bool,
 }
 
-/// Uploads `file` to `s3://bucket/key` with `metadata` (S3 user metadata) and content type `application/zip`.
+/// Uploads the first `size` bytes of `file` (an open file: the builder uploads exactly the zip it wrote, never
+/// a path that could since lead elsewhere) to `s3://bucket/key` with `metadata` (S3 user metadata) and content
+/// type `application/zip`.
 pub async fn upload(
     s3: &Client,
-    file: &Path,
+    file: &File,
     size: u64,
     bucket: &str,
     key: &str,
     metadata: HashMap<String, String>,
 ) -> Result<Uploaded, UploadError> {
     let read_error = |source| UploadError::Read {
-        path: file.display().to_string(),
+        path: format!("the zip of s3://{bucket}/{key}"),
         source,
     };
     if size <= MULTIPART_THRESHOLD {
-        let body = ByteStream::from_path(file)
-            .await
-            .map_err(|e| read_error(std::io::Error::other(e)))?;
+        // Up to the threshold the zip is read into memory (at most 16 MiB): a body the SDK can send again when
+        // it retries, read from the open file at offset 0 whatever its position.
+        let mut body = vec![0; size as usize];
+        std::os::unix::fs::FileExt::read_exact_at(file, &mut body, 0).map_err(read_error)?;
+        let body = ByteStream::from(body);
         let out = s3
             .put_object()
             .bucket(bucket)
@@ -132,16 +139,20 @@ pub async fn upload(
 /// Reads the file part by part and uploads up to [`PARTS_IN_FLIGHT`] parts at once.
 async fn upload_parts(
     s3: &Client,
-    file: &Path,
+    file: &File,
     bucket: &str,
     key: &str,
     upload_id: &str,
 ) -> Result<Vec<CompletedPart>, UploadError> {
     let read_error = |source| UploadError::Read {
-        path: file.display().to_string(),
+        path: format!("the zip of s3://{bucket}/{key}"),
         source,
     };
-    let mut reader = tokio::fs::File::open(file).await.map_err(read_error)?;
+    let mut reader = tokio::fs::File::from_std(file.try_clone().map_err(read_error)?);
+    reader
+        .seek(std::io::SeekFrom::Start(0))
+        .await
+        .map_err(read_error)?;
     let target = Arc::new((bucket.to_owned(), key.to_owned(), upload_id.to_owned()));
     let mut tasks: JoinSet<Result<CompletedPart, UploadError>> = JoinSet::new();
     let mut parts = Vec::new();

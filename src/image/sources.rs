@@ -71,6 +71,7 @@ pub fn collect(root: &Path) -> Result<Vec<ZipSource>, ImageError> {
             name: name.to_owned(),
             path,
             executable: false,
+            expect: None,
         });
     }
     for dir in SOURCE_DIRS {
@@ -118,6 +119,7 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<ZipSource>) -> Result<(), ImageEr
                 name,
                 path,
                 executable: false,
+                expect: None,
             });
         } else {
             return Err(not_a_file(&path));

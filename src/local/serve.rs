@@ -8,14 +8,22 @@
 //!   deleted once the invocation succeeded (a failed one comes back after the queue's visibility timeout, as
 //!   Lambda's asynchronous retries would). Test events are deleted.
 
-use std::{collections::HashSet, path::Path, process::Stdio, time::Duration};
+use std::{
+    collections::HashSet,
+    path::{Path, PathBuf},
+    process::Stdio,
+    time::Duration,
+};
 
 use aws_sdk_batch::types::JobStatus;
 use aws_smithy_types::Blob;
 use serde_json::Value;
 
 use super::{LocalError, PUBLISH_FUNCTION, State, sdk_for};
-use crate::aws::error_chain;
+use crate::{
+    aws::error_chain,
+    builder::{UV_ENV, isolation},
+};
 
 fn log(line: &str) {
     let now = std::time::SystemTime::now()
@@ -45,14 +53,55 @@ pub async fn serve(dir: &Path) -> Result<(), LocalError> {
         state.stack.queue_url,
         state.lambda_endpoint
     ));
+    let uv = uv_for_jobs()?;
+    if let Some(uv) = &uv {
+        log(&format!(
+            "the build user can't run the uv found here; jobs use a copy it can run: {}",
+            uv.display()
+        ));
+    }
     tokio::join!(
-        run_jobs(&state, &batch, &builder, &jobs_dir),
+        run_jobs(&state, &batch, &builder, uv.as_deref(), &jobs_dir),
         forward_events(&state, &sqs, &lambda)
     );
     Ok(())
 }
 
-async fn run_jobs(state: &State, batch: &aws_sdk_batch::Client, builder: &Path, jobs_dir: &Path) {
+/// The uv the jobs' layer-builder gives its build user: `None` (layer-builder's own choice) unless this is root
+/// and the build user can't run the uv found here (a checkout under a root-only home, issue 19); then a copy
+/// it can run ([`isolation::stage_for_build_user`]).
+fn uv_for_jobs() -> Result<Option<PathBuf>, LocalError> {
+    let sandbox = isolation::Sandbox::from_env().map_err(LocalError::Setup)?;
+    if sandbox.user.is_none() {
+        return Ok(None);
+    }
+    let program = std::env::var_os(UV_ENV)
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| "uv".into());
+    if isolation::probe_program(&program, &sandbox).is_ok() {
+        return Ok(None);
+    }
+    // Not found at all: layer-builder falls back to pip and says so.
+    let Some(found) = isolation::resolve_on_path(&program, &sandbox) else {
+        return Ok(None);
+    };
+    let staged = isolation::stage_for_build_user(&found).map_err(|e| {
+        LocalError::Setup(format!(
+            "staging {} for the build user: {e}",
+            found.display()
+        ))
+    })?;
+    isolation::probe_program(staged.as_os_str(), &sandbox).map_err(LocalError::Setup)?;
+    Ok(Some(staged))
+}
+
+async fn run_jobs(
+    state: &State,
+    batch: &aws_sdk_batch::Client,
+    builder: &Path,
+    uv: Option<&Path>,
+    jobs_dir: &Path,
+) {
     let mut seen = HashSet::new();
     loop {
         for queue in state.stack.batch.queues() {
@@ -75,7 +124,7 @@ async fn run_jobs(state: &State, batch: &aws_sdk_batch::Client, builder: &Path, 
                 .filter_map(|j| j.job_id)
             {
                 if seen.insert(job_id.clone()) {
-                    run_job(state, batch, builder, jobs_dir, &job_id).await;
+                    run_job(state, batch, builder, uv, jobs_dir, &job_id).await;
                 }
             }
         }
@@ -87,6 +136,7 @@ async fn run_job(
     state: &State,
     batch: &aws_sdk_batch::Client,
     builder: &Path,
+    uv: Option<&Path>,
     jobs_dir: &Path,
     job_id: &str,
 ) {
@@ -117,6 +167,7 @@ async fn run_job(
         .env("AWS_ACCESS_KEY_ID", "testing")
         .env("AWS_SECRET_ACCESS_KEY", "testing")
         .env("AWS_BATCH_JOB_ID", job_id)
+        .envs(uv.map(|uv| (UV_ENV, uv)))
         .stdin(Stdio::null())
         .stdout(out)
         .stderr(err)

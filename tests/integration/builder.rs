@@ -491,7 +491,7 @@ async fn large_zips_go_up_in_parts_with_their_metadata() {
     let metadata = HashMap::from([(keys::LAYER_NAME.to_owned(), "big".to_owned())]);
     let uploaded = upload(
         &s3,
-        &path,
+        &std::fs::File::open(&path).unwrap(),
         size as u64,
         &bucket,
         "layers/big/python3.12-arm64/0123456789abcdef.zip",

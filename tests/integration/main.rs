@@ -2,6 +2,7 @@
 
 mod builder;
 mod cli;
+mod containment;
 mod fault_proxy;
 mod faults;
 mod helpers;
