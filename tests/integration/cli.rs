@@ -131,7 +131,18 @@ fn usage_errors_exit_2_and_name_the_problem() {
 fn the_local_cloud_builds_follows_fetches_and_stops() {
     let dir = tempfile::tempdir().unwrap();
     let local = dir.path().join("local");
-    let up = run(layerforge(&local).args(["local", "up"]));
+    // Root with a checkout under a root-only home (issue 19): the uv the local cloud finds is in a 0700 folder,
+    // where the build user can't run it; the local cloud gives its jobs a copy that user can run.
+    let hidden = tempfile::tempdir().unwrap();
+    let uv = std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+        .map(|dir| dir.join("uv"))
+        .find(|p| p.is_file())
+        .expect("uv on PATH (scripts/bootstrap.sh installs it)");
+    let hidden_uv = hidden.path().join("uv");
+    std::fs::copy(&uv, &hidden_uv).unwrap();
+    let up = run(layerforge(&local)
+        .env("LAYERFORGE_UV", &hidden_uv)
+        .args(["local", "up"]));
     let _cloud = Cloud { dir: local.clone() };
     assert_eq!(up.status.code(), Some(0), "local up: {}", text(&up.stderr));
     let state = State::load(&local).expect("local up wrote state.json");
@@ -179,6 +190,11 @@ fn the_local_cloud_builds_follows_fetches_and_stops() {
         .to_owned();
     assert!(arn.contains(":layer:cli-demo:"), "{result}");
     let job_id = result["submit"]["job_id"].as_str().unwrap().to_owned();
+    let serve_log = std::fs::read_to_string(local.join("serve.log")).unwrap_or_default();
+    assert!(
+        serve_log.contains("jobs use a copy it can run"),
+        "the hidden uv was staged for the build user: {serve_log}"
+    );
 
     // status of that job.
     let status = run(layerforge(&local).args(["--local", "status", &job_id, "--json"]));
