@@ -4,6 +4,7 @@ mod builder;
 mod cli;
 mod fault_proxy;
 mod faults;
+mod grants;
 mod helpers;
 mod image;
 mod import_check;
