@@ -20,11 +20,20 @@ pub const ENV_VARS: &[&str] = &[
     "MAX_VCPU",
     "MAX_MEMORY_MIB",
     "LAYER_NAME_PREFIX",
+    "JOB_TIMEOUT_SECONDS",
+    "UPLOAD_GRANT_SECONDS",
 ];
 
 /// Upper bounds for Fargate: 16 vCPU and 120 GiB are the largest task sizes Fargate offers.
 const FARGATE_MAX_VCPU: f64 = 16.0;
 const FARGATE_MAX_MEMORY_MIB: u32 = 122_880;
+
+/// The template's `JobTimeoutSeconds` default: one attempt of a build job.
+const DEFAULT_JOB_TIMEOUT_SECONDS: u64 = 1800;
+/// Attempts of one job: the template's largest `RetryStrategy.Attempts` (x86_64, Spot reclaims).
+const JOB_ATTEMPTS: u64 = 3;
+/// Time a job may wait in its queue (RUNNABLE) and between attempts before its grants are used.
+const QUEUE_ALLOWANCE_SECONDS: u64 = 6 * 3600;
 
 /// Where a build for one runtime and architecture runs.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -91,6 +100,10 @@ pub struct Config {
     pub max_memory_mib: u32,
     /// Every layer name must start with it (submit-build refuses, publish-layer rejects); empty: any name.
     pub layer_name_prefix: String,
+    /// How long the upload grants submit-build signs are valid (`UPLOAD_GRANT_SECONDS`; default: every attempt
+    /// of the job at `JOB_TIMEOUT_SECONDS`, plus [`QUEUE_ALLOWANCE_SECONDS`], at most SigV4's 7 days). The
+    /// signer's session may end earlier: see [`crate::grant`] for what a job that starts too late does.
+    pub upload_grant: std::time::Duration,
 }
 
 /// A variable that is missing or can't be parsed; names the variable.
@@ -204,6 +217,24 @@ impl Config {
             ));
         }
 
+        let seconds = |var: &'static str, min: u64, max: u64| -> Result<Option<u64>, ConfigError> {
+            get(var)
+                .map(|v| match v.parse::<u64>() {
+                    Ok(n) if (min..=max).contains(&n) => Ok(n),
+                    _ => Err(ConfigError::new(
+                        var,
+                        format!("must be a whole number of seconds in {min}..={max}, got {v:?}"),
+                    )),
+                })
+                .transpose()
+        };
+        let max_grant = crate::grant::MAX_GRANT.as_secs();
+        let job_timeout =
+            seconds("JOB_TIMEOUT_SECONDS", 60, max_grant)?.unwrap_or(DEFAULT_JOB_TIMEOUT_SECONDS);
+        let upload_grant = seconds("UPLOAD_GRANT_SECONDS", 60, max_grant)?.unwrap_or_else(|| {
+            (job_timeout * JOB_ATTEMPTS + QUEUE_ALLOWANCE_SECONDS).min(max_grant)
+        });
+
         Ok(Self {
             artifact_bucket,
             artifact_prefix,
@@ -214,6 +245,7 @@ impl Config {
             max_vcpu,
             max_memory_mib,
             layer_name_prefix,
+            upload_grant: std::time::Duration::from_secs(upload_grant),
         })
     }
 
@@ -338,6 +370,41 @@ mod tests {
         assert!(c.build_targets.is_empty());
         assert!(c.requirements_bucket_allowed("b"));
         assert!(!c.requirements_bucket_allowed("other"));
+    }
+
+    #[test]
+    fn the_upload_grant_covers_every_attempt_and_the_queue_unless_set() {
+        let grant = |vars: &[(&str, &str)]| {
+            let mut all = vec![("ARTIFACT_BUCKET", "b")];
+            all.extend_from_slice(vars);
+            config(&all).map(|c| c.upload_grant.as_secs())
+        };
+        assert_eq!(grant(&[]), Ok(3 * 1800 + 6 * 3600));
+        assert_eq!(
+            grant(&[("JOB_TIMEOUT_SECONDS", "14400")]),
+            Ok(3 * 14400 + 6 * 3600)
+        );
+        assert_eq!(
+            grant(&[
+                ("JOB_TIMEOUT_SECONDS", "14400"),
+                ("UPLOAD_GRANT_SECONDS", "7200")
+            ]),
+            Ok(7200),
+            "an explicit lifetime wins"
+        );
+        assert_eq!(
+            grant(&[("JOB_TIMEOUT_SECONDS", "604800")]),
+            Ok(604_800),
+            "never past SigV4's 7 days"
+        );
+        for (var, bad) in [
+            ("UPLOAD_GRANT_SECONDS", "604801"),
+            ("UPLOAD_GRANT_SECONDS", "10"),
+            ("UPLOAD_GRANT_SECONDS", "1h"),
+            ("JOB_TIMEOUT_SECONDS", "-1"),
+        ] {
+            assert_eq!(grant(&[(var, bad)]).unwrap_err().var, var, "{var}={bad}");
+        }
     }
 
     #[test]

@@ -6,19 +6,24 @@
 //! claim), SubmitJob, and the record again with the job id. Nothing reaches Batch for an invalid request, a
 //! cached or rejected pinned one, or one whose identical twin is in flight (`building`); `force` always
 //! submits.
+//!
+//! The job gets no AWS credential: just before SubmitJob, [`sign_grants`] presigns the PUT of its artifact
+//! (with the metadata of DESIGN section 5 signed in) and of its failure report, and the two grants go into
+//! `containerOverrides.environment` ([`crate::grant`]).
 
 use std::{collections::HashMap, sync::Arc};
 
-use aws_sdk_batch::types::{ContainerOverrides, ResourceRequirement, ResourceType};
+use aws_sdk_batch::types::{ContainerOverrides, KeyValuePair, ResourceRequirement, ResourceType};
 use lambda_runtime::Diagnostic;
 use serde::Serialize;
 use serde_json::Value;
 use tracing::{info, warn};
 
 use crate::{
-    artifact::{ArtifactKey, Fingerprint},
+    artifact::{ArtifactKey, ArtifactMetadata, Fingerprint},
     aws::{AwsFault, error_chain},
     config::Config,
+    grant::{self, Grants},
     records::{self, BuildRecord, Condition, WriteError},
     request::{
         BuildRequest, InvalidRequest, MAX_REQUIREMENTS_OBJECT_BYTES, RequestDraft, Requirements,
@@ -325,7 +330,11 @@ pub async fn handle(state: &SubmitState, event: Value) -> Result<SubmitResponse,
             Err(WriteError::Aws(fault)) => return Err(fault.into()),
         };
 
-    let job_id = match submit_job(state, &plan).await {
+    let submitted = match sign_grants(state, &request, &plan, std::time::SystemTime::now()).await {
+        Ok(grants) => submit_job(state, &plan, &grants).await,
+        Err(fault) => Err(fault),
+    };
+    let job_id = match submitted {
         Ok(id) => id,
         Err(fault) => {
             // Release the claim so that a retry submits at once.
@@ -436,9 +445,99 @@ fn write_fault(e: WriteError) -> SubmitError {
     }
 }
 
-/// Sends the planned SubmitJob; returns the job id.
-pub async fn submit_job(state: &SubmitState, plan: &JobPlan) -> Result<String, AwsFault> {
+/// The artifact metadata of DESIGN section 5 that is known before the build: everything but
+/// `content-sha256` (publish-layer takes the digest from the bytes). `python-version` is the runtime's X.Y.
+pub fn artifact_metadata(
+    request: &BuildRequest,
+    plan: &JobPlan,
+    now: std::time::SystemTime,
+) -> ArtifactMetadata {
+    ArtifactMetadata {
+        layer_name: request.layer_name.to_string(),
+        requirements: request
+            .requirements
+            .lines()
+            .iter()
+            .map(|l| l.text.as_str())
+            .collect::<Vec<_>>()
+            .join("|"),
+        license: request.license.clone().filter(|l| !l.is_empty()),
+        python_version: request.runtime.python_version().to_owned(),
+        compatible_runtimes: vec![request.runtime],
+        compatible_architectures: vec![request.architecture],
+        create_date: crate::builder::create_date(now),
+        fingerprint: Some(plan.fingerprint.short().to_owned()),
+        content_sha256: None,
+        description: request.description.clone().filter(|d| !d.is_empty()),
+        builder_version: Some(env!("CARGO_PKG_VERSION").to_owned()),
+    }
+}
+
+/// Presigns the job's two writes with this function's credentials (DESIGN section 16): the artifact key
+/// (`application/zip`, the metadata signed in) and its failure report (`application/json`), valid for
+/// [`Config::upload_grant`] from `now`. The role needs `s3:PutObject` on both keys: a presigned request acts
+/// with the signer's permissions.
+pub async fn sign_grants(
+    state: &SubmitState,
+    request: &BuildRequest,
+    plan: &JobPlan,
+    now: std::time::SystemTime,
+) -> Result<Grants, AwsFault> {
+    let bucket = state.config.artifact_bucket.as_str();
+    let key = plan.key.to_string();
+    let lifetime = state.config.upload_grant;
+    let fault = |e: grant::PresignError| {
+        warn!(bucket, key = e.key, error = e.reason, "presigning failed");
+        AwsFault {
+            operation: "PresignPutObject",
+            kind: crate::aws::FaultKind::Permanent,
+            code: "PresignFailed".to_owned(),
+            message: e.to_string(),
+            http_status: None,
+        }
+    };
+    let metadata = artifact_metadata(request, plan, now).to_s3_metadata();
+    let artifact = grant::presign_put(
+        &state.s3,
+        bucket,
+        &key,
+        "application/zip",
+        metadata,
+        now,
+        lifetime,
+    )
+    .await
+    .map_err(fault)?;
+    let report = grant::presign_put(
+        &state.s3,
+        bucket,
+        &records::report_key(&key),
+        "application/json",
+        HashMap::new(),
+        now,
+        lifetime,
+    )
+    .await
+    .map_err(fault)?;
+    info!(
+        key,
+        expires_at = artifact.expires_at,
+        lifetime_seconds = lifetime.as_secs(),
+        "upload grants signed"
+    );
+    Ok(Grants { artifact, report })
+}
+
+/// Sends the planned SubmitJob, the grants in the container's environment; returns the job id.
+pub async fn submit_job(
+    state: &SubmitState,
+    plan: &JobPlan,
+    grants: &Grants,
+) -> Result<String, AwsFault> {
     let mut overrides = ContainerOverrides::builder().set_command(Some(plan.command.clone()));
+    for (name, value) in grants.environment() {
+        overrides = overrides.environment(KeyValuePair::builder().name(name).value(value).build());
+    }
     for (kind, value) in &plan.resources {
         overrides = overrides.resource_requirements(
             ResourceRequirement::builder()
@@ -589,7 +688,13 @@ mod tests {
             })
             .repeatedly()
             .build();
+        // Build record writes only: the presigned grants go through the same client, but are never sent.
         let put = mock!(aws_sdk_s3::Client::put_object)
+            .match_requests(|input| {
+                input
+                    .key()
+                    .is_some_and(|k| k.starts_with(".layerforge/builds/"))
+            })
             .sequence()
             .output(|| PutObjectOutput::builder().e_tag("\"etag-1\"").build())
             .repeatedly()
@@ -602,6 +707,20 @@ mod tests {
             .repeatedly()
             .build();
         (get, put, head)
+    }
+
+    /// The grants: presigned through the S3 client (the mock sees them), never sent.
+    fn presigned() -> Rule {
+        mock!(aws_sdk_s3::Client::put_object)
+            .match_requests(|input| {
+                !input
+                    .key()
+                    .is_some_and(|k| k.starts_with(".layerforge/builds/"))
+            })
+            .sequence()
+            .output(|| PutObjectOutput::builder().build())
+            .repeatedly()
+            .build()
     }
 
     fn request(event: Value) -> BuildRequest {
@@ -689,6 +808,7 @@ mod tests {
     #[tokio::test]
     async fn throttled_submit_job_is_retried_then_succeeds() {
         let (get, put, head) = empty_bucket();
+        let grants = presigned();
         let submit = mock!(aws_sdk_batch::Client::submit_job)
             .sequence()
             .error(throttled)
@@ -702,7 +822,7 @@ mod tests {
             .build();
         let state = SubmitState {
             config: config(),
-            s3: mock_client!(aws_sdk_s3, RuleMode::MatchAny, [&get, &put, &head]),
+            s3: mock_client!(aws_sdk_s3, RuleMode::MatchAny, [&get, &put, &head, &grants]),
             batch: mock_client!(aws_sdk_batch, RuleMode::Sequential, [&submit], |c| c
                 .retry_config(retries())),
         };
@@ -724,6 +844,107 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_job_gets_its_grants_in_the_environment_and_none_in_the_command() {
+        use aws_sdk_batch::operation::submit_job::SubmitJobInput;
+        use std::sync::{Arc, Mutex};
+        let (get, put, head) = empty_bucket();
+        let grants = presigned();
+        let seen: Arc<Mutex<Option<SubmitJobInput>>> = Arc::default();
+        let captured = Arc::clone(&seen);
+        let submit = mock!(aws_sdk_batch::Client::submit_job)
+            .match_requests(move |input| {
+                *captured.lock().unwrap() = Some(input.clone());
+                true
+            })
+            .then_output(|| {
+                SubmitJobOutput::builder()
+                    .job_id("job-1")
+                    .job_name("n")
+                    .job_arn("arn")
+                    .build()
+            });
+        let state = SubmitState {
+            config: config(),
+            s3: mock_client!(aws_sdk_s3, RuleMode::MatchAny, [&get, &put, &head, &grants]),
+            batch: mock_client!(aws_sdk_batch, RuleMode::MatchAny, [&submit]),
+        };
+        let started = std::time::SystemTime::now();
+        let response = handle(
+            &state,
+            json!({"layer_name": "a", "requirements": "six==1.16.0", "license": "MIT"}),
+        )
+        .await
+        .unwrap();
+        assert_eq!(response.status, Status::Submitted);
+        let input = seen.lock().unwrap().clone().expect("SubmitJob was called");
+        let overrides = input.container_overrides().unwrap();
+        let key = response.artifact.strip_prefix("s3://artifacts/").unwrap();
+
+        assert!(
+            !overrides
+                .command()
+                .iter()
+                .any(|c| c.contains("X-Amz") || c.contains("GRANT")),
+            "no grant in the command (the build user can read /proc/PID/cmdline): {:?}",
+            overrides.command()
+        );
+        assert!(overrides.command().contains(&format!("--key={key}")));
+        let env: HashMap<&str, &str> = overrides
+            .environment()
+            .iter()
+            .map(|kv| (kv.name().unwrap(), kv.value().unwrap()))
+            .collect();
+        assert_eq!(env.len(), 2, "{env:?}");
+        let artifact =
+            grant::Grant::parse(grant::ARTIFACT_GRANT_ENV, env[grant::ARTIFACT_GRANT_ENV]).unwrap();
+        let report =
+            grant::Grant::parse(grant::REPORT_GRANT_ENV, env[grant::REPORT_GRANT_ENV]).unwrap();
+        assert_eq!(artifact.check_target("A", "artifacts", key), Ok(()));
+        assert_eq!(
+            report.check_target("R", "artifacts", &records::report_key(key)),
+            Ok(())
+        );
+        assert_eq!(artifact.headers["content-type"], "application/zip");
+        assert_eq!(report.headers["content-type"], "application/json");
+        assert!(
+            !report.headers.keys().any(|k| k.starts_with("x-amz-meta-")),
+            "a report carries no artifact metadata"
+        );
+
+        // The metadata publish-layer reads, signed in; no digest (publish-layer takes it from the bytes).
+        let metadata: HashMap<String, String> = artifact
+            .headers
+            .iter()
+            .filter_map(|(k, v)| Some((k.strip_prefix("x-amz-meta-")?.to_owned(), v.clone())))
+            .collect();
+        let parsed = ArtifactMetadata::from_s3_metadata(&metadata).unwrap();
+        assert_eq!(parsed.layer_name, "a");
+        assert_eq!(parsed.requirements, "six==1.16.0");
+        assert_eq!(parsed.python_version, "3.12");
+        assert_eq!(parsed.license.as_deref(), Some("MIT"));
+        assert_eq!(
+            parsed.fingerprint.as_deref(),
+            Some(response.fingerprint.as_str())
+        );
+        assert_eq!(parsed.content_sha256, None);
+        let signed = artifact.signed_headers();
+        for name in artifact.headers.keys() {
+            assert!(signed.contains(name), "{name} not signed: {signed:?}");
+        }
+
+        let lifetime = config().upload_grant.as_secs();
+        let started = started
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        assert!(
+            (started..=started + 2).contains(&(artifact.expires_at - lifetime)),
+            "valid for UPLOAD_GRANT_SECONDS from the submission"
+        );
+        assert_eq!(artifact.url_expiry(), Some(artifact.expires_at));
+    }
+
+    #[tokio::test]
     async fn persistent_throttling_fails_the_invocation_as_transient() {
         let submit = mock!(aws_sdk_batch::Client::submit_job)
             .sequence()
@@ -731,9 +952,10 @@ mod tests {
             .repeatedly()
             .build();
         let (get, put, head) = empty_bucket();
+        let grants = presigned();
         let state = SubmitState {
             config: config(),
-            s3: mock_client!(aws_sdk_s3, RuleMode::MatchAny, [&get, &put, &head]),
+            s3: mock_client!(aws_sdk_s3, RuleMode::MatchAny, [&get, &put, &head, &grants]),
             batch: mock_client!(aws_sdk_batch, RuleMode::Sequential, [&submit], |c| c
                 .retry_config(retries())),
         };
@@ -805,9 +1027,10 @@ mod tests {
             )
         });
         let (get, put, head) = empty_bucket();
+        let grants = presigned();
         let state = SubmitState {
             config: config(),
-            s3: mock_client!(aws_sdk_s3, RuleMode::MatchAny, [&get, &put, &head]),
+            s3: mock_client!(aws_sdk_s3, RuleMode::MatchAny, [&get, &put, &head, &grants]),
             batch: mock_client!(aws_sdk_batch, RuleMode::MatchAny, [&submit]),
         };
         let err = handle(&state, json!({"layer_name": "a", "requirements": "six"}))

@@ -6,8 +6,9 @@
 //!   root parent sets a uid). That user can't read `/proc/1/environ` of the root builder, where the container's
 //!   credential URI lives.
 //! - With an environment built from an allowlist ([`passes`]): no `AWS_*` variable, no container credential
-//!   URI (`AWS_CONTAINER_CREDENTIALS_*`), no `ECS_*`; `HOME` and `TMPDIR` point into the work folder, which the
-//!   user owns. Only layer-builder itself, after the install, uploads.
+//!   URI (`AWS_CONTAINER_CREDENTIALS_*`), no `ECS_*`, no upload grant (`LAYERFORGE_*_GRANT`, [`crate::grant`]);
+//!   `HOME` and `TMPDIR` point into the work folder, which the user owns. Only layer-builder itself, after the
+//!   install, uploads.
 //! - `LAYERFORGE_WHEELS_ONLY=1` (the stack's `AllowSourceBuilds=false`) turns source builds off: the installer
 //!   gets `--only-binary :all:` in native mode too.
 //!
@@ -276,6 +277,9 @@ mod tests {
             "LAYERFORGE_PYTHON",
             "PYTHONPATH",
             "LD_PRELOAD",
+            // The upload grants: whoever holds one writes the artifact (DESIGN section 16).
+            crate::grant::ARTIFACT_GRANT_ENV,
+            crate::grant::REPORT_GRANT_ENV,
         ] {
             assert!(!passes(name), "{name}");
         }

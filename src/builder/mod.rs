@@ -19,6 +19,7 @@ pub mod archive;
 pub mod cli;
 pub mod contain;
 pub mod elf;
+pub mod grant;
 pub mod install;
 pub mod isolation;
 pub mod platform;
@@ -108,6 +109,9 @@ pub enum BuildError {
         limit: u64,
         files: usize,
     },
+    /// An upload grant that is malformed, writes elsewhere, or expired (exit 5: the job started too late).
+    #[error(transparent)]
+    Grant(#[from] crate::grant::GrantError),
     #[error("upload to s3://{bucket}/{key} failed: {source}")]
     Upload {
         bucket: String,
@@ -135,6 +139,8 @@ impl BuildError {
             | BuildError::WrongArchitecture { .. }
             | BuildError::AboveCeiling { .. } => 3,
             BuildError::TooLarge { .. } => 4,
+            BuildError::Grant(crate::grant::GrantError::Expired { .. }) => 5,
+            BuildError::Grant(_) => 2,
             BuildError::Upload { .. } => 5,
         }
     }
@@ -235,7 +241,9 @@ pub async fn main(args: Args) -> ExitCode {
             let code = err.exit_code();
             tracing::error!(exit_code = code, error = %err, "build failed");
             if let Some((bucket, key)) = &report_to {
-                report::upload(&err, bucket, key).await;
+                // A Batch job reports through its grant; by hand, with the SDK's credentials.
+                let grant = grant::grants_from_env().ok().flatten().map(|g| g.report);
+                report::upload(&err, bucket, key, grant.as_ref()).await;
             }
             if code == 2 {
                 let _ = usage_error(&err.to_string()).print();
@@ -254,7 +262,21 @@ pub async fn run(args: Args) -> Result<Outcome, BuildError> {
     let architecture = args.architecture();
     let layer_name = args.name.clone();
 
-    let needs_s3 = args.bucket.is_some()
+    // Upload grants: a Batch job's only way to write (DESIGN section 16). With them no SDK configuration is
+    // loaded: the job has no AWS credential, and reads its requirements from the command.
+    let grants = grant::grants_from_env()?;
+    let s3_requirements = args.requirements_s3_uri.is_some()
+        || args
+            .requirements_file
+            .as_deref()
+            .is_some_and(|p| p.starts_with("s3://"));
+    if grants.is_some() && s3_requirements {
+        return Err(BuildError::Usage(
+            "with upload grants the job has no AWS credential to read S3 with: pass --requirements"
+                .into(),
+        ));
+    }
+    let needs_s3 = (args.bucket.is_some() && grants.is_none())
         || args.requirements_s3_uri.is_some()
         || args
             .requirements_file
@@ -302,6 +324,14 @@ pub async fn run(args: Args) -> Result<Outcome, BuildError> {
         };
         (bucket.clone(), key)
     });
+    if let Some(grants) = &grants {
+        let (bucket, key) = destination.as_ref().ok_or_else(|| {
+            BuildError::Usage(
+                "upload grants need --bucket and --key (the artifact they write)".into(),
+            )
+        })?;
+        check_grants(grants, bucket, key, SystemTime::now())?;
+    }
 
     // The work folder is root's (others may only pass through it): the installer's home and the install tree
     // are the build user's, requirements.txt and the zip's folder stay root's, so nothing can be planted where
@@ -429,35 +459,54 @@ pub async fn run(args: Args) -> Result<Outcome, BuildError> {
         total_time: Duration::ZERO,
     };
 
-    if let (Some((bucket, key)), Some(s3)) = (destination, &s3) {
-        let metadata = ArtifactMetadata {
-            layer_name: layer_name.to_string(),
-            requirements: requirements
-                .lines()
-                .iter()
-                .map(|l| l.text.as_str())
-                .collect::<Vec<_>>()
-                .join("|"),
-            license: args.license.clone().filter(|l| !l.is_empty()),
-            python_version: outcome.python_version.clone(),
-            compatible_runtimes: vec![runtime],
-            compatible_architectures: vec![architecture],
-            create_date: create_date(SystemTime::now()),
-            fingerprint: Some(outcome.fingerprint.short().to_owned()),
-            content_sha256: Some(outcome.content_sha256()),
-            description: args.description.clone().filter(|d| !d.is_empty()),
-            builder_version: Some(env!("CARGO_PKG_VERSION").to_owned()),
-        };
+    if let Some((bucket, key)) = destination {
         let upload_started = Instant::now();
-        let uploaded = upload::upload(
-            s3,
-            &zip_file,
-            outcome.summary.zipped_bytes,
-            &bucket,
-            &key,
-            metadata.to_s3_metadata(),
-        )
-        .await
+        let uploaded = match (&grants, &s3) {
+            // The metadata is in the grant, signed by submit-build.
+            (Some(grants), _) => {
+                let file = zip_file
+                    .try_clone()
+                    .map_err(BuildError::io(format!("opening {}", zip_path.display())))?;
+                grant::put_with_grant(
+                    &grants.artifact,
+                    file,
+                    outcome.summary.zipped_bytes,
+                    &bucket,
+                    &key,
+                )
+                .await
+            }
+            (None, Some(s3)) => {
+                let metadata = ArtifactMetadata {
+                    layer_name: layer_name.to_string(),
+                    requirements: requirements
+                        .lines()
+                        .iter()
+                        .map(|l| l.text.as_str())
+                        .collect::<Vec<_>>()
+                        .join("|"),
+                    license: args.license.clone().filter(|l| !l.is_empty()),
+                    python_version: outcome.python_version.clone(),
+                    compatible_runtimes: vec![runtime],
+                    compatible_architectures: vec![architecture],
+                    create_date: create_date(SystemTime::now()),
+                    fingerprint: Some(outcome.fingerprint.short().to_owned()),
+                    content_sha256: Some(outcome.content_sha256()),
+                    description: args.description.clone().filter(|d| !d.is_empty()),
+                    builder_version: Some(env!("CARGO_PKG_VERSION").to_owned()),
+                };
+                upload::upload(
+                    s3,
+                    &zip_file,
+                    outcome.summary.zipped_bytes,
+                    &bucket,
+                    &key,
+                    metadata.to_s3_metadata(),
+                )
+                .await
+            }
+            (None, None) => Err(UploadError::Task("no S3 client and no upload grant".into())),
+        }
         .map_err(|source| BuildError::Upload {
             bucket: bucket.clone(),
             key: key.clone(),
@@ -475,6 +524,44 @@ pub async fn run(args: Args) -> Result<Outcome, BuildError> {
     }
     outcome.total_time = started.elapsed();
     Ok(outcome)
+}
+
+/// A margin before a grant's end: a build that would start its upload later than this can't finish it.
+const GRANT_MARGIN: Duration = Duration::from_secs(60);
+
+/// Before anything is installed: both grants write exactly this build's artifact and report, and have time
+/// left (a job that starts too late fails here, exit 5; see [`crate::grant`]).
+fn check_grants(
+    grants: &crate::grant::Grants,
+    bucket: &str,
+    key: &str,
+    now: SystemTime,
+) -> Result<(), BuildError> {
+    use crate::grant::{ARTIFACT_GRANT_ENV, REPORT_GRANT_ENV};
+    grants
+        .artifact
+        .check_target(ARTIFACT_GRANT_ENV, bucket, key)?;
+    grants
+        .report
+        .check_target(REPORT_GRANT_ENV, bucket, &crate::records::report_key(key))?;
+    grants
+        .artifact
+        .check_fresh(ARTIFACT_GRANT_ENV, now, GRANT_MARGIN)?;
+    grants
+        .report
+        .check_fresh(REPORT_GRANT_ENV, now, GRANT_MARGIN)?;
+    let left = grants
+        .artifact
+        .expires_at()
+        .saturating_sub(now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs());
+    info!(
+        bucket,
+        key,
+        expires_at = grants.artifact.expires_at(),
+        seconds_left = left,
+        "upload grants: this artifact and its report only; no AWS credentials loaded"
+    );
+    Ok(())
 }
 
 /// The requirements from `-r`, `-p` (path or s3:// URL) or `--requirements-s3-uri`, validated.

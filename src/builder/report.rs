@@ -3,13 +3,16 @@
 //! where build-status finds it. Never a zip, outside the artifact prefix: it triggers nothing.
 //!
 //! Only a build with a destination (`--bucket` and `--key`, as every Batch job has) can report; a failed
-//! report upload is logged and does not change the exit code.
+//! report upload is logged and does not change the exit code. A Batch job reports through its report grant
+//! (no AWS credential, [`crate::grant`]); an expired grant can't report, and build-status then tells the
+//! failure from Batch (exit code and log tail).
 
 use tracing::{info, warn};
 
 use super::{BuildError, install::InstallError};
 use crate::{
     aws,
+    grant::{Grant, REPORT_GRANT_ENV},
     records::{self, FailureReport},
 };
 
@@ -29,7 +32,10 @@ pub fn stage(err: &BuildError) -> &'static str {
         BuildError::WrongArchitecture { .. }
         | BuildError::AboveCeiling { .. }
         | BuildError::TooLarge { .. } => "check",
-        BuildError::Upload { .. } => "upload",
+        BuildError::Upload { .. } | BuildError::Grant(crate::grant::GrantError::Expired { .. }) => {
+            "upload"
+        }
+        BuildError::Grant(_) => "arguments",
         BuildError::Io { .. } => "io",
     }
 }
@@ -50,11 +56,39 @@ pub fn report(err: &BuildError, key: &str, job_id: Option<String>) -> FailureRep
     )
 }
 
-/// Uploads the report of `err` next to where the zip would have gone.
-pub async fn upload(err: &BuildError, bucket: &str, key: &str) {
+/// Uploads the report of `err` next to where the zip would have gone: with `grant` when the job has one, else
+/// with the SDK's credentials.
+pub async fn upload(err: &BuildError, bucket: &str, key: &str, grant: Option<&Grant>) {
     let job_id = std::env::var(JOB_ID_ENV).ok().filter(|v| !v.is_empty());
     let report = report(err, key, job_id);
     let report_key = records::report_key(key);
+    if let Some(grant) = grant {
+        let usable = grant
+            .check_target(REPORT_GRANT_ENV, bucket, &report_key)
+            .and_then(|()| {
+                grant.check_fresh(
+                    REPORT_GRANT_ENV,
+                    std::time::SystemTime::now(),
+                    Default::default(),
+                )
+            });
+        if let Err(e) = usable {
+            warn!(bucket, key = report_key, error = %e, "no failure report: the report grant can't be used");
+            return;
+        }
+        let body = serde_json::to_vec(&report).unwrap_or_default();
+        match super::grant::put_bytes_with_grant(grant, body.into()).await {
+            Ok(()) => info!(
+                bucket,
+                key = report_key,
+                "failure report uploaded with the report grant"
+            ),
+            Err(e) => {
+                warn!(bucket, key = report_key, error = %e, "uploading the failure report failed")
+            }
+        }
+        return;
+    }
     let s3 = aws::s3_client(&aws::sdk_config().await);
     match records::write_json(&s3, bucket, &report_key, &report, None).await {
         Ok(_) => info!(bucket, key = report_key, "failure report uploaded"),

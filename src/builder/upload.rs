@@ -36,6 +36,30 @@ pub enum UploadError {
     },
     #[error("a part upload task failed: {0}")]
     Task(String),
+    /// S3 answered the upload grant's PUT with an error ([`super::grant`]).
+    #[error("S3 refused the upload grant: HTTP {status} {code}: {message}{}", refused_hint(*status, code))]
+    Refused {
+        status: u16,
+        code: String,
+        message: String,
+    },
+    /// The grant's PUT did not complete (connection, TLS, timeout).
+    #[error("the upload did not complete: {0}")]
+    Transport(String),
+}
+
+/// What a refused grant means for the user.
+fn refused_hint(status: u16, code: &str) -> &'static str {
+    match (status, code) {
+        (403, "ExpiredToken") => {
+            "; the credentials that signed the grant expired before the job uploaded (the job started too late): \
+             run the build again with --force"
+        }
+        (403, _) => {
+            "; the grant expired (the job started too late) or was altered: run the build again with --force"
+        }
+        _ => "",
+    }
 }
 
 /// Where the object landed.

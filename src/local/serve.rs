@@ -1,8 +1,10 @@
 //! `layerforge local serve` (started in the background by `local up`): what AWS would do between the functions.
 //!
 //! - Fargate stand-in: moto's Batch jobs SUCCEED at once and never run, so every second the job queues are
-//!   listed (ListJobs, SUCCEEDED) and each new job's own command, read back with DescribeJobs, runs here with
-//!   `layer-builder` against moto (one at a time; its output goes to `DIR/jobs/JOB_ID.log`).
+//!   listed (ListJobs, SUCCEEDED) and each new job's own command and environment, read back with DescribeJobs,
+//!   run here with `layer-builder` (one at a time; its output goes to `DIR/jobs/JOB_ID.log`). A job with upload
+//!   grants ([`crate::grant`], every job submit-build makes) gets no AWS variable at all, as on Fargate without a
+//!   job role: it writes through its grants' URLs, which point at moto ([`builder_env`]).
 //! - S3-event forwarder: moto delivers the artifact bucket's event records to SQS (DESIGN section 8); each
 //!   message with records is handed to `publish-layer` through the Runtime API, as S3 would invoke it, and
 //!   deleted once the invocation succeeded (a failed one comes back after the queue's visibility timeout, as
@@ -144,14 +146,21 @@ async fn run_job(
         Ok(out) => out,
         Err(e) => return log(&format!("DescribeJobs {job_id}: {}", error_chain(&e))),
     };
-    let Some(command) = described
-        .jobs()
-        .first()
-        .and_then(|j| j.container())
-        .map(|c| c.command().to_vec())
-    else {
+    let Some(container) = described.jobs().first().and_then(|j| j.container()) else {
         return log(&format!("job {job_id}: no container command"));
     };
+    let command = container.command().to_vec();
+    let job_env: Vec<(String, String)> = container
+        .environment()
+        .iter()
+        .filter_map(|kv| Some((kv.name()?.to_owned(), kv.value()?.to_owned())))
+        .collect();
+    let env = builder_env(
+        &job_env,
+        std::env::vars_os().filter_map(|(k, _)| k.into_string().ok()),
+        &state.moto_endpoint,
+        job_id,
+    );
     let log_path = jobs_dir.join(format!("{job_id}.log"));
     let Ok(out) = std::fs::File::create(&log_path) else {
         return log(&format!("job {job_id}: can't write {}", log_path.display()));
@@ -159,14 +168,21 @@ async fn run_job(
     let Ok(err) = out.try_clone() else {
         return log(&format!("job {job_id}: can't write {}", log_path.display()));
     };
-    log(&format!("job {job_id}: layer-builder {command:?}"));
-    let status = tokio::process::Command::new(builder)
+    log(&format!(
+        "job {job_id}: layer-builder {command:?} ({})",
+        if env.grants {
+            "upload grants, no AWS credentials"
+        } else {
+            "moto's test credentials"
+        }
+    ));
+    let mut builder_command = tokio::process::Command::new(builder);
+    for name in &env.remove {
+        builder_command.env_remove(name);
+    }
+    let status = builder_command
         .args(&command)
-        .env("AWS_ENDPOINT_URL", &state.moto_endpoint)
-        .env("AWS_REGION", super::moto::REGION)
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env("AWS_BATCH_JOB_ID", job_id)
+        .envs(env.set.iter().map(|(k, v)| (k, v)))
         .envs(uv.map(|uv| (UV_ENV, uv)))
         .stdin(Stdio::null())
         .stdout(out)
@@ -179,6 +195,56 @@ async fn run_job(
             log_path.display()
         )),
         Err(e) => log(&format!("job {job_id}: layer-builder did not start: {e}")),
+    }
+}
+
+/// How a job's layer-builder environment differs from this process's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuilderEnv {
+    pub set: Vec<(String, String)>,
+    pub remove: Vec<String>,
+    /// The job carries upload grants.
+    pub grants: bool,
+}
+
+/// The job's environment (DescribeJobs' `container.environment`: the overrides merged with the job
+/// definition's), plus `AWS_BATCH_JOB_ID`. With upload grants, every `AWS_*` variable this process inherited
+/// is removed and none is set: the builder must upload through its grants alone. Without (a job submitted by
+/// hand), moto's endpoint and test credentials, as before grants.
+pub fn builder_env(
+    job_env: &[(String, String)],
+    inherited: impl Iterator<Item = String>,
+    moto_endpoint: &str,
+    job_id: &str,
+) -> BuilderEnv {
+    let grants = job_env
+        .iter()
+        .any(|(k, _)| k == crate::grant::ARTIFACT_GRANT_ENV);
+    let mut set: Vec<(String, String)> = job_env
+        .iter()
+        .filter(|(k, _)| k != "AWS_BATCH_JOB_ID" && !(grants && k.starts_with("AWS_")))
+        .cloned()
+        .collect();
+    set.push(("AWS_BATCH_JOB_ID".to_owned(), job_id.to_owned()));
+    let remove = if grants {
+        inherited
+            .filter(|k| k.starts_with("AWS_") && k != "AWS_BATCH_JOB_ID")
+            .collect()
+    } else {
+        for (k, v) in [
+            ("AWS_ENDPOINT_URL", moto_endpoint),
+            ("AWS_REGION", super::moto::REGION),
+            ("AWS_ACCESS_KEY_ID", "testing"),
+            ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ] {
+            set.push((k.to_owned(), v.to_owned()));
+        }
+        Vec::new()
+    };
+    BuilderEnv {
+        set,
+        remove,
+        grants,
     }
 }
 
@@ -258,5 +324,68 @@ async fn publish(lambda: &aws_sdk_lambda::Client, event: &str) -> bool {
             log(&format!("Invoke {PUBLISH_FUNCTION}: {}", error_chain(&e)));
             false
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_job_with_grants_gets_no_aws_variable() {
+        let job_env = vec![
+            ("LAYERFORGE_ARTIFACT_GRANT".to_owned(), "{}".to_owned()),
+            ("LAYERFORGE_REPORT_GRANT".to_owned(), "{}".to_owned()),
+            ("LAYERFORGE_WHEELS_ONLY".to_owned(), "0".to_owned()),
+            ("AWS_BATCH_JOB_ID".to_owned(), "moto-id".to_owned()),
+        ];
+        let inherited = [
+            "PATH",
+            "AWS_PROFILE",
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+            "AWS_ENDPOINT_URL",
+        ]
+        .map(str::to_owned);
+        let env = builder_env(
+            &job_env,
+            inherited.clone().into_iter(),
+            "http://127.0.0.1:1",
+            "job-1",
+        );
+        assert!(env.grants);
+        assert_eq!(
+            env.remove,
+            [
+                "AWS_PROFILE",
+                "AWS_ACCESS_KEY_ID",
+                "AWS_SECRET_ACCESS_KEY",
+                "AWS_ENDPOINT_URL"
+            ]
+        );
+        let set: Vec<&str> = env.set.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(
+            set,
+            [
+                "LAYERFORGE_ARTIFACT_GRANT",
+                "LAYERFORGE_REPORT_GRANT",
+                "LAYERFORGE_WHEELS_ONLY",
+                "AWS_BATCH_JOB_ID"
+            ]
+        );
+        assert!(
+            env.set
+                .contains(&("AWS_BATCH_JOB_ID".to_owned(), "job-1".to_owned()))
+        );
+
+        let without = builder_env(&[], inherited.into_iter(), "http://127.0.0.1:1", "job-2");
+        assert!(!without.grants && without.remove.is_empty());
+        assert!(
+            without.set.contains(&(
+                "AWS_ENDPOINT_URL".to_owned(),
+                "http://127.0.0.1:1".to_owned()
+            )),
+            "a job without grants still reaches moto with test credentials"
+        );
     }
 }

@@ -5,6 +5,7 @@ mod cli;
 mod containment;
 mod fault_proxy;
 mod faults;
+mod grants;
 mod helpers;
 mod image;
 mod import_check;

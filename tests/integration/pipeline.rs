@@ -54,14 +54,24 @@ pub(crate) async fn event_for(sqs: &aws_sdk_sqs::Client, queue_url: &str, key: &
     panic!("no S3 event for {key} on {queue_url}");
 }
 
-/// Runs the builder binary with the job's argv, pointed at moto.
-pub(crate) fn run_builder(command: &[String]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_layer-builder"))
-        .args(command)
-        .env("AWS_ENDPOINT_URL", helpers::endpoint())
-        .env("AWS_REGION", helpers::REGION)
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
+/// Runs the builder binary with the job's argv and environment as `layerforge local serve` does: a job with
+/// upload grants gets no AWS variable at all.
+pub(crate) fn run_builder(
+    command: &[String],
+    job_env: &[(String, String)],
+) -> std::process::Output {
+    let env = layerforge::local::serve::builder_env(
+        job_env,
+        std::env::vars().map(|(k, _)| k),
+        &helpers::endpoint(),
+        "pipeline-job",
+    );
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_layer-builder"));
+    for name in &env.remove {
+        cmd.env_remove(name);
+    }
+    cmd.args(command)
+        .envs(env.set.iter().map(|(k, v)| (k, v)))
         .output()
         .expect("layer-builder runs")
 }
@@ -110,7 +120,25 @@ async fn a_build_request_becomes_a_published_layer_that_imports() {
         .unwrap();
     let command = job.jobs()[0].container().unwrap().command().to_vec();
     assert_eq!(job.jobs()[0].job_queue(), Some(stack.arm64.0.as_str()));
-    let built = run_builder(&command);
+    let job_env: Vec<(String, String)> = job.jobs()[0]
+        .container()
+        .unwrap()
+        .environment()
+        .iter()
+        .map(|kv| {
+            (
+                kv.name().unwrap().to_owned(),
+                kv.value().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert!(
+        job_env
+            .iter()
+            .any(|(k, _)| k == layerforge::grant::ARTIFACT_GRANT_ENV),
+        "the job carries its upload grants: {job_env:?}"
+    );
+    let built = run_builder(&command, &job_env);
     assert!(
         built.status.success(),
         "layer-builder {command:?} failed: {}\n{}",
