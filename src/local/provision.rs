@@ -270,9 +270,11 @@ pub async fn batch_stack(
         "batch.amazonaws.com",
     )
     .await?;
-    let job_role = iam_role(
+    // The execution role (image pull, logs), as the template's BuildExecutionRole; like the template, the job
+    // definitions have no job role: a build job holds no AWS credential (issue 19, upload grants).
+    let execution_role = iam_role(
         moto,
-        &format!("{name}-builder-job"),
+        &format!("{name}-builder-execution"),
         "ecs-tasks.amazonaws.com",
     )
     .await?;
@@ -326,7 +328,7 @@ pub async fn batch_stack(
             format!("{name}-builder-{arch}"),
             format!("123456789012.dkr.ecr.{REGION}.amazonaws.com/layerforge-builder:latest"),
             cpu,
-            &job_role,
+            &execution_role,
         )
         .await?;
         targets.push((queue, definition));
@@ -346,7 +348,7 @@ pub async fn batch_stack(
                 "123456789012.dkr.ecr.{REGION}.amazonaws.com/layerforge-builder:{runtime}-0.1.0"
             ),
             "ARM64",
-            &job_role,
+            &execution_role,
         )
         .await?;
         build_targets.insert(
@@ -373,7 +375,7 @@ async fn register_definition(
     name: String,
     image: String,
     cpu: &str,
-    job_role: &str,
+    execution_role: &str,
 ) -> Result<String, ProvisionError> {
     let requirement =
         |t: ResourceType, v: &str| ResourceRequirement::builder().r#type(t).value(v).build();
@@ -385,8 +387,7 @@ async fn register_definition(
         .container_properties(
             ContainerProperties::builder()
                 .image(image)
-                .execution_role_arn(job_role)
-                .job_role_arn(job_role)
+                .execution_role_arn(execution_role)
                 .resource_requirements(requirement(ResourceType::Vcpu, "2"))
                 .resource_requirements(requirement(ResourceType::Memory, "4096"))
                 .runtime_platform(

@@ -134,6 +134,11 @@ fn the_local_cloud_builds_follows_fetches_and_stops() {
     // Root with a checkout under a root-only home (issue 19): the uv the local cloud finds is in a 0700 folder,
     // where the build user can't run it; the local cloud gives its jobs a copy that user can run.
     let hidden = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        hidden.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
     let uv = std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
         .map(|dir| dir.join("uv"))
         .find(|p| p.is_file())

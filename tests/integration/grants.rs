@@ -41,6 +41,7 @@ fn stand_in_uv() -> (tempfile::TempDir, PathBuf) {
         format!(
             "#!/bin/sh\n\
              # Stand-in for `uv pip install … --target DIR -r FILE`: one pure-Python module, no network.\n\
+             [ \"$1\" = --version ] && {{ echo 'uv 0.0.0 (stand-in)'; exit 0; }}\n\
              touch '{marks}/ran'\n\
              while [ $# -gt 0 ]; do\n\
                case \"$1\" in --target) shift; target=\"$1\";; esac\n\
