@@ -221,10 +221,11 @@ async fn check_and_publish(
     // The same rule as submit-build's and IAM's: a zip that got here some other way (the original tool, a
     // hand upload) is not published under a name outside the deployment's prefix.
     let prefix = &state.config.layer_name_prefix;
-    if !metadata.layer_name.starts_with(prefix.as_str()) {
+    if !prefix.admits(&metadata.layer_name) {
         return Err(Rejection::OutsidePrefix {
             name: metadata.layer_name.clone(),
-            prefix: prefix.clone(),
+            prefix: prefix.to_string(),
+            admitted: prefix.describe(),
         }
         .into());
     }

@@ -88,9 +88,14 @@ pub enum Rejection {
     #[error("metadata layer-name {metadata:?} does not match the key's layer name {key:?}")]
     NameMismatch { metadata: String, key: String },
     #[error(
-        "layer name {name:?} does not start with this deployment's LAYER_NAME_PREFIX {prefix:?}"
+        "layer name {name:?} is outside this deployment's LAYER_NAME_PREFIX {prefix:?} (it admits {admitted})"
     )]
-    OutsidePrefix { name: String, prefix: String },
+    OutsidePrefix {
+        name: String,
+        prefix: String,
+        /// The rule in words ([`crate::config::LayerNamePrefix::describe`]).
+        admitted: String,
+    },
     #[error("Lambda refused the layer: {0}")]
     Lambda(String),
     /// Recorded in the claim by the delivery that found the problem.

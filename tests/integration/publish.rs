@@ -773,3 +773,50 @@ async fn a_large_zip_is_checked_with_a_constant_number_of_bytes() {
         "{response:?}"
     );
 }
+
+#[tokio::test]
+async fn a_look_alike_of_the_prefix_is_rejected_and_its_segments_published() {
+    let mut f = Fixture::new().await;
+    // `team-a…` unique to this run; the look-alike continues it without a separator, as team-admin-x does team-a.
+    let prefix = unique("team-a").to_lowercase();
+    let config = helpers::config(&f.bucket, "{}", &[("LAYER_NAME_PREFIX", &prefix)]);
+    f.state = PublishState::new(Arc::new(config), f.s3.clone(), f.lambda.clone());
+    let look_alike = format!("{prefix}dmin-x");
+    let owned = [format!("{prefix}-x"), format!("{prefix}_x"), prefix.clone()];
+    let zip = six_zip("look-alike");
+    let mut keys = Vec::new();
+    for layer in std::iter::once(&look_alike).chain(&owned) {
+        let key = format!("layers/{layer}/python3.12-arm64/4444444444444444.zip");
+        f.upload(
+            &key,
+            zip.clone(),
+            metadata(layer, &zip, "4444444444444444"),
+            None,
+        )
+        .await;
+        keys.push(key);
+    }
+    let bodies = f.drain().await;
+    let mut statuses = Vec::new();
+    for key in &keys {
+        let response = publish::handle(&f.state, f.event_for(&bodies, key).await)
+            .await
+            .unwrap();
+        statuses.push(response.records[0].outcome.status());
+    }
+    assert_eq!(
+        statuses,
+        ["rejected", "published", "published", "published"]
+    );
+    assert_eq!(
+        f.tags(&keys[0])
+            .await
+            .get("layerforge-reason")
+            .map(String::as_str),
+        Some("outside-layer-name-prefix")
+    );
+    assert!(f.layer_versions(&look_alike).await.is_empty());
+    for layer in &owned {
+        assert_eq!(f.layer_versions(layer).await, vec![1], "{layer}");
+    }
+}
