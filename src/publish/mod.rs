@@ -332,6 +332,12 @@ mod tests {
         #[tokio::test]
         async fn throttled_publish_fails_the_invocation_and_releases_the_claim() {
             let zip = Arc::new(zip());
+            // The zip's identity is its bytes' digest (the metadata must agree with it).
+            let code_sha256 = {
+                use base64::Engine;
+                use sha2::Digest;
+                base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(&*zip))
+            };
             let key = "layers/six/python3.12-arm64/0123456789abcdef.zip";
             let metadata = ArtifactMetadata {
                 layer_name: "six".into(),
@@ -339,7 +345,7 @@ mod tests {
                 python_version: "3.12".into(),
                 compatible_runtimes: vec![crate::request::Runtime::Python312],
                 compatible_architectures: vec![crate::request::Architecture::Arm64],
-                content_sha256: Some("c2l4".into()),
+                content_sha256: Some(code_sha256.clone()),
                 ..ArtifactMetadata::default()
             }
             .to_s3_metadata();
@@ -427,7 +433,7 @@ mod tests {
             assert_eq!(stored["layer_version_arn"], Value::Null);
             assert_eq!(stored["rejected"], Value::Null);
             assert_eq!(stored["key"], key);
-            assert_eq!(stored["code_sha256"], "c2l4");
+            assert_eq!(stored["code_sha256"], code_sha256.as_str());
         }
 
         #[tokio::test]
