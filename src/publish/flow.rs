@@ -14,7 +14,7 @@ use super::{
 };
 use crate::{
     artifact::{ArtifactKey, ArtifactMetadata},
-    zipcheck::{self, InspectError, Limits},
+    zipcheck::{self, InspectError},
     zipstream,
 };
 
@@ -260,7 +260,7 @@ async fn check_zip(
         version_id: object.version_id.as_deref(),
         len: head.len,
     };
-    let summary = match zipcheck::inspect(&reader, &Limits::default()).await {
+    let summary = match zipcheck::inspect(&reader, &state.limits).await {
         Ok(s) => s,
         Err(InspectError::Invalid(problem)) => return Err(Rejection::Zip(problem).into()),
         Err(InspectError::Read(fault)) => return Err(fault.into()),

@@ -23,7 +23,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use crate::config::Config;
+use crate::{config::Config, zipcheck::Limits};
 
 pub mod claim;
 pub mod event;
@@ -96,6 +96,8 @@ pub struct PublishState {
     pub s3: aws_sdk_s3::Client,
     pub lambda: aws_sdk_lambda::Client,
     pub guard: Guard,
+    /// The zip check's bounds ([`Limits::default`]; tests lower them).
+    pub limits: Limits,
 }
 
 impl PublishState {
@@ -109,6 +111,7 @@ impl PublishState {
             s3,
             lambda,
             guard: Guard::default(),
+            limits: Limits::default(),
         }
     }
 }
