@@ -3,7 +3,8 @@
 //! One file per job:
 //! - [`flow`]: the record flow. For each record of an S3 event [`handle_until`] runs: filter → HeadObject (with
 //!   the record's `versionId`) → [`ArtifactMetadata`](crate::artifact::ArtifactMetadata) → the zip check (one
-//!   place) → the exactly-once publication → tag the zip `layer-version-arn=…`.
+//!   place; its streamed read computes the SHA-256 that is the zip's identity) → the exactly-once publication →
+//!   tag the zip `layer-version-arn=…`.
 //! - [`event`]: the event shapes (S3 notifications, `s3:TestEvent`, form-encoded keys, which records are ours).
 //! - [`claim`]: the exactly-once protocol (claims on content, adoption by CodeSha256, PublishLayerVersion
 //!   without blind retries, leases that follow the invocation's deadline). Read it first.
@@ -13,9 +14,10 @@
 //!
 //! # Outcomes and failures
 //! Every record gets a [`RecordResult`]: `published` or `duplicate` (with the ARN), `rejected` (with a reason)
-//! or `ignored` (with why). A permanently bad artifact (missing metadata, not a zip, wrong layout, over the
-//! size limit, refused by Lambda as invalid) is tagged `layerforge-status=rejected` and
-//! `layerforge-reason=<code>` and does not fail the invocation: retrying can't help. Everything else is a fault
+//! or `ignored` (with why). A permanently bad artifact (missing metadata, a layer name outside the prefix, not a
+//! zip, wrong layout, over a size limit, a `content-sha256` that is not its bytes' SHA-256, refused by Lambda as
+//! invalid) is tagged `layerforge-status=rejected` and `layerforge-reason=<code>` and does not fail the
+//! invocation: retrying can't help. Everything else is a fault
 //! ([`faults::classify`]): throttling, 5xx, timeouts, conflicts, a full code storage quota, access denied. A
 //! fault releases the record's claim, records nothing, and fails the invocation *after* the other records were
 //! processed, so Lambda's retries and on-failure destination keep the event; the records that succeeded come
