@@ -98,12 +98,79 @@ pub struct Config {
     pub allowed_requirements_buckets: BTreeSet<String>,
     pub max_vcpu: f64,
     pub max_memory_mib: u32,
-    /// Every layer name must start with it (submit-build refuses, publish-layer rejects); empty: any name.
-    pub layer_name_prefix: String,
+    /// The layer names this deployment owns (submit-build refuses others, publish-layer rejects them).
+    pub layer_name_prefix: LayerNamePrefix,
     /// How long the upload grants submit-build signs are valid (`UPLOAD_GRANT_SECONDS`; default: every attempt
     /// of the job at `JOB_TIMEOUT_SECONDS`, plus [`QUEUE_ALLOWANCE_SECONDS`], at most SigV4's 7 days). The
     /// signer's session may end earlier: see [`crate::grant`] for what a job that starts too late does.
     pub upload_grant: std::time::Duration,
+}
+
+/// `LAYER_NAME_PREFIX`: which layer names a deployment owns, matched by whole segments (DESIGN section 16).
+///
+/// A prefix `team-a` admits `team-a` itself and the names that continue it with a separator, `team-a-…` and
+/// `team-a_…`, never `team-admin-x` (a look-alike that another team owns). A prefix that ends in a separator
+/// (`team-a-`) admits every name that starts with it. Empty: every name. template.yaml's IAM resources for
+/// PublishLayerVersion follow the same rule (`layer:P`, `layer:P-*`, `layer:P_*`, or `layer:P*` after a
+/// separator), checked by the template tests.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LayerNamePrefix(String);
+
+impl LayerNamePrefix {
+    /// The longest prefix: a layer name is at most 64 characters ([`crate::request::MAX_LAYER_NAME`]), and
+    /// the prefix itself is a name it admits.
+    pub const MAX_LEN: usize = crate::request::MAX_LAYER_NAME;
+
+    /// At most [`Self::MAX_LEN`] of `A-Z a-z 0-9 - _` (the characters of a layer name); empty admits all.
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        if raw.len() > Self::MAX_LEN
+            || !raw
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(format!(
+                "must be at most {} of A-Z a-z 0-9 - _, got {raw:?}",
+                Self::MAX_LEN
+            ));
+        }
+        Ok(Self(raw.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether this deployment owns the layer `name` (the rule in the type's docs).
+    pub fn admits(&self, name: &str) -> bool {
+        let prefix = self.0.as_str();
+        if prefix.is_empty() || prefix.ends_with(['-', '_']) {
+            return name.starts_with(prefix);
+        }
+        match name.strip_prefix(prefix) {
+            Some(rest) => rest.is_empty() || rest.starts_with(['-', '_']),
+            None => false,
+        }
+    }
+}
+
+impl LayerNamePrefix {
+    /// The names admitted, in words (for messages): `"team-a" or a name that starts with "team-a-" or "team-a_"`.
+    pub fn describe(&self) -> String {
+        let prefix = self.0.as_str();
+        if prefix.is_empty() {
+            "any name".to_owned()
+        } else if prefix.ends_with(['-', '_']) {
+            format!("a name that starts with {prefix:?}")
+        } else {
+            format!("{prefix:?} or a name that starts with \"{prefix}-\" or \"{prefix}_\"")
+        }
+    }
+}
+
+impl std::fmt::Display for LayerNamePrefix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
 }
 
 /// A variable that is missing or can't be parsed; names the variable.
@@ -205,17 +272,9 @@ impl Config {
             None => 16_384,
         };
 
-        let layer_name_prefix = get("LAYER_NAME_PREFIX").unwrap_or_default();
-        if layer_name_prefix.len() > 63
-            || !layer_name_prefix
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        {
-            return Err(ConfigError::new(
-                "LAYER_NAME_PREFIX",
-                format!("must be at most 63 of A-Z a-z 0-9 - _, got {layer_name_prefix:?}"),
-            ));
-        }
+        let layer_name_prefix =
+            LayerNamePrefix::parse(&get("LAYER_NAME_PREFIX").unwrap_or_default())
+                .map_err(|rule| ConfigError::new("LAYER_NAME_PREFIX", rule))?;
 
         let seconds = |var: &'static str, min: u64, max: u64| -> Result<Option<u64>, ConfigError> {
             get(var)
@@ -538,5 +597,42 @@ mod tests {
             let err = config(vars).unwrap_err();
             assert_eq!(err.var, *var, "{vars:?}");
         }
+    }
+
+    #[test]
+    fn a_layer_name_prefix_matches_whole_segments() {
+        let cases: &[(&str, &str, bool)] = &[
+            ("team-a", "team-a", true),
+            ("team-a", "team-a-x", true),
+            ("team-a", "team-a_x", true),
+            ("team-a", "team-a-", true),
+            // Look-alikes another team owns.
+            ("team-a", "team-admin-x", false),
+            ("team-a", "team-a1", false),
+            ("team-a", "team-", false),
+            ("team-a", "Team-a-x", false),
+            ("team-a", "xteam-a", false),
+            // A prefix that ends in a separator admits what starts with it, as before.
+            ("team-a-", "team-a-x", true),
+            ("team-a-", "team-a-", true),
+            ("team-a-", "team-a", false),
+            ("team-a-", "team-admin", false),
+            ("team_", "team_x", true),
+            ("team_", "team-x", false),
+            ("", "anything", true),
+        ];
+        for (prefix, name, admitted) in cases {
+            let prefix = LayerNamePrefix::parse(prefix).unwrap();
+            assert_eq!(prefix.admits(name), *admitted, "{prefix:?} {name:?}");
+        }
+        let longest = "a".repeat(LayerNamePrefix::MAX_LEN);
+        assert!(LayerNamePrefix::parse(&longest).is_ok());
+        assert!(LayerNamePrefix::parse(&format!("{longest}a")).is_err());
+        assert!(LayerNamePrefix::parse("*").is_err());
+        let c = config(&[("ARTIFACT_BUCKET", "b"), ("LAYER_NAME_PREFIX", "team-a")]).unwrap();
+        assert_eq!(c.layer_name_prefix.as_str(), "team-a");
+        assert!(!c.layer_name_prefix.admits("team-admin-x"));
+        let c = config(&[("ARTIFACT_BUCKET", "b")]).unwrap();
+        assert_eq!(c.layer_name_prefix, LayerNamePrefix::default());
     }
 }

@@ -598,13 +598,13 @@ impl RequestDraft {
                 .map_err(|rule| InvalidRequest::new("layer_name", rule, s))?,
             None => return Err(InvalidRequest::new("layer_name", "required", "")),
         };
-        if !layer_name.as_str().starts_with(&config.layer_name_prefix) {
+        if !config.layer_name_prefix.admits(layer_name.as_str()) {
             return Err(InvalidRequest::new(
                 "layer_name",
                 format!(
-                    "must start with {:?}: this deployment publishes only layers of that prefix \
-                     (LAYER_NAME_PREFIX)",
-                    config.layer_name_prefix
+                    "must be {}: this deployment publishes only the layers of its prefix \
+                     (LAYER_NAME_PREFIX, matched by whole segments)",
+                    config.layer_name_prefix.describe()
                 ),
                 layer_name.as_str(),
             ));
@@ -928,6 +928,32 @@ mod tests {
             )
             .is_ok()
         );
+        // Without a trailing separator the prefix is a whole segment: a look-alike is someone else's name.
+        let config = Config::from_lookup(|k| match k {
+            "ARTIFACT_BUCKET" => Some("artifacts".into()),
+            "LAYER_NAME_PREFIX" => Some("team-a".into()),
+            "BUILD_TARGETS" => Some(r#"{"arm64":{"job_queue":"q","job_definition":"d"}}"#.into()),
+            _ => None,
+        })
+        .unwrap();
+        let err = RequestDraft::parse(
+            &json!({"layer_name": "team-admin-x", "requirements": "six"}),
+            &config,
+        )
+        .unwrap_err();
+        assert_eq!(err.field, "layer_name");
+        assert!(
+            err.rule.contains("\"team-a-\" or \"team-a_\""),
+            "{}",
+            err.rule
+        );
+        for name in ["team-a", "team-a-x", "team-a_x"] {
+            assert!(
+                RequestDraft::parse(&json!({"layer_name": name, "requirements": "six"}), &config)
+                    .is_ok(),
+                "{name}"
+            );
+        }
         // Without a prefix any name goes.
         assert!(parse(json!({"layer_name": "team-b-http", "requirements": "six"})).is_ok());
     }

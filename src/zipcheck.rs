@@ -17,8 +17,10 @@
 //! them.
 //!
 //! Rules (every failure is a [`ZipProblem`], a permanent property of the object):
-//! - the object is not empty, ends with a well-formed EOCD and central directory (else *not a zip* or
-//!   *truncated*: a zip cut short loses its EOCD but still starts with a local file header);
+//! - the object is not empty and not larger than any valid layer zip can be ([`MAX_OBJECT_BYTES`]), judged
+//!   from its length before anything is read;
+//! - it ends with a well-formed EOCD and central directory (else *not a zip* or *truncated*: a zip cut short
+//!   loses its EOCD but still starts with a local file header);
 //! - one reading only, whatever the extractor: the EOCD ends exactly at the end of the object and its comment
 //!   holds no other EOCD signature (readers that search forwards or backwards would pick different records);
 //!   the central directory ends exactly where the end records begin (nothing, such as a second directory,
@@ -40,6 +42,11 @@
 //!   its layers). Declared sizes can lie: Lambda still enforces the limit when it extracts; this check makes
 //!   honest oversize layers fail early, with a clear reason.
 //!
+//! Every rule costs time near-linear in the directory's bytes (at most [`MAX_CENTRAL_DIRECTORY_BYTES`], so at
+//! most 364,722 entries): names are hashed once for duplicates, and the file-and-directory rule sorts the names
+//! instead of collecting every parent path, whose cost grows with the square of a name's depth (see
+//! `find_file_and_directory`). A crafted directory is refused or accepted, never a way to burn the time budget.
+//!
 //! The parsed directory ([`ZipSummary::directory`]) is what stage two ([`crate::zipstream`]) checks the
 //! object's bytes against.
 
@@ -47,6 +54,25 @@ use std::{collections::HashSet, fmt, future::Future};
 
 /// Lambda's limit on the unzipped size of a function and all its layers.
 pub const MAX_UNZIPPED_BYTES: u64 = 262_144_000;
+
+/// The central directory [`inspect`] reads at most, by default: 16 MiB holds well over 100,000 entries with
+/// typical site-packages paths, and bounds the entries at 16 MiB / 46 bytes (the fixed header) = 364,722.
+pub const MAX_CENTRAL_DIRECTORY_BYTES: u64 = 16 * 1024 * 1024;
+
+/// The largest object a valid layer zip can be, by default: 330,276,864 bytes (315 MiB). A zip is its entries'
+/// data plus records, and what passes both stages bounds each part:
+/// - data: at most [`MAX_UNZIPPED_BYTES`] stored (stored data is the content), and deflate never grows data by
+///   more than 5 bytes per 64 KiB stored block (RFC 1951 3.2.4; zlib's `deflateBound` allows ~0.03%): the
+///   allowance of 1/256 (~0.4%, 1,024,000 bytes) is over ten times that;
+/// - records: the central directory ([`MAX_CENTRAL_DIRECTORY_BYTES`]); the local headers, which repeat each
+///   name and extra field after a 30-byte fixed part (the central one is 46 bytes); data descriptors (at most 24
+///   bytes an entry, less than its 46-byte central header); and as much again for local extra fields that are
+///   longer than the central ones (writers add a few timestamps): 4 x 16 MiB.
+///
+/// So 262,144,000 + 1,024,000 + 4 x 16,777,216. An object over it is refused from HeadObject's length, before
+/// any byte is read: it could only pass by holding what no layer writer makes.
+pub const MAX_OBJECT_BYTES: u64 =
+    MAX_UNZIPPED_BYTES + MAX_UNZIPPED_BYTES / 256 + 4 * MAX_CENTRAL_DIRECTORY_BYTES;
 
 /// The top-level directories a layer may contain (see the module docs for the choice).
 pub const LAYER_ROOTS: &[&str] = &["python", "bin", "lib"];
@@ -68,16 +94,19 @@ use crate::zipformat::{
 pub struct Limits {
     /// The declared uncompressed total may not exceed this.
     pub max_unzipped_bytes: u64,
-    /// The central directory is read in one request and held in memory: bound it. 16 MiB holds well over
-    /// 100,000 entries with typical site-packages paths.
+    /// The central directory is read in one request and held in memory: bound it
+    /// ([`MAX_CENTRAL_DIRECTORY_BYTES`]).
     pub max_central_directory_bytes: u64,
+    /// A longer object is refused before anything is read ([`MAX_OBJECT_BYTES`]).
+    pub max_object_bytes: u64,
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Self {
             max_unzipped_bytes: MAX_UNZIPPED_BYTES,
-            max_central_directory_bytes: 16 * 1024 * 1024,
+            max_central_directory_bytes: MAX_CENTRAL_DIRECTORY_BYTES,
+            max_object_bytes: MAX_OBJECT_BYTES,
         }
     }
 }
@@ -173,6 +202,11 @@ pub struct ZipSummary {
 pub enum ZipProblem {
     #[error("the object is empty")]
     Empty,
+    #[error(
+        "the object is {size} bytes, over the {limit} bytes any valid layer zip can be (Lambda's unzipped limit \
+         plus headers)"
+    )]
+    ObjectTooLarge { size: u64, limit: u64 },
     #[error("not a zip: {0}")]
     NotAZip(String),
     #[error("truncated: {0}")]
@@ -244,6 +278,7 @@ impl ZipProblem {
     pub fn code(&self) -> &'static str {
         match self {
             ZipProblem::Empty => "empty-object",
+            ZipProblem::ObjectTooLarge { .. } => "object-too-large",
             ZipProblem::NotAZip(_) => "not-a-zip",
             ZipProblem::Truncated(_) => "truncated",
             ZipProblem::Malformed(_) => "malformed-zip",
@@ -451,6 +486,14 @@ where
     let total = reader.len();
     if total == 0 {
         return Err(ZipProblem::Empty.into());
+    }
+    // From the length alone (HeadObject's): an object no layer can be is not worth a read.
+    if total > limits.max_object_bytes {
+        return Err(ZipProblem::ObjectTooLarge {
+            size: total,
+            limit: limits.max_object_bytes,
+        }
+        .into());
     }
     let mut io = Tracked {
         reader,
@@ -850,32 +893,77 @@ fn check_entries(
             cd.len() - at
         )));
     }
-    check_files_are_not_directories(&seen)?;
+    let names: Vec<&str> = entries.iter().map(|e| e.name.as_str()).collect();
+    if let Some(name) = find_file_and_directory(&names).clash {
+        return Err(ZipProblem::FileAndDirectory {
+            name: name.to_owned(),
+        });
+    }
     Ok((totals, entries))
 }
 
-/// No name is both a file and a directory (an explicit `name/` entry or the parent of another entry).
-fn check_files_are_not_directories(names: &HashSet<&str>) -> Result<(), ZipProblem> {
-    let mut directories: HashSet<&str> = HashSet::new();
-    for name in names {
-        let body = name.strip_suffix('/').unwrap_or(name);
-        if body.len() != name.len() {
-            directories.insert(body);
-        }
-        directories.extend(body.match_indices('/').map(|(i, _)| &body[..i]));
-    }
-    let mut clashes: Vec<&str> = names
+/// What [`find_file_and_directory`] found, and the work it took.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ClashCheck<'a> {
+    /// The first (in byte order) file name that is also a directory.
+    clash: Option<&'a str>,
+    /// Bytes touched: the sort keys built, the bytes each comparison shared plus one, the neighbours checked.
+    work: u64,
+}
+
+/// No name is both a file and a directory (an explicit `name/` entry or the parent of another entry), in
+/// near-linear time.
+///
+/// The names (all distinct) are sorted with `/` ordered before every other byte (keys with `/` as NUL, which no
+/// name holds: [`check_name`] refuses it), so that a path's descendants come right after it (`a`, `a/b`,
+/// `a/b/c`, `a-b`): a file is also a directory exactly when the next name continues it with a `/`. The cost is
+/// the sort's: O(n·log n) comparisons, each costing the bytes its two names share, on the order of the
+/// directory's bytes times log2(n) (what [`ClashCheck::work`] counts). Collecting every parent path of every name
+/// instead (the earlier check) hashes each name's every prefix, quadratic in its depth: 256 names of 65,535
+/// bytes (`python/a/a/…`) in a 16 MiB directory cost 2.7·10^11 bytes hashed.
+fn find_file_and_directory<'a>(names: &[&'a str]) -> ClashCheck<'a> {
+    let mut work = 0u64;
+    let mut keys: Vec<(Vec<u8>, &str)> = names
         .iter()
-        .filter(|n| !n.ends_with('/') && directories.contains(*n))
-        .copied()
+        .map(|name| {
+            work += name.len() as u64;
+            let key = name
+                .bytes()
+                .map(|b| if b == b'/' { 0 } else { b })
+                .collect();
+            (key, *name)
+        })
         .collect();
-    clashes.sort_unstable();
-    match clashes.first() {
-        Some(name) => Err(ZipProblem::FileAndDirectory {
-            name: (*name).to_owned(),
-        }),
-        None => Ok(()),
+    keys.sort_unstable_by(|(a, _), (b, _)| {
+        let common = common_prefix(a, b);
+        work += common as u64 + 1;
+        a[common..].cmp(&b[common..])
+    });
+    let mut clash: Option<&str> = None;
+    for pair in keys.windows(2) {
+        let ((key, name), (next, _)) = (&pair[0], &pair[1]);
+        if name.ends_with('/') {
+            continue;
+        }
+        work += key.len() as u64 + 1;
+        if next.len() > key.len() && next.starts_with(key) && next[key.len()] == 0 {
+            clash = Some(clash.map_or(*name, |c| c.min(*name)));
+        }
     }
+    ClashCheck { clash, work }
+}
+
+/// The length of the common prefix of `a` and `b`, 16 bytes at a time where they agree.
+fn common_prefix(a: &[u8], b: &[u8]) -> usize {
+    let n = a.len().min(b.len());
+    let mut i = 0;
+    while i + 16 <= n && a[i..i + 16] == b[i..i + 16] {
+        i += 16;
+    }
+    while i < n && a[i] == b[i] {
+        i += 1;
+    }
+    i
 }
 
 /// The ZIP64 extended information: for each of (uncompressed size, compressed size, local header offset,
@@ -1430,6 +1518,205 @@ mod tests {
             Make::default(),
         );
         assert_eq!(check(&fine).unwrap().entries, 4);
+    }
+
+    /// The rule the sort-based check must agree with, the slow way: a file name that another name continues
+    /// with a `/`.
+    fn clashes_naively<'a>(names: &[&'a str]) -> Option<&'a str> {
+        let mut clashes: Vec<&str> = names
+            .iter()
+            .filter(|f| !f.ends_with('/'))
+            .filter(|f| {
+                names.iter().any(|n| {
+                    n.len() > f.len() && n.starts_with(**f) && n.as_bytes()[f.len()] == b'/'
+                })
+            })
+            .copied()
+            .collect();
+        clashes.sort_unstable();
+        clashes.first().copied()
+    }
+
+    #[test]
+    fn the_file_and_directory_check_agrees_with_the_rule() {
+        // Every set of distinct names over a small alphabet that sorts `-` and `.` between a name and its `/`.
+        let parts = [
+            "a", "a-b", "a.b", "a/", "a/b", "a/b/", "a/b/c", "a-b/c", "ab", "ab/",
+        ];
+        let mut checked = 0;
+        for mask in 0u32..(1 << parts.len()) {
+            let names: Vec<String> = (0..parts.len())
+                .filter(|i| mask & (1 << i) != 0)
+                .map(|i| format!("python/{}", parts[i]))
+                .collect();
+            let names: Vec<&str> = names.iter().map(String::as_str).collect();
+            let check = find_file_and_directory(&names);
+            assert_eq!(check.clash, clashes_naively(&names), "{names:?}");
+            checked += usize::from(check.clash.is_some());
+        }
+        // Both answers occur (a test that only ever saw `None` would prove nothing).
+        assert!(checked > 100 && checked < 1 << parts.len(), "{checked}");
+    }
+
+    /// A zip of empty stored files, by hand: quick to write for tens of thousands of entries.
+    fn empty_files_zip(names: &[String]) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut offsets = Vec::with_capacity(names.len());
+        for name in names {
+            offsets.push(u32::try_from(out.len()).unwrap());
+            out.extend_from_slice(&SIG_LOCAL.to_le_bytes());
+            // Version needed, flags, method (stored), time, date; CRC-32 and both sizes 0.
+            out.extend_from_slice(&[20, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+            out.extend_from_slice(&[0; 12]);
+            out.extend_from_slice(&u16::try_from(name.len()).unwrap().to_le_bytes());
+            out.extend_from_slice(&[0, 0]);
+            out.extend_from_slice(name.as_bytes());
+        }
+        let directory_at = u32::try_from(out.len()).unwrap();
+        for (name, offset) in names.iter().zip(&offsets) {
+            out.extend_from_slice(&SIG_CENTRAL.to_le_bytes());
+            // Made by Unix 2.0, needs 2.0; flags, method, time, date; CRC-32 and sizes 0.
+            out.extend_from_slice(&[20, 3, 20, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+            out.extend_from_slice(&[0; 12]);
+            out.extend_from_slice(&u16::try_from(name.len()).unwrap().to_le_bytes());
+            // Extra, comment, disk, internal attributes; external: a regular file, 0644.
+            out.extend_from_slice(&[0; 8]);
+            out.extend_from_slice(&((S_IFREG | 0o644) << 16).to_le_bytes());
+            out.extend_from_slice(&offset.to_le_bytes());
+            out.extend_from_slice(name.as_bytes());
+        }
+        let directory_len = u32::try_from(out.len()).unwrap() - directory_at;
+        let count = u16::try_from(names.len()).unwrap().to_le_bytes();
+        out.extend_from_slice(&SIG_EOCD.to_le_bytes());
+        out.extend_from_slice(&[0, 0, 0, 0]);
+        out.extend_from_slice(&count);
+        out.extend_from_slice(&count);
+        out.extend_from_slice(&directory_len.to_le_bytes());
+        out.extend_from_slice(&directory_at.to_le_bytes());
+        out.extend_from_slice(&[0, 0]);
+        out
+    }
+
+    /// What collecting every parent path of every name costs: each prefix up to a `/` hashed.
+    fn parent_paths_work(names: &[String]) -> u64 {
+        names
+            .iter()
+            .map(|n| n.match_indices('/').map(|(i, _)| i as u64).sum::<u64>())
+            .sum()
+    }
+
+    #[test]
+    fn a_deep_directory_of_many_entries_is_checked_in_near_linear_work() {
+        // 60,000 site-packages files and 180 names of ~55,000 bytes, 27,490 directories deep, under one chain of
+        // directories: 15 MiB of central directory, within the 16 MiB limit.
+        let mut names: Vec<String> = (0..60_000)
+            .map(|i| format!("python/lib/python3.12/site-packages/p{}/m{i}.py", i / 100))
+            .collect();
+        let deep = format!("python/{}", "a/".repeat(27_490));
+        names.extend((0..180).map(|i| format!("{deep}f{i}")));
+        let zip = empty_files_zip(&names);
+        let summary = check(&zip).unwrap();
+        assert_eq!(summary.entries, 60_180);
+        assert!(
+            summary.central_directory_bytes > 15_000_000,
+            "{}",
+            summary.central_directory_bytes
+        );
+
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        let bytes: u64 = refs.iter().map(|n| n.len() as u64).sum();
+        let check_ok = find_file_and_directory(&refs);
+        assert_eq!(check_ok.clash, None);
+        // The same directory with a file where the deep chain has a directory is refused, at the same cost.
+        let mut clashing = refs.clone();
+        clashing.push("python/a/a/a");
+        let check_clash = find_file_and_directory(&clashing);
+        assert_eq!(check_clash.clash, Some("python/a/a/a"));
+
+        // The work: the keys (the names' bytes) and the sort, O(bytes · log2 n); the parent-path sets of the
+        // earlier check would hash each deep name's 27,490 prefixes, 1.4·10^11 bytes in all.
+        let log2_n = u64::from(refs.len().ilog2()) + 1;
+        for check in [check_ok, check_clash] {
+            assert!(
+                check.work <= bytes * (log2_n + 2),
+                "work {} for {bytes} bytes of names",
+                check.work
+            );
+        }
+        let quadratic = parent_paths_work(&names);
+        assert!(quadratic > 100_000_000_000, "{quadratic}");
+        assert!(
+            check_ok.work * 100 < quadratic,
+            "work {} is not far below the parent-path sets' {quadratic}",
+            check_ok.work
+        );
+        eprintln!(
+            "file-and-directory check: {} entries, {bytes} bytes of names, work {} (parent-path sets: {quadratic})",
+            refs.len(),
+            check_ok.work
+        );
+    }
+
+    /// A reader of a given length that counts the reads asked of it (and answers none).
+    struct Counting {
+        len: u64,
+        reads: std::sync::atomic::AtomicU32,
+    }
+
+    impl RangeReader for Counting {
+        type Error = &'static str;
+        fn len(&self) -> u64 {
+            self.len
+        }
+        async fn read(&self, _start: u64, _len: u64) -> Result<Vec<u8>, Self::Error> {
+            self.reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Err("counted")
+        }
+    }
+
+    #[test]
+    fn an_object_larger_than_any_layer_is_refused_before_any_read() {
+        // The figure the constant's docs justify.
+        assert_eq!(MAX_OBJECT_BYTES, 330_276_864);
+        let over = Counting {
+            len: MAX_OBJECT_BYTES + 1,
+            reads: Default::default(),
+        };
+        match block_on(inspect(&over, &Limits::default())) {
+            Err(InspectError::Invalid(problem)) => {
+                assert_eq!(
+                    problem,
+                    ZipProblem::ObjectTooLarge {
+                        size: MAX_OBJECT_BYTES + 1,
+                        limit: MAX_OBJECT_BYTES
+                    }
+                );
+                assert_eq!(problem.code(), "object-too-large");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(over.reads.load(std::sync::atomic::Ordering::SeqCst), 0);
+        // At the limit the check goes on to read the end of the object.
+        let at = Counting {
+            len: MAX_OBJECT_BYTES,
+            reads: Default::default(),
+        };
+        assert!(matches!(
+            block_on(inspect(&at, &Limits::default())),
+            Err(InspectError::Read("counted"))
+        ));
+        assert_eq!(at.reads.load(std::sync::atomic::Ordering::SeqCst), 1);
+        // The limit is the caller's: a small one refuses a valid zip just over it.
+        let zip = make(&layer(), Make::default());
+        let limits = Limits {
+            max_object_bytes: zip.len() as u64 - 1,
+            ..Limits::default()
+        };
+        let err = block_on(inspect(zip.as_slice(), &limits)).unwrap_err();
+        assert!(matches!(
+            err,
+            InspectError::Invalid(ZipProblem::ObjectTooLarge { .. })
+        ));
     }
 
     /// A reader whose reads fail, as a network would.

@@ -17,10 +17,15 @@
 //! Memory stays bounded whatever the object's size: entries are inflated through fixed 64 KiB buffers and
 //! never held (the directory, already bounded by stage one, is the only per-entry state).
 //!
+//! The same read computes the object's SHA-256 ([`StreamSummary::code_sha256`], in Lambda's CodeSha256 form):
+//! the identity publish-layer claims and adopts by is taken from the bytes it checked, never from metadata.
+//!
 //! The core is pure over any [`AsyncRead`] (tests feed byte slices); [`verify_s3_object`] is the edge that
 //! publish-layer calls with one S3 GetObject of the object version.
 
+use base64::Engine;
 use flate2::{Decompress, FlushDecompress, Status};
+use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncReadExt, BufReader};
 
 use crate::{
@@ -49,6 +54,8 @@ pub struct StreamSummary {
     pub bytes_read: u64,
     /// Bytes produced by inflating and copying every entry.
     pub uncompressed_bytes: u64,
+    /// The SHA-256 of every byte read, base64 (Lambda's `CodeSha256` of this zip).
+    pub code_sha256: String,
 }
 
 /// Reads `reader` (the whole object, from byte 0) and checks it against `directory` (see the module docs).
@@ -65,6 +72,7 @@ where
         position: 0,
         buffer: vec![0; BUFFER],
         output: vec![0; BUFFER],
+        sha256: Sha256::new(),
     };
     let mut order: Vec<&CentralEntry> = directory.entries.iter().collect();
     order.sort_by_key(|e| e.local_header_offset);
@@ -96,6 +104,7 @@ where
         entries: order.len(),
         bytes_read,
         uncompressed_bytes,
+        code_sha256: base64::engine::general_purpose::STANDARD.encode(stream.sha256.finalize()),
     })
 }
 
@@ -144,12 +153,14 @@ pub async fn verify_s3_object(
         })
 }
 
-/// The object being read, with the position of the next byte.
+/// The object being read, with the position of the next byte and the digest of the bytes before it.
 struct Stream<R> {
     inner: BufReader<R>,
     position: u64,
     buffer: Vec<u8>,
     output: Vec<u8>,
+    /// Every byte read goes through [`Stream::exact`] or [`Stream::chunk`], which feed it here.
+    sha256: Sha256,
 }
 
 type Checked<T> = Result<T, InspectError<std::io::Error>>;
@@ -186,6 +197,7 @@ impl<R: AsyncRead + Unpin> Stream<R> {
         match self.inner.read_exact(&mut bytes).await {
             Ok(_) => {
                 self.position += len as u64;
+                self.sha256.update(&bytes);
                 Ok(bytes)
             }
             Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
@@ -204,6 +216,7 @@ impl<R: AsyncRead + Unpin> Stream<R> {
             .await
             .map_err(InspectError::Read)?;
         self.position += n as u64;
+        self.sha256.update(&self.buffer[..n]);
         Ok(n)
     }
 
@@ -506,6 +519,11 @@ mod tests {
         w.finish().unwrap().into_inner()
     }
 
+    /// The digest computed independently of the stream (Lambda's CodeSha256 form).
+    fn sha256_b64(bytes: &[u8]) -> String {
+        base64::engine::general_purpose::STANDARD.encode(Sha256::digest(bytes))
+    }
+
     fn block_on<F: std::future::Future>(f: F) -> F::Output {
         tokio::runtime::Builder::new_current_thread()
             .build()
@@ -561,6 +579,7 @@ mod tests {
             assert_eq!(summary.entries, 5);
             assert_eq!(summary.bytes_read, zip.len() as u64);
             assert_eq!(summary.uncompressed_bytes, 27 * 5000 + 18, "{method:?}");
+            assert_eq!(summary.code_sha256, sha256_b64(&zip), "{method:?}");
         }
     }
 
@@ -653,6 +672,11 @@ mod tests {
                 let summary = block_on(verify(trickle, &dir)).unwrap();
                 assert_eq!(summary.bytes_read, zip.len() as u64, "{method:?} by {step}");
                 assert_eq!(summary.uncompressed_bytes, 27 * 5000 + 18);
+                assert_eq!(
+                    summary.code_sha256,
+                    sha256_b64(&zip),
+                    "{method:?} by {step}"
+                );
             }
         }
     }

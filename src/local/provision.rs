@@ -101,6 +101,9 @@ impl LocalStack {
             ("ALLOWED_REQUIREMENTS_BUCKETS", String::new()),
             ("MAX_VCPU", "4".to_owned()),
             ("MAX_MEMORY_MIB", "16384".to_owned()),
+            // The local cloud is one user's account in moto: it owns every layer name (`LayerNamePrefix=*`), so
+            // `local-demo` and any name a user tries publishes as it would on a stack deployed with `*`.
+            ("LAYER_NAME_PREFIX", String::new()),
         ]
     }
 }

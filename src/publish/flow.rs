@@ -1,6 +1,6 @@
-//! The record flow: for each record of an event, filter → HeadObject → metadata → zip check → the
-//! exactly-once publication ([`super::claim`]) → tag the zip; rejections tag the zip, faults fail the
-//! invocation after the other records.
+//! The record flow: for each record of an event, filter → HeadObject → metadata → zip check (which computes the
+//! zip's SHA-256, its identity) → the exactly-once publication ([`super::claim`]) → tag the zip; rejections tag
+//! the zip, faults fail the invocation after the other records.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -10,11 +10,11 @@ use super::{
     PublishState, REASON_TAG, STATUS_TAG, claim,
     event::{EventShape, Target, classify_event, ignored_result, parse_record},
     outcome::{Outcome, PublishError, PublishResponse, RecordError, RecordResult, Rejection},
-    s3::{Head, S3Range, head_object, merge_tags, object_sha256},
+    s3::{Head, S3Range, head_object, merge_tags},
 };
 use crate::{
     artifact::{ArtifactKey, ArtifactMetadata},
-    zipcheck::{self, InspectError, Limits},
+    zipcheck::{self, InspectError},
     zipstream,
 };
 
@@ -221,15 +221,16 @@ async fn check_and_publish(
     // The same rule as submit-build's and IAM's: a zip that got here some other way (the original tool, a
     // hand upload) is not published under a name outside the deployment's prefix.
     let prefix = &state.config.layer_name_prefix;
-    if !metadata.layer_name.starts_with(prefix.as_str()) {
+    if !prefix.admits(&metadata.layer_name) {
         return Err(Rejection::OutsidePrefix {
             name: metadata.layer_name.clone(),
-            prefix: prefix.clone(),
+            prefix: prefix.to_string(),
+            admitted: prefix.describe(),
         }
         .into());
     }
-    check_zip(state, object, head).await?;
-    let code_sha256 = content_sha256(state, object, head, &metadata).await?;
+    let streamed = check_zip(state, object, head).await?;
+    let code_sha256 = identity(head, &metadata, streamed.code_sha256)?;
     let layer = LayerSpec::new(&metadata, parsed_key.as_ref(), object);
     let outcome = claim::publish_once(state, object, &layer, &code_sha256, deadline_ms).await?;
     if let Some(arn) = outcome.layer_version_arn() {
@@ -245,12 +246,13 @@ async fn check_and_publish(
 }
 
 /// The zip check, in one place: every check of the artifact's bytes runs here, before anything is claimed or
-/// published. A problem of the zip is a rejection; a failed read is a fault.
+/// published. A problem of the zip is a rejection; a failed read is a fault. Returns what the streamed read saw,
+/// the SHA-256 of the bytes included.
 async fn check_zip(
     state: &PublishState,
     object: &ObjectRef,
     head: &Head,
-) -> Result<(), RecordError> {
+) -> Result<zipstream::StreamSummary, RecordError> {
     let reader = S3Range {
         s3: &state.s3,
         bucket: &object.bucket,
@@ -258,7 +260,7 @@ async fn check_zip(
         version_id: object.version_id.as_deref(),
         len: head.len,
     };
-    let summary = match zipcheck::inspect(&reader, &Limits::default()).await {
+    let summary = match zipcheck::inspect(&reader, &state.limits).await {
         Ok(s) => s,
         Err(InspectError::Invalid(problem)) => return Err(Rejection::Zip(problem).into()),
         Err(InspectError::Read(fault)) => return Err(fault.into()),
@@ -282,7 +284,8 @@ async fn check_zip(
     info!(
         bucket = object.bucket,
         key = object.key,
-        streamed = ?streamed,
+        code_sha256 = streamed.code_sha256,
+        streamed_bytes = streamed.bytes_read,
         entries = summary.entries,
         unzipped_bytes = summary.uncompressed_bytes,
         object_bytes = head.len,
@@ -291,33 +294,35 @@ async fn check_zip(
         zip64 = summary.zip64,
         "zip checked"
     );
-    Ok(())
+    Ok(streamed)
 }
 
-/// The zip's SHA-256 in Lambda's CodeSha256 form, which identifies the content in the claim and finds an
-/// already published version: S3's full-object checksum (S3 verified it on upload), else the builder's
-/// `content-sha256` metadata, else one streamed read of the object (zips of the original tool have neither).
-async fn content_sha256(
-    state: &PublishState,
-    object: &ObjectRef,
+/// The zip's identity: `computed`, the SHA-256 of the bytes the streamed check read (Lambda's CodeSha256 form), by
+/// which the claim is taken and an already published version adopted. What the upload says about itself is only
+/// compared with it: S3's full-object checksum or the `content-sha256` metadata naming other bytes is a forgery
+/// (or a corruption) and a rejection, so no upload can take another content's identity. Metadata without
+/// `content-sha256` (the original tool's zips, presigned uploads) is fine.
+fn identity(
     head: &Head,
     metadata: &ArtifactMetadata,
-) -> Result<String, RecordError> {
+    computed: String,
+) -> Result<String, Rejection> {
     // A multipart upload's composite checksum ("<base64>-<parts>") is not the object's SHA-256.
-    if let Some(sha) = head.checksum_sha256.as_ref().filter(|c| !c.contains('-')) {
-        return Ok(sha.clone());
+    let checksum = head.checksum_sha256.as_ref().filter(|c| !c.contains('-'));
+    let content_sha256 = metadata.content_sha256.as_ref().filter(|c| !c.is_empty());
+    for (claimed_by, claimed) in [
+        ("S3 checksum (x-amz-checksum-sha256)", checksum),
+        ("content-sha256 metadata", content_sha256),
+    ] {
+        if let Some(claimed) = claimed.filter(|c| **c != computed) {
+            return Err(Rejection::ContentMismatch {
+                claimed_by,
+                claimed: claimed.clone(),
+                computed,
+            });
+        }
     }
-    if let Some(sha) = metadata.content_sha256.as_ref().filter(|c| !c.is_empty()) {
-        return Ok(sha.clone());
-    }
-    let sha = object_sha256(state, object).await?;
-    info!(
-        bucket = object.bucket,
-        key = object.key,
-        code_sha256 = sha,
-        "no checksum or content-sha256 metadata; SHA-256 computed from the object"
-    );
-    Ok(sha)
+    Ok(computed)
 }
 
 /// Tags a rejected zip and logs why; a tagging fault that is not transient does not hide the rejection.

@@ -3,7 +3,8 @@
 //! One file per job:
 //! - [`flow`]: the record flow. For each record of an S3 event [`handle_until`] runs: filter → HeadObject (with
 //!   the record's `versionId`) → [`ArtifactMetadata`](crate::artifact::ArtifactMetadata) → the zip check (one
-//!   place) → the exactly-once publication → tag the zip `layer-version-arn=…`.
+//!   place; its streamed read computes the SHA-256 that is the zip's identity) → the exactly-once publication →
+//!   tag the zip `layer-version-arn=…`.
 //! - [`event`]: the event shapes (S3 notifications, `s3:TestEvent`, form-encoded keys, which records are ours).
 //! - [`claim`]: the exactly-once protocol (claims on content, adoption by CodeSha256, PublishLayerVersion
 //!   without blind retries, leases that follow the invocation's deadline). Read it first.
@@ -13,9 +14,10 @@
 //!
 //! # Outcomes and failures
 //! Every record gets a [`RecordResult`]: `published` or `duplicate` (with the ARN), `rejected` (with a reason)
-//! or `ignored` (with why). A permanently bad artifact (missing metadata, not a zip, wrong layout, over the
-//! size limit, refused by Lambda as invalid) is tagged `layerforge-status=rejected` and
-//! `layerforge-reason=<code>` and does not fail the invocation: retrying can't help. Everything else is a fault
+//! or `ignored` (with why). A permanently bad artifact (missing metadata, a layer name outside the prefix, not a
+//! zip, wrong layout, over a size limit, a `content-sha256` that is not its bytes' SHA-256, refused by Lambda as
+//! invalid) is tagged `layerforge-status=rejected` and `layerforge-reason=<code>` and does not fail the
+//! invocation: retrying can't help. Everything else is a fault
 //! ([`faults::classify`]): throttling, 5xx, timeouts, conflicts, a full code storage quota, access denied. A
 //! fault releases the record's claim, records nothing, and fails the invocation *after* the other records were
 //! processed, so Lambda's retries and on-failure destination keep the event; the records that succeeded come
@@ -23,7 +25,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use crate::config::Config;
+use crate::{config::Config, zipcheck::Limits};
 
 pub mod claim;
 pub mod event;
@@ -96,6 +98,8 @@ pub struct PublishState {
     pub s3: aws_sdk_s3::Client,
     pub lambda: aws_sdk_lambda::Client,
     pub guard: Guard,
+    /// The zip check's bounds ([`Limits::default`]; tests lower them).
+    pub limits: Limits,
 }
 
 impl PublishState {
@@ -109,6 +113,7 @@ impl PublishState {
             s3,
             lambda,
             guard: Guard::default(),
+            limits: Limits::default(),
         }
     }
 }
@@ -332,6 +337,12 @@ mod tests {
         #[tokio::test]
         async fn throttled_publish_fails_the_invocation_and_releases_the_claim() {
             let zip = Arc::new(zip());
+            // The zip's identity is its bytes' digest (the metadata must agree with it).
+            let code_sha256 = {
+                use base64::Engine;
+                use sha2::Digest;
+                base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(&*zip))
+            };
             let key = "layers/six/python3.12-arm64/0123456789abcdef.zip";
             let metadata = ArtifactMetadata {
                 layer_name: "six".into(),
@@ -339,7 +350,7 @@ mod tests {
                 python_version: "3.12".into(),
                 compatible_runtimes: vec![crate::request::Runtime::Python312],
                 compatible_architectures: vec![crate::request::Architecture::Arm64],
-                content_sha256: Some("c2l4".into()),
+                content_sha256: Some(code_sha256.clone()),
                 ..ArtifactMetadata::default()
             }
             .to_s3_metadata();
@@ -427,7 +438,7 @@ mod tests {
             assert_eq!(stored["layer_version_arn"], Value::Null);
             assert_eq!(stored["rejected"], Value::Null);
             assert_eq!(stored["key"], key);
-            assert_eq!(stored["code_sha256"], "c2l4");
+            assert_eq!(stored["code_sha256"], code_sha256.as_str());
         }
 
         #[tokio::test]

@@ -88,9 +88,24 @@ pub enum Rejection {
     #[error("metadata layer-name {metadata:?} does not match the key's layer name {key:?}")]
     NameMismatch { metadata: String, key: String },
     #[error(
-        "layer name {name:?} does not start with this deployment's LAYER_NAME_PREFIX {prefix:?}"
+        "layer name {name:?} is outside this deployment's LAYER_NAME_PREFIX {prefix:?} (it admits {admitted})"
     )]
-    OutsidePrefix { name: String, prefix: String },
+    OutsidePrefix {
+        name: String,
+        prefix: String,
+        /// The rule in words ([`crate::config::LayerNamePrefix::describe`]).
+        admitted: String,
+    },
+    /// What the upload says its SHA-256 is disagrees with its bytes: it would claim another content's identity.
+    #[error(
+        "the {claimed_by} says SHA-256 {claimed:?}, but the object's bytes hash to {computed:?}: a zip's identity \
+         is its bytes"
+    )]
+    ContentMismatch {
+        claimed_by: &'static str,
+        claimed: String,
+        computed: String,
+    },
     #[error("Lambda refused the layer: {0}")]
     Lambda(String),
     /// Recorded in the claim by the delivery that found the problem.
@@ -107,6 +122,7 @@ impl Rejection {
             Rejection::Zip(p) => p.code().to_owned(),
             Rejection::NameMismatch { .. } => "name-mismatch".to_owned(),
             Rejection::OutsidePrefix { .. } => "outside-layer-name-prefix".to_owned(),
+            Rejection::ContentMismatch { .. } => "content-sha256-mismatch".to_owned(),
             Rejection::Lambda(_) => "lambda-refused".to_owned(),
             Rejection::Recorded { code, .. } => code.clone(),
         }

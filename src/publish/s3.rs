@@ -1,11 +1,9 @@
-//! The S3 calls on the artifact itself: HeadObject, ranged GETs for the zip check, a streamed GET for the
-//! content's SHA-256 when nothing else gives it, and tag merging (PutObjectTagging replaces the whole set).
+//! The S3 calls on the artifact itself: HeadObject, ranged GETs for the zip check (the streamed GET is
+//! [`crate::zipstream::verify_s3_object`]), and tag merging (PutObjectTagging replaces the whole set).
 
 use std::collections::HashMap;
 
 use aws_sdk_s3::types::{ChecksumMode, Tag, Tagging};
-use base64::Engine;
-use sha2::{Digest, Sha256};
 
 use super::{PublishState, event::Target, flow::ObjectRef};
 use crate::{
@@ -189,31 +187,4 @@ pub(super) async fn merge_tags(
         .await
         .map_err(|e| AwsFault::from_sdk("PutObjectTagging", &e))?;
     Ok(())
-}
-
-/// The object version's SHA-256 in Lambda's CodeSha256 form (base64 of the raw digest), from one streamed GET
-/// (memory stays bounded): for zips whose metadata lacks `content-sha256` and that carry no S3 checksum.
-pub(super) async fn object_sha256(
-    state: &PublishState,
-    object: &ObjectRef,
-) -> Result<String, AwsFault> {
-    let mut out = state
-        .s3
-        .get_object()
-        .bucket(&object.bucket)
-        .key(&object.key)
-        .set_version_id(object.version_id.clone())
-        .send()
-        .await
-        .map_err(|e| AwsFault::from_sdk("GetObject", &e))?;
-    let mut hasher = Sha256::new();
-    while let Some(chunk) = out
-        .body
-        .try_next()
-        .await
-        .map_err(|e| body_fault("GetObject", &e))?
-    {
-        hasher.update(&chunk);
-    }
-    Ok(base64::engine::general_purpose::STANDARD.encode(hasher.finalize()))
 }

@@ -73,6 +73,8 @@ impl Canned {
 pub struct Seen<'a> {
     pub method: &'a str,
     pub path: &'a str,
+    /// The query string without `?` (empty when there is none): `tagging` tells GetObjectTagging from GetObject.
+    pub query: &'a str,
     pub headers: &'a hyper::HeaderMap,
 }
 
@@ -176,6 +178,7 @@ async fn answer(
         let seen = Seen {
             method: parts.method.as_str(),
             path: parts.uri.path(),
+            query: parts.uri.query().unwrap_or(""),
             headers: &parts.headers,
         };
         rules.iter().find_map(|rule| {

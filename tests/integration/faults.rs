@@ -8,7 +8,7 @@ use std::{
 };
 
 use aws_config::{BehaviorVersion, Region, retry::RetryConfig};
-use layerforge::publish::{self, FUNCTION_TIMEOUT, Guard, PublishState};
+use layerforge::publish::{self, FUNCTION_TIMEOUT, Guard, Outcome, PublishState};
 use serde_json::Value;
 
 use crate::{
@@ -610,4 +610,45 @@ fn the_template_timeout_is_the_lease_definition() {
         publish::lease_until(5, Some(1_000), &guard),
         1_000 + guard.clock_margin.as_millis() as u64
     );
+}
+
+#[tokio::test]
+async fn an_object_larger_than_any_layer_is_rejected_without_reading_it() {
+    let f = Fixture::new().await;
+    let a = artifact(&f, "oversized").await;
+    let len = six_zip(&a.layer).len() as u64;
+    // Every GetObject of the artifact (ranged or streamed), not its tagging: counted, never failed.
+    let object_path = format!("/{}/{}", f.bucket, a.key);
+    let rules = vec![Rule::new(
+        move |s| s.method == "GET" && s.path == object_path && !s.query.contains("tagging"),
+        &[],
+        Action::Delay(Duration::ZERO),
+    )];
+    let (proxy, mut state) = through_proxy(&f, rules).await;
+    // The deployment's limit is 315 MiB (zipcheck::MAX_OBJECT_BYTES); a limit one byte under this zip stands in
+    // for an object over it without uploading 315 MiB to moto.
+    state.limits.max_object_bytes = len - 1;
+    let response = publish::handle(&state, a.event.clone()).await.unwrap();
+    match &response.records[0].outcome {
+        Outcome::Rejected { code, reason } => {
+            assert_eq!(code, "object-too-large");
+            assert!(reason.contains(&len.to_string()), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(proxy.matched(0), 0, "the body was read");
+    let tags = f.tags(&a.key).await;
+    assert_eq!(
+        tags.get("layerforge-reason").map(String::as_str),
+        Some("object-too-large")
+    );
+    assert!(f.layer_versions(&a.layer).await.is_empty());
+
+    // The counter sees reads: under the default limit the same object is read (ranged, then streamed) and
+    // published.
+    state.limits = Default::default();
+    let response = publish::handle(&state, a.event).await.unwrap();
+    assert_eq!(response.records[0].outcome.status(), "published");
+    assert!(proxy.matched(0) >= 2, "{}", proxy.matched(0));
+    assert_eq!(f.layer_versions(&a.layer).await, vec![1]);
 }

@@ -773,3 +773,154 @@ async fn a_large_zip_is_checked_with_a_constant_number_of_bytes() {
         "{response:?}"
     );
 }
+
+/// The claim object of (layer, CodeSha256): its bytes, or `None` when there is none.
+async fn claim_bytes(f: &Fixture, layer: &str, code_sha256: &str) -> Option<Vec<u8>> {
+    let key = publish::claim_key(&f.bucket, layer, code_sha256);
+    match f.s3.get_object().bucket(&f.bucket).key(&key).send().await {
+        Ok(out) => Some(out.body.collect().await.unwrap().into_bytes().to_vec()),
+        Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => None,
+        Err(e) => panic!("GetObject {key}: {e:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_forged_content_sha256_is_rejected_and_takes_no_identity() {
+    let f = Fixture::new().await;
+    let layer = unique("forged").to_lowercase();
+    let (zip_a, zip_b) = (six_zip("a"), six_zip("b"));
+    let (sha_a, sha_b) = (sha256_b64(&zip_a), sha256_b64(&zip_b));
+    let key_a = format!("layers/{layer}/python3.12-arm64/aaaaaaaaaaaaaaaa.zip");
+    let key_b = format!("layers/{layer}/python3.12-arm64/bbbbbbbbbbbbbbbb.zip");
+    let key_c = format!("layers/{layer}/python3.12-arm64/cccccccccccccccc.zip");
+
+    // A is published: its claim holds its identity and its ARN.
+    f.upload(
+        &key_a,
+        zip_a.clone(),
+        metadata(&layer, &zip_a, "aaaaaaaaaaaaaaaa"),
+        None,
+    )
+    .await;
+    let bodies = f.drain().await;
+    let response = publish::handle(&f.state, f.event_for(&bodies, &key_a).await)
+        .await
+        .unwrap();
+    let arn_a = response.records[0]
+        .outcome
+        .layer_version_arn()
+        .expect("A is published")
+        .to_owned();
+    let claim_a = claim_bytes(&f, &layer, &sha_a).await.expect("A's claim");
+    let tags_a = f.tags(&key_a).await;
+
+    // B: a valid zip, other bytes, whose metadata names A's SHA-256 (what a stolen job credential could upload).
+    let mut forged = metadata(&layer, &zip_b, "bbbbbbbbbbbbbbbb");
+    forged.insert(keys::CONTENT_SHA256.to_owned(), sha_a.clone());
+    f.upload(&key_b, zip_b.clone(), forged, None).await;
+    let bodies = f.drain().await;
+    let response = publish::handle(&f.state, f.event_for(&bodies, &key_b).await)
+        .await
+        .unwrap();
+    match &response.records[0].outcome {
+        Outcome::Rejected { code, reason } => {
+            assert_eq!(code, "content-sha256-mismatch");
+            assert!(
+                reason.contains(&sha_a) && reason.contains(&sha_b),
+                "{reason}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    let tags = f.tags(&key_b).await;
+    assert_eq!(
+        tags.get("layerforge-status").map(String::as_str),
+        Some("rejected")
+    );
+    assert_eq!(
+        tags.get("layerforge-reason").map(String::as_str),
+        Some("content-sha256-mismatch")
+    );
+    assert!(
+        !tags.contains_key(publish::LAYER_VERSION_ARN_TAG),
+        "{tags:?}"
+    );
+    // Nothing published, A's identity untouched, and no claim taken under either digest by B.
+    assert_eq!(f.layer_versions(&layer).await, vec![1]);
+    assert_eq!(claim_bytes(&f, &layer, &sha_a).await, Some(claim_a));
+    assert_eq!(f.tags(&key_a).await, tags_a);
+    assert_eq!(
+        tags_a.get(publish::LAYER_VERSION_ARN_TAG),
+        Some(&arn_a),
+        "{tags_a:?}"
+    );
+    assert_eq!(claim_bytes(&f, &layer, &sha_b).await, None);
+
+    // The same bytes without content-sha256 (the original tool's zips, presigned uploads): the computed digest
+    // is the identity, and B publishes as itself.
+    let mut honest = metadata(&layer, &zip_b, "cccccccccccccccc");
+    honest.remove(keys::CONTENT_SHA256);
+    f.upload(&key_c, zip_b.clone(), honest, None).await;
+    let bodies = f.drain().await;
+    let response = publish::handle(&f.state, f.event_for(&bodies, &key_c).await)
+        .await
+        .unwrap();
+    assert_eq!(
+        response.records[0].outcome.status(),
+        "published",
+        "{response:?}"
+    );
+    assert_ne!(
+        response.records[0].outcome.layer_version_arn(),
+        Some(arn_a.as_str())
+    );
+    assert_eq!(f.layer_versions(&layer).await.len(), 2);
+    assert!(claim_bytes(&f, &layer, &sha_b).await.is_some());
+}
+
+#[tokio::test]
+async fn a_look_alike_of_the_prefix_is_rejected_and_its_segments_published() {
+    let mut f = Fixture::new().await;
+    // `team-a…` unique to this run; the look-alike continues it without a separator, as team-admin-x does team-a.
+    let prefix = unique("team-a").to_lowercase();
+    let config = helpers::config(&f.bucket, "{}", &[("LAYER_NAME_PREFIX", &prefix)]);
+    f.state = PublishState::new(Arc::new(config), f.s3.clone(), f.lambda.clone());
+    let look_alike = format!("{prefix}dmin-x");
+    let owned = [format!("{prefix}-x"), format!("{prefix}_x"), prefix.clone()];
+    let zip = six_zip("look-alike");
+    let mut keys = Vec::new();
+    for layer in std::iter::once(&look_alike).chain(&owned) {
+        let key = format!("layers/{layer}/python3.12-arm64/4444444444444444.zip");
+        f.upload(
+            &key,
+            zip.clone(),
+            metadata(layer, &zip, "4444444444444444"),
+            None,
+        )
+        .await;
+        keys.push(key);
+    }
+    let bodies = f.drain().await;
+    let mut statuses = Vec::new();
+    for key in &keys {
+        let response = publish::handle(&f.state, f.event_for(&bodies, key).await)
+            .await
+            .unwrap();
+        statuses.push(response.records[0].outcome.status());
+    }
+    assert_eq!(
+        statuses,
+        ["rejected", "published", "published", "published"]
+    );
+    assert_eq!(
+        f.tags(&keys[0])
+            .await
+            .get("layerforge-reason")
+            .map(String::as_str),
+        Some("outside-layer-name-prefix")
+    );
+    assert!(f.layer_versions(&look_alike).await.is_empty());
+    for layer in &owned {
+        assert_eq!(f.layer_versions(layer).await, vec![1], "{layer}");
+    }
+}

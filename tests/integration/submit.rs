@@ -403,3 +403,33 @@ async fn requirements_from_s3_are_validated_and_passed_on() {
 fn urlencode(s: &str) -> String {
     percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
+
+#[tokio::test]
+async fn a_look_alike_of_the_prefix_is_refused_and_leaves_no_job() {
+    let fx = fixture(&[("LAYER_NAME_PREFIX", "team-a")]).await;
+    let queue = &fx.stack.arm64.0;
+    let err = submit::handle(
+        &fx.state,
+        json!({"layer_name": "team-admin-x", "requirements": "six==1.16.0"}),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.error_type(), "InvalidRequest");
+    let SubmitError::InvalidRequest(invalid) = err else {
+        panic!("{err:?}")
+    };
+    assert_eq!(invalid.field, "layer_name");
+    assert!(invalid.rule.contains("LAYER_NAME_PREFIX"), "{invalid}");
+    assert!(jobs_in(&fx.batch, queue).await.is_empty());
+
+    // The names the prefix owns are built.
+    for name in ["team-a-x", "team-a_x", "team-a"] {
+        submit::handle(
+            &fx.state,
+            json!({"layer_name": name, "requirements": "six==1.16.0"}),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{name}: {e:?}"));
+    }
+    assert_eq!(jobs_in(&fx.batch, queue).await.len(), 3);
+}

@@ -1242,6 +1242,71 @@ fn each_role_may_do_its_job_and_nothing_next_to_it() {
 }
 
 #[test]
+fn layer_names_are_owned_by_whole_segments_in_iam_and_in_the_code() {
+    let layer = |name: &str| format!("arn:aws:lambda:{REGION}:{ACCOUNT}:layer:{name}");
+    let names = [
+        "team-a",
+        "team-a-x",
+        "team-a_x",
+        "team-a-",
+        "team-admin-x",
+        "team-a1",
+        "layerforge",
+        "layerforge-http",
+        "layerforge_http",
+        "layerforgex",
+        "layerforge2-http",
+        "http-clients",
+    ];
+    // (LayerNamePrefix, what LAYER_NAME_PREFIX must be, names it admits); the stand-in stack is "layerforge".
+    let cases: &[(&str, &str, &[&str])] = &[
+        // The default: the stack name's layers, not every layer of the account.
+        (
+            "",
+            "layerforge",
+            &["layerforge", "layerforge-http", "layerforge_http"],
+        ),
+        (
+            "team-a",
+            "team-a",
+            &["team-a", "team-a-x", "team-a_x", "team-a-"],
+        ),
+        ("team-a-", "team-a-", &["team-a-x", "team-a-"]),
+        ("*", "", &names),
+    ];
+    for (parameter, env, admitted) in cases {
+        let stack = Stack::new(&[("LayerNamePrefix", parameter)]);
+        for (function, _) in FUNCTIONS {
+            assert_eq!(
+                stack.function_config(function).layer_name_prefix.as_str(),
+                *env,
+                "{function} with LayerNamePrefix={parameter:?}"
+            );
+        }
+        let config = stack.function_config("PublishLayerFunction");
+        for name in names {
+            let expected = admitted.contains(&name);
+            assert_eq!(
+                config.layer_name_prefix.admits(name),
+                expected,
+                "code: LayerNamePrefix={parameter:?}, {name}"
+            );
+            for (action, resource) in [
+                ("lambda:PublishLayerVersion", layer(name)),
+                ("lambda:ListLayerVersions", layer(name)),
+                ("lambda:GetLayerVersion", format!("{}:3", layer(name))),
+            ] {
+                assert_eq!(
+                    stack.allows("PublishLayerFunction", action, &resource),
+                    expected,
+                    "IAM: LayerNamePrefix={parameter:?}, {action} on {resource}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
 fn glob_follows_iam_wildcards() {
     assert!(glob(
         "arn:aws:s3:::b/layers/*",
