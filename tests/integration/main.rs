@@ -10,6 +10,7 @@ mod helpers;
 mod image;
 mod import_check;
 mod isolation;
+mod layout;
 mod pipeline;
 mod publish;
 mod robustness;
