@@ -10,6 +10,14 @@ use crate::request::{Architecture, Installer, LayerName, Requirements, Runtime};
 /// Bumped whenever the builder's output for the same input changes (layout, zip format) or the canonical form
 /// below does, so that old artifacts are not taken for new ones. 2: the installer joined the canonical form and
 /// the zip's deflate changed (libdeflate: the same content in other bytes).
+/// The tag publish-layer puts on a published zip (the layer version's ARN); submit-build reads it for `cached`,
+/// build-status for `published`.
+pub const LAYER_VERSION_ARN_TAG: &str = "layer-version-arn";
+/// Tag on a rejected zip: `rejected`.
+pub const STATUS_TAG: &str = "layerforge-status";
+/// Tag on a rejected zip: the rejection's short code.
+pub const REASON_TAG: &str = "layerforge-reason";
+
 pub const FORMAT_VERSION: u32 = 2;
 
 /// S3 limits user metadata to 2 KB (keys and values, UTF-8 bytes) per object.

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Deserialize;
 
-use crate::request::{Architecture, Runtime};
+use crate::vocab::{Architecture, MAX_LAYER_NAME, Runtime, S3Uri};
 
 /// Every environment variable [`Config::from_env`] reads.
 pub const ENV_VARS: &[&str] = &[
@@ -117,9 +117,9 @@ pub struct Config {
 pub struct LayerNamePrefix(String);
 
 impl LayerNamePrefix {
-    /// The longest prefix: a layer name is at most 64 characters ([`crate::request::MAX_LAYER_NAME`]), and
+    /// The longest prefix: a layer name is at most 64 characters ([`MAX_LAYER_NAME`]), and
     /// the prefix itself is a name it admits.
-    pub const MAX_LEN: usize = crate::request::MAX_LAYER_NAME;
+    pub const MAX_LEN: usize = MAX_LAYER_NAME;
 
     /// At most [`Self::MAX_LEN`] of `A-Z a-z 0-9 - _` (the characters of a layer name); empty admits all.
     pub fn parse(raw: &str) -> Result<Self, String> {
@@ -359,7 +359,7 @@ impl Config {
 
     /// The area of the artifact bucket `uri` points into that no request may read: the artifact prefix (other
     /// builds' zips) and `.layerforge/` (publish-layer's and submit-build's bookkeeping). `None` elsewhere.
-    pub fn reserved_area(&self, uri: &crate::request::S3Uri) -> Option<String> {
+    pub fn reserved_area(&self, uri: &S3Uri) -> Option<String> {
         if uri.bucket != self.artifact_bucket {
             return None;
         }

@@ -24,16 +24,15 @@ use crate::{
     aws::{AwsFault, error_chain},
     config::Config,
     grant::{self, Grants},
+    observe::{self as status, State},
     records::{self, BuildRecord, Condition, WriteError},
     request::{
         BuildRequest, InvalidRequest, MAX_REQUIREMENTS_OBJECT_BYTES, RequestDraft, Requirements,
         RequirementsInput,
     },
-    status::{self, State},
 };
 
-/// The tag publish-layer puts on a published zip; read back for the `cached` response.
-pub const LAYER_VERSION_ARN_TAG: &str = "layer-version-arn";
+pub use crate::artifact::LAYER_VERSION_ARN_TAG;
 
 /// What submit-build needs, built once per cold start and cheap to clone.
 #[derive(Clone, Debug)]

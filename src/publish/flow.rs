@@ -18,7 +18,7 @@ use crate::{
     zipstream,
 };
 
-pub use crate::submit::LAYER_VERSION_ARN_TAG;
+use crate::artifact::LAYER_VERSION_ARN_TAG;
 
 /// Lambda's limits on PublishLayerVersion text fields (characters).
 const MAX_DESCRIPTION_CHARS: usize = 256;

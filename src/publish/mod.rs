@@ -34,16 +34,12 @@ pub mod flow;
 pub mod outcome;
 pub mod s3;
 
+pub use crate::artifact::{LAYER_VERSION_ARN_TAG, REASON_TAG, STATUS_TAG};
 pub use claim::{CLAIM_PREFIX, claim_key, lease_until};
 pub use event::form_decode;
-pub use flow::{LAYER_VERSION_ARN_TAG, handle, handle_until};
+pub use flow::{handle, handle_until};
 pub use outcome::{Outcome, PublishError, PublishResponse, RecordError, RecordResult, Rejection};
 pub use s3::S3Range;
-
-/// Tag on a rejected zip: `rejected`.
-pub const STATUS_TAG: &str = "layerforge-status";
-/// Tag on a rejected zip: the rejection's short code.
-pub const REASON_TAG: &str = "layerforge-reason";
 
 /// publish-layer's function timeout: template.yaml's `PublishLayerFunction` `Timeout` is this value (checked by
 /// the integration tests), and a claim whose owner's deadline is unknown lasts this long plus the clock margin.

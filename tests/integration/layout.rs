@@ -73,7 +73,9 @@ fn code_of(text: &str) -> String {
             let hashes = rest[1..].chars().take_while(|c| *c == '#').count();
             let close = format!("\"{}", "#".repeat(hashes));
             let body = 2 + hashes;
-            let end = rest[body..].find(&close).map_or(rest.len(), |e| body + e + close.len());
+            let end = rest[body..]
+                .find(&close)
+                .map_or(rest.len(), |e| body + e + close.len());
             out.extend(rest[..end].chars().filter(|c| *c == '\n'));
             out.push_str("\"\"");
             i += end;
@@ -92,7 +94,9 @@ fn code_of(text: &str) -> String {
             i += end;
         } else if rest.starts_with("'\\''") || rest.starts_with("'\"'") {
             out.push_str("' '");
-            i += rest.find('\'').map_or(1, |_| if rest.starts_with("'\\''") { 4 } else { 3 });
+            i += rest
+                .find('\'')
+                .map_or(1, |_| if rest.starts_with("'\\''") { 4 } else { 3 });
         } else {
             let c = rest.chars().next().unwrap();
             out.push(c);
@@ -141,7 +145,10 @@ fn declared_children(code: &str) -> Vec<String> {
     code.lines()
         .filter_map(|line| {
             let line = line.trim();
-            let rest = line.strip_prefix("pub ").or(line.strip_prefix("pub(crate) ")).unwrap_or(line);
+            let rest = line
+                .strip_prefix("pub ")
+                .or(line.strip_prefix("pub(crate) "))
+                .unwrap_or(line);
             rest.strip_prefix("mod ")?
                 .strip_suffix(';')
                 .map(|name| name.trim().to_owned())
@@ -419,11 +426,7 @@ fn no_file_holds_more_than_600_lines_of_code() {
 #[test]
 fn the_checker_sees_circles_and_use_trees() {
     let mut paths = Vec::new();
-    expand_tree(
-        "crate::{a::{b, c::D}, e as f}",
-        &mut Vec::new(),
-        &mut paths,
-    );
+    expand_tree("crate::{a::{b, c::D}, e as f}", &mut Vec::new(), &mut paths);
     assert_eq!(
         paths,
         [
@@ -432,14 +435,31 @@ fn the_checker_sees_circles_and_use_trees() {
             vec!["crate", "e"]
         ]
     );
-    let code = code_of("// use crate::x;\nlet s = \"crate::y\";\nuse super::z::W;\ncrate::v::f();\n");
+    let code =
+        code_of("// use crate::x;\nlet s = \"crate::y\";\nuse super::z::W;\ncrate::v::f();\n");
     let named = named_paths(&code);
     assert!(named.contains(&vec!["super".into(), "z".into(), "W".into()]));
     assert!(named.contains(&vec!["crate".into(), "v".into(), "f".into()]));
-    assert!(!named.iter().any(|p| p.contains(&"x".to_owned()) || p.contains(&"y".to_owned())));
-    let m = |s: &str| s.split('/').filter(|p| !p.is_empty()).map(str::to_owned).collect::<Vec<_>>();
+    assert!(
+        !named
+            .iter()
+            .any(|p| p.contains(&"x".to_owned()) || p.contains(&"y".to_owned()))
+    );
+    let m = |s: &str| {
+        s.split('/')
+            .filter(|p| !p.is_empty())
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
     let nodes: BTreeSet<Vec<String>> = [m("a"), m("b"), m("c")].into();
-    let edges: BTreeMap<Vec<String>, BTreeSet<Vec<String>>> =
-        [(m("a"), [m("b")].into()), (m("b"), [m("a")].into()), (m("c"), [m("a")].into())].into();
-    assert_eq!(strongly_connected(&nodes, &edges), vec![vec![m("a"), m("b")]]);
+    let edges: BTreeMap<Vec<String>, BTreeSet<Vec<String>>> = [
+        (m("a"), [m("b")].into()),
+        (m("b"), [m("a")].into()),
+        (m("c"), [m("a")].into()),
+    ]
+    .into();
+    assert_eq!(
+        strongly_connected(&nodes, &edges),
+        vec![vec![m("a"), m("b")]]
+    );
 }

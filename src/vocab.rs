@@ -1,0 +1,274 @@
+//! The shared vocabulary of a build (DESIGN sections 1-3): the runtime, the architecture, the installer, a layer
+//! name and an S3 URI, each a type that can't hold a bad value, and [`InvalidRequest`], the error that names the
+//! field, the rule and the offending value. Everything above it (the request document, the configuration, the
+//! builder, the CLI) speaks these types; this module depends on none of them.
+
+use std::{fmt, str::FromStr};
+
+use serde::Serialize;
+use serde_json::Value;
+
+/// The longest layer name accepted (Lambda allows 140; 64 leaves room in job names).
+pub const MAX_LAYER_NAME: usize = 64;
+
+/// A request that breaks a rule: names the field, the rule and the value (truncated).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {rule} (got {value})")]
+pub struct InvalidRequest {
+    pub field: String,
+    pub rule: String,
+    /// The offending value, JSON-quoted and truncated to [`VALUE_PREVIEW`] characters.
+    pub value: String,
+}
+
+pub(crate) const VALUE_PREVIEW: usize = 80;
+
+impl InvalidRequest {
+    pub fn new(field: impl Into<String>, rule: impl Into<String>, value: &str) -> Self {
+        Self {
+            field: field.into(),
+            rule: rule.into(),
+            value: preview(value),
+        }
+    }
+
+    pub(crate) fn json(field: &str, rule: impl Into<String>, value: &Value) -> Self {
+        Self::new(field, rule, &value.to_string())
+    }
+}
+
+fn preview(value: &str) -> String {
+    let mut out: String = value.chars().take(VALUE_PREVIEW).collect();
+    if value.chars().count() > VALUE_PREVIEW {
+        out.push('…');
+    }
+    format!("{out:?}")
+}
+
+/// A Lambda Python runtime layerforge builds for.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, serde::Deserialize,
+)]
+pub enum Runtime {
+    #[serde(rename = "python3.10")]
+    Python310,
+    #[serde(rename = "python3.11")]
+    Python311,
+    #[serde(rename = "python3.12")]
+    Python312,
+    #[serde(rename = "python3.13")]
+    Python313,
+    #[serde(rename = "python3.14")]
+    Python314,
+}
+
+impl Runtime {
+    pub const ALL: [Runtime; 5] = [
+        Runtime::Python310,
+        Runtime::Python311,
+        Runtime::Python312,
+        Runtime::Python313,
+        Runtime::Python314,
+    ];
+
+    /// The Lambda identifier, e.g. `python3.12`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Runtime::Python310 => "python3.10",
+            Runtime::Python311 => "python3.11",
+            Runtime::Python312 => "python3.12",
+            Runtime::Python313 => "python3.13",
+            Runtime::Python314 => "python3.14",
+        }
+    }
+
+    /// `X.Y`, e.g. `3.12`: the site-packages folder and pip's `--python-version`.
+    pub fn python_version(self) -> &'static str {
+        &self.as_str()["python".len()..]
+    }
+
+    /// Without the dot, e.g. `python312` (job names allow no dots).
+    pub fn compact(self) -> String {
+        self.as_str().replace('.', "")
+    }
+}
+
+impl fmt::Display for Runtime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Runtime {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Runtime::ALL
+            .into_iter()
+            .find(|r| r.as_str() == s)
+            .ok_or_else(|| {
+                format!("unknown runtime {s:?}; expected one of python3.10 … python3.14")
+            })
+    }
+}
+
+/// A Lambda instruction set architecture.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub enum Architecture {
+    #[serde(rename = "arm64")]
+    Arm64,
+    #[serde(rename = "x86_64")]
+    X86_64,
+}
+
+impl Architecture {
+    pub const ALL: [Architecture; 2] = [Architecture::Arm64, Architecture::X86_64];
+
+    /// The Lambda identifier: `arm64` or `x86_64`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Architecture::Arm64 => "arm64",
+            Architecture::X86_64 => "x86_64",
+        }
+    }
+
+    /// The machine name in wheel tags and `uname -m`: `aarch64` or `x86_64`.
+    pub fn machine(self) -> &'static str {
+        match self {
+            Architecture::Arm64 => "aarch64",
+            Architecture::X86_64 => "x86_64",
+        }
+    }
+}
+
+impl fmt::Display for Architecture {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Architecture {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "arm64" => Ok(Architecture::Arm64),
+            "x86_64" => Ok(Architecture::X86_64),
+            _ => Err(format!(
+                "unknown architecture {s:?}; expected arm64 or x86_64"
+            )),
+        }
+    }
+}
+
+/// Which installer the builder runs (DESIGN section 1 `installer`, section 4 `--installer`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Installer {
+    /// `uv pip install`: much faster resolution and download; `uv` must be on PATH. The request's default.
+    #[default]
+    Uv,
+    /// `python -m pip install`: the reference installer.
+    Pip,
+}
+
+impl Installer {
+    pub const ALL: [Installer; 2] = [Installer::Uv, Installer::Pip];
+
+    /// The request's and the command line's spelling: `uv` or `pip`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Installer::Uv => "uv",
+            Installer::Pip => "pip",
+        }
+    }
+}
+
+impl fmt::Display for Installer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Installer {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Installer::ALL
+            .into_iter()
+            .find(|i| i.as_str() == s)
+            .ok_or_else(|| format!("unknown installer {s:?}; expected uv or pip"))
+    }
+}
+
+/// A layer name: `[A-Za-z0-9_-]{1,64}`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(transparent)]
+pub struct LayerName(String);
+
+impl LayerName {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        if s.is_empty() || s.len() > MAX_LAYER_NAME {
+            return Err(format!("must be 1 to {MAX_LAYER_NAME} characters"));
+        }
+        if let Some(c) = s
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_'))
+        {
+            return Err(format!(
+                "may hold only letters, digits, '-' and '_' (found {c:?})"
+            ));
+        }
+        Ok(Self(s.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for LayerName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// An `s3://bucket/key` location.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3Uri {
+    pub bucket: String,
+    pub key: String,
+}
+
+impl S3Uri {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let rest = s
+            .strip_prefix("s3://")
+            .ok_or_else(|| "must be an s3://bucket/key URI".to_owned())?;
+        let (bucket, key) = rest
+            .split_once('/')
+            .ok_or_else(|| "must name a key after the bucket (s3://bucket/key)".to_owned())?;
+        let bucket_ok = (3..=63).contains(&bucket.len())
+            && bucket
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.');
+        if !bucket_ok {
+            return Err(
+                "the bucket must be a valid S3 bucket name (3-63 of a-z 0-9 . -)".to_owned(),
+            );
+        }
+        if key.is_empty() || key.ends_with('/') {
+            return Err("must name an object, not a folder".to_owned());
+        }
+        Ok(Self {
+            bucket: bucket.to_owned(),
+            key: key.to_owned(),
+        })
+    }
+}
+
+impl fmt::Display for S3Uri {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "s3://{}/{}", self.bucket, self.key)
+    }
+}
