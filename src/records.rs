@@ -24,7 +24,7 @@ use crate::{
     artifact::{ArtifactKey, Fingerprint},
     aws::{AwsFault, FaultKind},
     config::Config,
-    publish,
+    publish::outcome,
     request::BuildRequest,
 };
 
@@ -348,23 +348,23 @@ pub async fn complete(
     s3: &aws_sdk_s3::Client,
     config: &Config,
     artifact_key: &str,
-    outcome: &publish::Outcome,
+    outcome: &outcome::Outcome,
 ) {
     let now = now_millis();
     let recorded = match outcome {
-        publish::Outcome::Published {
+        outcome::Outcome::Published {
             layer_version_arn, ..
         }
-        | publish::Outcome::Duplicate { layer_version_arn } => RecordOutcome::Published {
+        | outcome::Outcome::Duplicate { layer_version_arn } => RecordOutcome::Published {
             layer_version_arn: layer_version_arn.clone(),
             at: now,
         },
-        publish::Outcome::Rejected { code, reason } => RecordOutcome::Rejected {
+        outcome::Outcome::Rejected { code, reason } => RecordOutcome::Rejected {
             code: code.clone(),
             reason: reason.clone(),
             at: now,
         },
-        publish::Outcome::Ignored { .. } | publish::Outcome::Failed { .. } => return,
+        outcome::Outcome::Ignored { .. } | outcome::Outcome::Failed { .. } => return,
     };
     let Some(key) = ArtifactKey::parse(&config.artifact_prefix, artifact_key) else {
         return;

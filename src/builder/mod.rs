@@ -19,202 +19,48 @@ pub mod archive;
 pub mod cli;
 pub mod contain;
 pub mod elf;
+pub mod error;
 pub mod grant;
 pub mod install;
 pub mod isolation;
+pub mod outcome;
 pub mod platform;
 pub mod python;
 pub mod report;
+pub mod tree;
 pub mod upload;
 
 use std::{
     ffi::OsString,
-    fmt::Write as _,
     path::{Path, PathBuf},
     process::ExitCode,
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
-use base64::Engine as _;
 use tracing::{info, warn};
 
 use self::{
-    archive::{ZipSource, ZipSummary},
     cli::{Args, DEFAULT_KEY_PREFIX, ModeArg, usage_error},
     install::{InstallError, InstallSpec, PlatformMode},
-    python::{InterpreterError, PYTHON_ENV},
+    python::PYTHON_ENV,
     upload::UploadError,
 };
 use crate::{
     artifact::{ArtifactKey, ArtifactMetadata, Fingerprint},
     aws::{self, AwsFault},
-    request::{
-        Architecture, InvalidRequest, MAX_REQUIREMENTS_OBJECT_BYTES, Requirements, Runtime, S3Uri,
-    },
+    request::{Architecture, MAX_REQUIREMENTS_OBJECT_BYTES, Requirements, Runtime, S3Uri},
 };
 
 /// Lambda's limit on a function's code plus its layers, unzipped; a layer alone can't exceed it.
 pub const MAX_UNZIPPED_BYTES: u64 = 262_144_000;
 /// The environment variable naming the uv program.
 pub const UV_ENV: &str = "LAYERFORGE_UV";
-/// Most offending files listed in an architecture error.
-const LISTED_FILES: usize = 20;
 
-/// Why a build failed; each kind has its exit code.
-#[derive(Debug, thiserror::Error)]
-pub enum BuildError {
-    /// An argument clap could not check (lengths, requirement rules).
-    #[error("{0}")]
-    Usage(String),
-    #[error(transparent)]
-    InvalidRequirements(#[from] InvalidRequest),
-    #[error("reading requirements from {source_name}: {reason}")]
-    RequirementsSource { source_name: String, reason: String },
-    #[error(transparent)]
-    Interpreter(#[from] InterpreterError),
-    #[error(transparent)]
-    Install(#[from] InstallError),
-    #[error(
-        "{} ELF file(s) are not built for {architecture} ({}): {}{}; the native interpreter built or picked \
-         wheels for another machine: use --platform-mode cross (wheels only) or build on an {architecture} host",
-        files.len(),
-        elf::machine_name(elf::expected_machine(*architecture)),
-        files.iter().take(LISTED_FILES).map(|(f, m)| format!("{f} ({})", elf::machine_name(*m))).collect::<Vec<_>>().join(", "),
-        if files.len() > LISTED_FILES { ", …" } else { "" }
-    )]
-    WrongArchitecture {
-        architecture: Architecture,
-        files: Vec<(String, u16)>,
-    },
-    #[error(
-        "{} ELF file(s) need more than the {runtime} runtime offers: {}{}; pick versions with wheels for the \
-         runtime's manylinux level (or build with --platform-mode cross, which only takes such wheels)",
-        violations.len(),
-        violations.iter().take(LISTED_FILES).map(ToString::to_string).collect::<Vec<_>>().join("; "),
-        if violations.len() > LISTED_FILES { "; …" } else { "" }
-    )]
-    AboveCeiling {
-        runtime: Runtime,
-        violations: Vec<platform::Violation>,
-    },
-    #[error("{0}")]
-    UnsupportedInterpreter(String),
-    #[error(
-        "the layer is {unzipped} bytes unzipped ({files} files), over Lambda's limit of {limit} bytes by {} bytes; \
-         nothing was uploaded",
-        unzipped - limit
-    )]
-    TooLarge {
-        unzipped: u64,
-        limit: u64,
-        files: usize,
-    },
-    /// An upload grant that is malformed, writes elsewhere, or expired (exit 5: the job started too late).
-    #[error(transparent)]
-    Grant(#[from] crate::grant::GrantError),
-    #[error("upload to s3://{bucket}/{key} failed: {source}")]
-    Upload {
-        bucket: String,
-        key: String,
-        source: UploadError,
-    },
-    #[error("{context}: {source}")]
-    Io {
-        context: String,
-        source: std::io::Error,
-    },
-}
-
-impl BuildError {
-    /// The process exit code (see `--help`).
-    pub fn exit_code(&self) -> u8 {
-        match self {
-            BuildError::Io { .. } => 1,
-            BuildError::Usage(_)
-            | BuildError::InvalidRequirements(_)
-            | BuildError::RequirementsSource { .. }
-            | BuildError::Interpreter(_)
-            | BuildError::UnsupportedInterpreter(_) => 2,
-            BuildError::Install(_)
-            | BuildError::WrongArchitecture { .. }
-            | BuildError::AboveCeiling { .. } => 3,
-            BuildError::TooLarge { .. } => 4,
-            BuildError::Grant(crate::grant::GrantError::Expired { .. }) => 5,
-            BuildError::Grant(_) => 2,
-            BuildError::Upload { .. } => 5,
-        }
-    }
-
-    fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Self {
-        move |source| BuildError::Io {
-            context: context.into(),
-            source,
-        }
-    }
-}
-
-/// What a successful build produced.
-#[derive(Debug, Clone)]
-pub struct Outcome {
-    pub layer_name: String,
-    pub fingerprint: Fingerprint,
-    /// The zip kept on disk (`--out`, or the default local file without `--bucket`).
-    pub zip_path: Option<PathBuf>,
-    /// `s3://bucket/key` when uploaded.
-    pub artifact: Option<String>,
-    pub summary: ZipSummary,
-    pub python_version: String,
-    /// The runtime built for (given, or the interpreter's) and how.
-    pub runtime: Runtime,
-    pub mode: PlatformMode,
-    /// ELF files checked against the architecture and the runtime's ceiling.
-    pub elf_files: usize,
-    pub install_time: Duration,
-    pub zip_time: Duration,
-    pub check_time: Duration,
-    pub upload_time: Duration,
-    pub total_time: Duration,
-}
-
-impl Outcome {
-    /// base64 of the raw sha256: Lambda's CodeSha256 form.
-    pub fn content_sha256(&self) -> String {
-        base64::engine::general_purpose::STANDARD.encode(self.summary.sha256)
-    }
-
-    /// The summary printed on stdout, `key: value` per line.
-    pub fn report(&self) -> String {
-        let mut out = String::new();
-        if let Some(artifact) = &self.artifact {
-            let _ = writeln!(out, "artifact: {artifact}");
-        }
-        if let Some(path) = &self.zip_path {
-            let _ = writeln!(out, "zip: {}", path.display());
-        }
-        let _ = writeln!(out, "layer: {}", self.layer_name);
-        let _ = writeln!(out, "fingerprint: {}", self.fingerprint.short());
-        let _ = writeln!(out, "runtime: {}", self.runtime);
-        let _ = writeln!(out, "platform_mode: {}", self.mode.as_str());
-        let _ = writeln!(out, "python_version: {}", self.python_version);
-        let _ = writeln!(out, "elf_files: {}", self.elf_files);
-        let _ = writeln!(out, "entries: {}", self.summary.entries);
-        let _ = writeln!(out, "unzipped_bytes: {}", self.summary.unzipped_bytes);
-        let _ = writeln!(out, "zipped_bytes: {}", self.summary.zipped_bytes);
-        let _ = writeln!(out, "content_sha256: {}", self.content_sha256());
-        let _ = writeln!(out, "sha256_hex: {}", hex::encode(self.summary.sha256));
-        for (name, time) in [
-            ("install", self.install_time),
-            ("zip", self.zip_time),
-            ("check", self.check_time),
-            ("upload", self.upload_time),
-        ] {
-            let _ = writeln!(out, "{name}_seconds: {:.2}", time.as_secs_f64());
-        }
-        let _ = writeln!(out, "total_seconds: {:.2}", self.total_time.as_secs_f64());
-        out
-    }
-}
-
+pub use self::{
+    error::BuildError,
+    outcome::Outcome,
+    tree::{Collected, check_elf, collect},
+};
 /// Human-readable logs on stderr (stdout carries only the summary); level from `RUST_LOG`, default `info`.
 pub fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -762,175 +608,9 @@ pub fn bench_zip_tree(args: &[OsString]) -> ExitCode {
     }
 }
 
-/// The files of a tree, ready to zip.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Collected {
-    /// Sorted by name (byte order).
-    pub files: Vec<ZipSource>,
-    pub unzipped_bytes: u64,
-    /// `__pycache__` folders and `.pyc`/`.pyo` files left out.
-    pub skipped: usize,
-}
-
-/// Lists the regular files under `root` as zip entries named `prefix/relative/path`, sorted, without
-/// `__pycache__` folders and `.pyc`/`.pyo` files. A symbolic link that stays inside `root` is stored as the
-/// file it points to (links to folders are left out, so a link cycle can't loop); one that leads out is an
-/// error naming it ([`archive::resolve_link`]).
-pub fn collect(root: &Path, prefix: &str) -> std::io::Result<Collected> {
-    // The root is taken as given, never through a link: its canonical form must be itself.
-    if std::fs::canonicalize(root)? != root {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            format!(
-                "{} is not a canonical path (a symbolic link or a relative part in it): refused",
-                root.display()
-            ),
-        ));
-    }
-    let mut collected = Collected {
-        files: Vec::new(),
-        unzipped_bytes: 0,
-        skipped: 0,
-    };
-    let mut pending = vec![(root.to_path_buf(), prefix.trim_end_matches('/').to_owned())];
-    while let Some((dir, name)) = pending.pop() {
-        for entry in std::fs::read_dir(&dir)? {
-            let entry = entry?;
-            let file_name = entry.file_name();
-            let Some(file_name) = file_name.to_str() else {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::InvalidData,
-                    format!("file name is not UTF-8: {}", entry.path().display()),
-                ));
-            };
-            let entry_name = format!("{name}/{file_name}");
-            let file_type = entry.file_type()?;
-            if file_type.is_dir() {
-                if file_name == "__pycache__" {
-                    collected.skipped += 1;
-                } else {
-                    pending.push((entry.path(), entry_name));
-                }
-                continue;
-            }
-            if file_name.ends_with(".pyc") || file_name.ends_with(".pyo") {
-                collected.skipped += 1;
-                continue;
-            }
-            let path = if file_type.is_symlink() {
-                let relative = entry.path().strip_prefix(root).map(Path::to_path_buf);
-                archive::resolve_link(root, &relative.unwrap_or_else(|_| entry.path()))?
-            } else {
-                entry.path()
-            };
-            let metadata = std::fs::symlink_metadata(&path)?;
-            if !metadata.is_file() {
-                warn!(path = %entry.path().display(), "left out: not a regular file");
-                continue;
-            }
-            collected.unzipped_bytes += metadata.len();
-            collected.files.push(ZipSource {
-                name: entry_name,
-                path,
-                executable: is_executable(&metadata),
-                expect: Some(contain::FileId::of(&metadata)),
-            });
-        }
-    }
-    collected
-        .files
-        .sort_by(|a, b| a.name.as_bytes().cmp(b.name.as_bytes()));
-    Ok(collected)
-}
-
 fn set_mode(path: &Path, mode: u32) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-}
-
-#[cfg(unix)]
-fn is_executable(metadata: &std::fs::Metadata) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    metadata.permissions().mode() & 0o111 != 0
-}
-
-#[cfg(not(unix))]
-fn is_executable(_: &std::fs::Metadata) -> bool {
-    false
-}
-
-/// Checks every ELF file: built for `architecture` ([`BuildError::WrongArchitecture`]), and needing no newer
-/// glibc or libstdc++ symbol version than `runtime` offers ([`BuildError::AboveCeiling`]). Returns how many ELF
-/// files there were.
-pub fn check_elf(
-    files: &[ZipSource],
-    architecture: Architecture,
-    runtime: Runtime,
-) -> Result<usize, BuildError> {
-    let expected = elf::expected_machine(architecture);
-    let ceiling = platform::ceiling(runtime);
-    let mut wrong = Vec::new();
-    let mut violations = Vec::new();
-    let mut elf_files = 0usize;
-    for file in files {
-        let read_error = || BuildError::io(format!("reading {}", file.path.display()));
-        // One open per file, through the listed-file check: the bytes checked are the bytes zipped.
-        let mut opened = file.open().map_err(read_error())?;
-        let mut data = Vec::with_capacity(20);
-        std::io::Read::read_to_end(&mut std::io::Read::take(&mut opened, 20), &mut data)
-            .map_err(read_error())?;
-        let Some(machine) = elf::elf_machine(&data) else {
-            continue;
-        };
-        elf_files += 1;
-        if machine != expected {
-            wrong.push((file.name.clone(), machine));
-            continue;
-        }
-        std::io::Read::read_to_end(&mut opened, &mut data).map_err(read_error())?;
-        let needs = match elf::version_needs(&data) {
-            Ok(needs) => needs,
-            Err(reason) => {
-                // A file that starts like ELF but can't be parsed can't be loaded either.
-                violations.push(platform::Violation {
-                    file: file.name.clone(),
-                    needs: format!("an unreadable ELF file ({reason})"),
-                    ceiling: format!("{} ({})", ceiling.glibc_version(), ceiling.os),
-                });
-                continue;
-            }
-        };
-        for needs in ceiling.check(needs.iter().map(String::as_str)) {
-            violations.push(platform::Violation {
-                file: file.name.clone(),
-                ceiling: ceiling.describe_for(&needs),
-                needs,
-            });
-        }
-    }
-    info!(
-        elf_files,
-        wrong_architecture = wrong.len(),
-        above_ceiling = violations.len(),
-        %architecture,
-        %runtime,
-        glibc = ceiling.glibc_version(),
-        glibcxx = ceiling.glibcxx_version(),
-        "ELF check"
-    );
-    if !wrong.is_empty() {
-        return Err(BuildError::WrongArchitecture {
-            architecture,
-            files: wrong,
-        });
-    }
-    if !violations.is_empty() {
-        return Err(BuildError::AboveCeiling {
-            runtime,
-            violations,
-        });
-    }
-    Ok(elf_files)
 }
 
 /// `YYYYmmddHHMMSSmmm` in UTC, the original tool's `create-date` format.
@@ -999,6 +679,7 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
 
     use super::*;
+    use crate::builder::archive::ZipSource;
 
     #[test]
     fn create_date_is_utc_with_milliseconds() {

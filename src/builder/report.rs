@@ -9,7 +9,7 @@
 
 use tracing::{info, warn};
 
-use super::{BuildError, install::InstallError};
+use super::{error::BuildError, install::InstallError};
 use crate::{
     aws,
     grant::{Grant, REPORT_GRANT_ENV},

@@ -45,10 +45,10 @@ use sha2::{Digest, Sha256};
 use tracing::{info, warn};
 
 use super::{
-    Guard, PublishState,
     faults::{Verdict, classify},
-    flow::{LayerSpec, ObjectRef},
     outcome::{Outcome, RecordError, Rejection},
+    state::{Guard, PublishState},
+    types::{LayerSpec, ObjectRef},
 };
 use crate::{
     aws::{AwsFault, FaultKind},
@@ -555,7 +555,7 @@ mod tests {
         assert_eq!(lease_until(1_000, Some(61_000), &guard), 61_000 + margin);
         assert_eq!(
             lease_until(1_000, None, &guard),
-            1_000 + millis(super::super::FUNCTION_TIMEOUT) + margin
+            1_000 + millis(super::super::state::FUNCTION_TIMEOUT) + margin
         );
     }
 }

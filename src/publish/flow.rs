@@ -7,22 +7,18 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use tracing::{info, warn};
 
 use super::{
-    PublishState, REASON_TAG, STATUS_TAG, claim,
+    claim,
     event::{EventShape, Target, classify_event, ignored_result, parse_record},
     outcome::{Outcome, PublishError, PublishResponse, RecordError, RecordResult, Rejection},
     s3::{Head, S3Range, head_object, merge_tags},
+    state::PublishState,
+    types::{LayerSpec, ObjectRef},
 };
 use crate::{
-    artifact::{ArtifactKey, ArtifactMetadata},
+    artifact::{ArtifactKey, ArtifactMetadata, LAYER_VERSION_ARN_TAG, REASON_TAG, STATUS_TAG},
     zipcheck::{self, InspectError},
     zipstream,
 };
-
-use crate::artifact::LAYER_VERSION_ARN_TAG;
-
-/// Lambda's limits on PublishLayerVersion text fields (characters).
-const MAX_DESCRIPTION_CHARS: usize = 256;
-const MAX_LICENSE_CHARS: usize = 512;
 
 /// The handler without a known deadline (tests, local runs): claims get [`super::Guard::lease`].
 pub async fn handle(
@@ -193,14 +189,6 @@ async fn process(
     (version_id, result)
 }
 
-/// The object version being handled.
-#[derive(Debug, Clone)]
-pub(super) struct ObjectRef {
-    pub(super) bucket: String,
-    pub(super) key: String,
-    pub(super) version_id: Option<String>,
-}
-
 async fn check_and_publish(
     state: &PublishState,
     object: &ObjectRef,
@@ -354,69 +342,4 @@ async fn reject(
         code,
         reason: rejection.to_string(),
     })
-}
-
-/// The PublishLayerVersion input, from metadata (and the key, for what old metadata lacks).
-#[derive(Debug, Clone, PartialEq)]
-pub(super) struct LayerSpec {
-    pub(super) name: String,
-    pub(super) runtimes: Vec<aws_sdk_lambda::types::Runtime>,
-    pub(super) architectures: Vec<aws_sdk_lambda::types::Architecture>,
-    pub(super) license: Option<String>,
-    pub(super) description: String,
-}
-
-impl LayerSpec {
-    pub(super) fn new(
-        metadata: &ArtifactMetadata,
-        key: Option<&ArtifactKey>,
-        object: &ObjectRef,
-    ) -> Self {
-        let mut architectures: Vec<_> = metadata
-            .compatible_architectures
-            .iter()
-            .map(|a| aws_sdk_lambda::types::Architecture::from(a.as_str()))
-            .collect();
-        if architectures.is_empty()
-            && let Some(k) = key
-        {
-            architectures.push(aws_sdk_lambda::types::Architecture::from(
-                k.architecture.as_str(),
-            ));
-        }
-        let fingerprint = metadata
-            .fingerprint
-            .clone()
-            .or_else(|| key.map(|k| k.fingerprint.clone()));
-        let description = match (&metadata.description, &fingerprint) {
-            (Some(d), _) => d.clone(),
-            (None, Some(fp)) => format!("layerforge {fp}: {}", metadata.requirements),
-            (None, None) => format!(
-                "from s3://{}/{}: {}",
-                object.bucket, object.key, metadata.requirements
-            ),
-        };
-        Self {
-            name: metadata.layer_name.clone(),
-            runtimes: metadata
-                .compatible_runtimes
-                .iter()
-                .map(|r| aws_sdk_lambda::types::Runtime::from(r.as_str()))
-                .collect(),
-            architectures,
-            license: metadata
-                .license
-                .as_deref()
-                .map(|l| truncate_chars(l, MAX_LICENSE_CHARS))
-                .filter(|l| !l.is_empty()),
-            description: truncate_chars(
-                description.trim_end_matches([':', ' ']),
-                MAX_DESCRIPTION_CHARS,
-            ),
-        }
-    }
-}
-
-fn truncate_chars(s: &str, max: usize) -> String {
-    s.chars().take(max).collect()
 }

@@ -11,6 +11,8 @@
 //! - [`faults`]: the one classification of AWS errors into rejections and faults.
 //! - [`s3`]: the S3 calls on the artifact (HeadObject, ranged GETs, tags).
 //! - [`outcome`]: the answer per record and the errors that fail an invocation.
+//! - [`state`] and [`types`]: what the others share (the state, the guard's timing, the object version handled
+//!   and the layer to publish), below all of them.
 //!
 //! # Outcomes and failures
 //! Every record gets a [`RecordResult`]: `published` or `duplicate` (with the ARN), `rejected` (with a reason)
@@ -23,16 +25,14 @@
 //! processed, so Lambda's retries and on-failure destination keep the event; the records that succeeded come
 //! back as `duplicate` on the retry. Object tags are merged, never replaced: the zip's other tags survive.
 
-use std::{sync::Arc, time::Duration};
-
-use crate::{config::Config, zipcheck::Limits};
-
 pub mod claim;
 pub mod event;
 pub mod faults;
 pub mod flow;
 pub mod outcome;
 pub mod s3;
+pub mod state;
+pub mod types;
 
 pub use crate::artifact::{LAYER_VERSION_ARN_TAG, REASON_TAG, STATUS_TAG};
 pub use claim::{CLAIM_PREFIX, claim_key, lease_until};
@@ -40,79 +40,8 @@ pub use event::form_decode;
 pub use flow::{handle, handle_until};
 pub use outcome::{Outcome, PublishError, PublishResponse, RecordError, RecordResult, Rejection};
 pub use s3::S3Range;
-
-/// publish-layer's function timeout: template.yaml's `PublishLayerFunction` `Timeout` is this value (checked by
-/// the integration tests), and a claim whose owner's deadline is unknown lasts this long plus the clock margin.
-pub const FUNCTION_TIMEOUT: Duration = Duration::from_secs(120);
-
-/// Timing of the exactly-once protocol; every value is injectable so that tests run in seconds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Guard {
-    /// How long a claim protects its owner when the owner's deadline is unknown.
-    pub lease: Duration,
-    /// Added to the owner's deadline: how far clocks (Lambda's deadline, the other deliveries') may disagree.
-    pub clock_margin: Duration,
-    /// How long a losing delivery waits for the winner's outcome at most before failing (transiently).
-    pub max_wait: Duration,
-    /// Time kept before the invocation's deadline to report a failure instead of being cut off.
-    pub deadline_reserve: Duration,
-    /// First polling interval of a loser; doubles up to `max_poll`.
-    pub first_poll: Duration,
-    pub max_poll: Duration,
-    /// PublishLayerVersion calls per invocation at most (after retryable failures, each preceded by the look
-    /// for an existing version with the CodeSha256).
-    pub publish_attempts: u32,
-    /// Wait before the second attempt; doubles for each further one.
-    pub publish_backoff: Duration,
-}
-
-/// The clock margin added to a claim's owner's deadline.
-const CLOCK_MARGIN: Duration = Duration::from_secs(10);
-/// Kept free before the deadline.
-const DEADLINE_RESERVE: Duration = Duration::from_secs(5);
-
-impl Default for Guard {
-    fn default() -> Self {
-        Self {
-            lease: FUNCTION_TIMEOUT + CLOCK_MARGIN,
-            clock_margin: CLOCK_MARGIN,
-            // A loser may wait out a crashed winner's lease within its own invocation.
-            max_wait: FUNCTION_TIMEOUT - DEADLINE_RESERVE,
-            deadline_reserve: DEADLINE_RESERVE,
-            first_poll: Duration::from_millis(100),
-            max_poll: Duration::from_secs(2),
-            publish_attempts: 3,
-            publish_backoff: Duration::from_secs(1),
-        }
-    }
-}
-
-/// What publish-layer needs, built once per cold start and cheap to clone.
-#[derive(Clone, Debug)]
-pub struct PublishState {
-    pub config: Arc<Config>,
-    pub s3: aws_sdk_s3::Client,
-    pub lambda: aws_sdk_lambda::Client,
-    pub guard: Guard,
-    /// The zip check's bounds ([`Limits::default`]; tests lower them).
-    pub limits: Limits,
-}
-
-impl PublishState {
-    pub fn new(
-        config: Arc<Config>,
-        s3: aws_sdk_s3::Client,
-        lambda: aws_sdk_lambda::Client,
-    ) -> Self {
-        Self {
-            config,
-            s3,
-            lambda,
-            guard: Guard::default(),
-            limits: Limits::default(),
-        }
-    }
-}
+pub use state::{FUNCTION_TIMEOUT, Guard, PublishState};
+pub use types::{LayerSpec, ObjectRef};
 
 #[cfg(test)]
 mod tests {
@@ -121,12 +50,15 @@ mod tests {
     use lambda_runtime::Diagnostic;
     use serde_json::Value;
 
+    use std::{sync::Arc, time::Duration};
+
     use super::{
         event::{EventShape, Target, classify_event, parse_record},
-        flow::{LayerSpec, ObjectRef},
         *,
     };
-    use crate::{artifact::ArtifactKey, artifact::ArtifactMetadata, zipcheck::ZipProblem};
+    use crate::{
+        artifact::ArtifactKey, artifact::ArtifactMetadata, config::Config, zipcheck::ZipProblem,
+    };
 
     fn config() -> Config {
         Config::from_lookup(|k| (k == "ARTIFACT_BUCKET").then(|| "artifacts".to_owned())).unwrap()

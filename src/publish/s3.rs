@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use aws_sdk_s3::types::{ChecksumMode, Tag, Tagging};
 
-use super::{PublishState, event::Target, flow::ObjectRef};
+use super::{event::Target, state::PublishState, types::ObjectRef};
 use crate::{
     aws::{AwsFault, FaultKind, error_chain},
     zipcheck::RangeReader,

@@ -126,7 +126,9 @@ fn named_paths(code: &str) -> Vec<Vec<String>> {
                 .chars()
                 .take_while(|c| c.is_alphanumeric() || *c == '_' || *c == ':')
                 .collect();
-            if !before.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == ':') {
+            // `super::{…}` is a use tree's head, expanded above; alone it would name the parent.
+            let tree_head = rest[at + root.len()..].starts_with('{');
+            if !tree_head && !before.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == ':') {
                 paths.push(
                     path.split("::")
                         .filter(|s| !s.is_empty())

@@ -1,0 +1,101 @@
+//! Why a build failed ([`BuildError`]), each kind with its exit code (DESIGN section 4: 0 ok, 1 local I/O, 2 bad
+//! arguments or environment, 3 install or ELF check, 4 over a Lambda limit, 5 upload).
+
+use super::{elf, install::InstallError, platform, python::InterpreterError, upload::UploadError};
+use crate::vocab::{Architecture, InvalidRequest, Runtime};
+
+/// Most offending files listed in an architecture error.
+const LISTED_FILES: usize = 20;
+
+/// Why a build failed; each kind has its exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// An argument clap could not check (lengths, requirement rules).
+    #[error("{0}")]
+    Usage(String),
+    #[error(transparent)]
+    InvalidRequirements(#[from] InvalidRequest),
+    #[error("reading requirements from {source_name}: {reason}")]
+    RequirementsSource { source_name: String, reason: String },
+    #[error(transparent)]
+    Interpreter(#[from] InterpreterError),
+    #[error(transparent)]
+    Install(#[from] InstallError),
+    #[error(
+        "{} ELF file(s) are not built for {architecture} ({}): {}{}; the native interpreter built or picked \
+         wheels for another machine: use --platform-mode cross (wheels only) or build on an {architecture} host",
+        files.len(),
+        elf::machine_name(elf::expected_machine(*architecture)),
+        files.iter().take(LISTED_FILES).map(|(f, m)| format!("{f} ({})", elf::machine_name(*m))).collect::<Vec<_>>().join(", "),
+        if files.len() > LISTED_FILES { ", …" } else { "" }
+    )]
+    WrongArchitecture {
+        architecture: Architecture,
+        files: Vec<(String, u16)>,
+    },
+    #[error(
+        "{} ELF file(s) need more than the {runtime} runtime offers: {}{}; pick versions with wheels for the \
+         runtime's manylinux level (or build with --platform-mode cross, which only takes such wheels)",
+        violations.len(),
+        violations.iter().take(LISTED_FILES).map(ToString::to_string).collect::<Vec<_>>().join("; "),
+        if violations.len() > LISTED_FILES { "; …" } else { "" }
+    )]
+    AboveCeiling {
+        runtime: Runtime,
+        violations: Vec<platform::Violation>,
+    },
+    #[error("{0}")]
+    UnsupportedInterpreter(String),
+    #[error(
+        "the layer is {unzipped} bytes unzipped ({files} files), over Lambda's limit of {limit} bytes by {} bytes; \
+         nothing was uploaded",
+        unzipped - limit
+    )]
+    TooLarge {
+        unzipped: u64,
+        limit: u64,
+        files: usize,
+    },
+    /// An upload grant that is malformed, writes elsewhere, or expired (exit 5: the job started too late).
+    #[error(transparent)]
+    Grant(#[from] crate::grant::GrantError),
+    #[error("upload to s3://{bucket}/{key} failed: {source}")]
+    Upload {
+        bucket: String,
+        key: String,
+        source: UploadError,
+    },
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
+}
+
+impl BuildError {
+    /// The process exit code (see `--help`).
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            BuildError::Io { .. } => 1,
+            BuildError::Usage(_)
+            | BuildError::InvalidRequirements(_)
+            | BuildError::RequirementsSource { .. }
+            | BuildError::Interpreter(_)
+            | BuildError::UnsupportedInterpreter(_) => 2,
+            BuildError::Install(_)
+            | BuildError::WrongArchitecture { .. }
+            | BuildError::AboveCeiling { .. } => 3,
+            BuildError::TooLarge { .. } => 4,
+            BuildError::Grant(crate::grant::GrantError::Expired { .. }) => 5,
+            BuildError::Grant(_) => 2,
+            BuildError::Upload { .. } => 5,
+        }
+    }
+
+    pub(crate) fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Self {
+        move |source| BuildError::Io {
+            context: context.into(),
+            source,
+        }
+    }
+}

@@ -1,0 +1,181 @@
+//! The install tree, read as the zip will hold it: [`collect`] lists its files (sorted, no bytecode, in-tree
+//! links resolved without leaving the tree, each file's identity kept for [`super::contain::open_listed`]), and
+//! [`check_elf`] checks every ELF file against the target architecture and the runtime's glibc/libstdc++ ceiling.
+
+use std::path::Path;
+
+use tracing::{info, warn};
+
+use super::{
+    archive::{self, ZipSource},
+    contain, elf,
+    error::BuildError,
+    platform,
+};
+use crate::vocab::{Architecture, Runtime};
+
+/// The files of a tree, ready to zip.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Collected {
+    /// Sorted by name (byte order).
+    pub files: Vec<ZipSource>,
+    pub unzipped_bytes: u64,
+    /// `__pycache__` folders and `.pyc`/`.pyo` files left out.
+    pub skipped: usize,
+}
+
+/// Lists the regular files under `root` as zip entries named `prefix/relative/path`, sorted, without
+/// `__pycache__` folders and `.pyc`/`.pyo` files. A symbolic link that stays inside `root` is stored as the
+/// file it points to (links to folders are left out, so a link cycle can't loop); one that leads out is an
+/// error naming it ([`archive::resolve_link`]).
+pub fn collect(root: &Path, prefix: &str) -> std::io::Result<Collected> {
+    // The root is taken as given, never through a link: its canonical form must be itself.
+    if std::fs::canonicalize(root)? != root {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!(
+                "{} is not a canonical path (a symbolic link or a relative part in it): refused",
+                root.display()
+            ),
+        ));
+    }
+    let mut collected = Collected {
+        files: Vec::new(),
+        unzipped_bytes: 0,
+        skipped: 0,
+    };
+    let mut pending = vec![(root.to_path_buf(), prefix.trim_end_matches('/').to_owned())];
+    while let Some((dir, name)) = pending.pop() {
+        for entry in std::fs::read_dir(&dir)? {
+            let entry = entry?;
+            let file_name = entry.file_name();
+            let Some(file_name) = file_name.to_str() else {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("file name is not UTF-8: {}", entry.path().display()),
+                ));
+            };
+            let entry_name = format!("{name}/{file_name}");
+            let file_type = entry.file_type()?;
+            if file_type.is_dir() {
+                if file_name == "__pycache__" {
+                    collected.skipped += 1;
+                } else {
+                    pending.push((entry.path(), entry_name));
+                }
+                continue;
+            }
+            if file_name.ends_with(".pyc") || file_name.ends_with(".pyo") {
+                collected.skipped += 1;
+                continue;
+            }
+            let path = if file_type.is_symlink() {
+                let relative = entry.path().strip_prefix(root).map(Path::to_path_buf);
+                archive::resolve_link(root, &relative.unwrap_or_else(|_| entry.path()))?
+            } else {
+                entry.path()
+            };
+            let metadata = std::fs::symlink_metadata(&path)?;
+            if !metadata.is_file() {
+                warn!(path = %entry.path().display(), "left out: not a regular file");
+                continue;
+            }
+            collected.unzipped_bytes += metadata.len();
+            collected.files.push(ZipSource {
+                name: entry_name,
+                path,
+                executable: is_executable(&metadata),
+                expect: Some(contain::FileId::of(&metadata)),
+            });
+        }
+    }
+    collected
+        .files
+        .sort_by(|a, b| a.name.as_bytes().cmp(b.name.as_bytes()));
+    Ok(collected)
+}
+
+#[cfg(unix)]
+fn is_executable(metadata: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    metadata.permissions().mode() & 0o111 != 0
+}
+
+#[cfg(not(unix))]
+fn is_executable(_: &std::fs::Metadata) -> bool {
+    false
+}
+
+/// Checks every ELF file: built for `architecture` ([`BuildError::WrongArchitecture`]), and needing no newer
+/// glibc or libstdc++ symbol version than `runtime` offers ([`BuildError::AboveCeiling`]). Returns how many ELF
+/// files there were.
+pub fn check_elf(
+    files: &[ZipSource],
+    architecture: Architecture,
+    runtime: Runtime,
+) -> Result<usize, BuildError> {
+    let expected = elf::expected_machine(architecture);
+    let ceiling = platform::ceiling(runtime);
+    let mut wrong = Vec::new();
+    let mut violations = Vec::new();
+    let mut elf_files = 0usize;
+    for file in files {
+        let read_error = || BuildError::io(format!("reading {}", file.path.display()));
+        // One open per file, through the listed-file check: the bytes checked are the bytes zipped.
+        let mut opened = file.open().map_err(read_error())?;
+        let mut data = Vec::with_capacity(20);
+        std::io::Read::read_to_end(&mut std::io::Read::take(&mut opened, 20), &mut data)
+            .map_err(read_error())?;
+        let Some(machine) = elf::elf_machine(&data) else {
+            continue;
+        };
+        elf_files += 1;
+        if machine != expected {
+            wrong.push((file.name.clone(), machine));
+            continue;
+        }
+        std::io::Read::read_to_end(&mut opened, &mut data).map_err(read_error())?;
+        let needs = match elf::version_needs(&data) {
+            Ok(needs) => needs,
+            Err(reason) => {
+                // A file that starts like ELF but can't be parsed can't be loaded either.
+                violations.push(platform::Violation {
+                    file: file.name.clone(),
+                    needs: format!("an unreadable ELF file ({reason})"),
+                    ceiling: format!("{} ({})", ceiling.glibc_version(), ceiling.os),
+                });
+                continue;
+            }
+        };
+        for needs in ceiling.check(needs.iter().map(String::as_str)) {
+            violations.push(platform::Violation {
+                file: file.name.clone(),
+                ceiling: ceiling.describe_for(&needs),
+                needs,
+            });
+        }
+    }
+    info!(
+        elf_files,
+        wrong_architecture = wrong.len(),
+        above_ceiling = violations.len(),
+        %architecture,
+        %runtime,
+        glibc = ceiling.glibc_version(),
+        glibcxx = ceiling.glibcxx_version(),
+        "ELF check"
+    );
+    if !wrong.is_empty() {
+        return Err(BuildError::WrongArchitecture {
+            architecture,
+            files: wrong,
+        });
+    }
+    if !violations.is_empty() {
+        return Err(BuildError::AboveCeiling {
+            runtime,
+            violations,
+        });
+    }
+    Ok(elf_files)
+}
