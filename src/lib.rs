@@ -36,4 +36,5 @@ pub mod submit;
 pub mod vocab;
 pub mod zipcheck;
 mod zipformat;
+pub mod ziprules;
 pub mod zipstream;

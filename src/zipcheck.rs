@@ -50,7 +50,7 @@
 //! The parsed directory ([`ZipSummary::directory`]) is what stage two ([`crate::zipstream`]) checks the
 //! object's bytes against.
 
-use std::{collections::HashSet, fmt, future::Future};
+use std::{fmt, future::Future};
 
 /// Lambda's limit on the unzipped size of a function and all its layers.
 pub const MAX_UNZIPPED_BYTES: u64 = 262_144_000;
@@ -74,19 +74,23 @@ pub const MAX_CENTRAL_DIRECTORY_BYTES: u64 = 16 * 1024 * 1024;
 pub const MAX_OBJECT_BYTES: u64 =
     MAX_UNZIPPED_BYTES + MAX_UNZIPPED_BYTES / 256 + 4 * MAX_CENTRAL_DIRECTORY_BYTES;
 
-/// The top-level directories a layer may contain (see the module docs for the choice).
-pub const LAYER_ROOTS: &[&str] = &["python", "bin", "lib"];
-
 /// The EOCD record without its comment.
 const EOCD_LEN: u64 = 22;
 /// The longest comment an EOCD can carry.
 const MAX_COMMENT_LEN: u64 = u16::MAX as u64;
 const ZIP64_LOCATOR_LEN: u64 = 20;
 const ZIP64_EOCD_LEN: u64 = 56;
-const CENTRAL_HEADER_LEN: usize = 46;
 
-use crate::zipformat::{
-    SIG_CENTRAL, SIG_EOCD, SIG_LOCAL, SIG_ZIP64_EOCD, SIG_ZIP64_LOCATOR, ZIP64_EXTRA_ID,
+use crate::{
+    zipformat::{
+        CENTRAL_HEADER_LEN, SIG_EOCD, SIG_LOCAL, SIG_ZIP64_EOCD, SIG_ZIP64_LOCATOR, u16_at, u32_at,
+        u64_at,
+    },
+    ziprules::check_entries,
+};
+pub use crate::{
+    zipformat::{CentralDirectory, CentralEntry, InspectError, ZipProblem},
+    ziprules::LAYER_ROOTS,
 };
 
 /// Bounds on what [`inspect`] accepts and reads.
@@ -151,32 +155,6 @@ impl RangeReader for [u8] {
     }
 }
 
-/// One central-directory entry: what stage two ([`crate::zipstream`]) checks each local header and the data
-/// against.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CentralEntry {
-    pub name: String,
-    /// The general purpose bit flags.
-    pub flags: u16,
-    pub method: u16,
-    pub crc32: u32,
-    /// The real sizes and offset (from the ZIP64 extra field where the classic field is saturated).
-    pub compressed_size: u64,
-    pub uncompressed_size: u64,
-    pub local_header_offset: u64,
-}
-
-/// The checked central directory.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct CentralDirectory {
-    /// In directory order.
-    pub entries: Vec<CentralEntry>,
-    /// Where the directory starts: the entries' local records end exactly here.
-    pub offset: u64,
-    /// The length of the whole object.
-    pub object_len: u64,
-}
-
 /// What a valid layer zip declares.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ZipSummary {
@@ -195,128 +173,6 @@ pub struct ZipSummary {
     pub reads: u32,
     /// The entries, for stage two.
     pub directory: CentralDirectory,
-}
-
-/// A permanent defect of the object: retrying can't help.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ZipProblem {
-    #[error("the object is empty")]
-    Empty,
-    #[error(
-        "the object is {size} bytes, over the {limit} bytes any valid layer zip can be (Lambda's unzipped limit \
-         plus headers)"
-    )]
-    ObjectTooLarge { size: u64, limit: u64 },
-    #[error("not a zip: {0}")]
-    NotAZip(String),
-    #[error("truncated: {0}")]
-    Truncated(String),
-    #[error("malformed zip: {0}")]
-    Malformed(String),
-    #[error("multi-disk (spanned) archives are not supported")]
-    MultiDisk,
-    #[error("the zip has no entries")]
-    NoEntries,
-    #[error("the central directory is {size} bytes, over the {limit}-byte limit")]
-    CentralDirectoryTooLarge { size: u64, limit: u64 },
-    #[error("unsafe entry path {name:?}: {why}")]
-    UnsafePath { name: String, why: &'static str },
-    #[error("entry {name:?} is outside the layer roots (python/, bin/, lib/)")]
-    OutsideLayerRoots { name: String },
-    #[error("entry {name:?} appears twice")]
-    DuplicateEntry { name: String },
-    #[error("entry {name:?} is encrypted")]
-    Encrypted { name: String },
-    #[error(
-        "entry {name:?} uses compression method {method} (only stored and deflate are supported)"
-    )]
-    UnsupportedMethod { name: String, method: u16 },
-    #[error("declared uncompressed size {declared} bytes is over the {limit}-byte limit")]
-    TooLarge { declared: u64, limit: u64 },
-    #[error("the archive comment holds another end of central directory record")]
-    EndRecordInComment,
-    #[error(
-        "{gap} bytes lie between the central directory's end and the end records (a hidden directory?)"
-    )]
-    DataAfterCentralDirectory { gap: u64 },
-    #[error("ZIP64 end records although no classic end record field is saturated")]
-    NeedlessZip64,
-    #[error("the ZIP64 end record disagrees with the classic one: {0}")]
-    Zip64Mismatch(String),
-    #[error("entry {name:?} has an extra field {id:#06x} that renames it")]
-    RenamingExtraField { name: String, id: u16 },
-    #[error("entry {name:?} is a symbolic link")]
-    Symlink { name: String },
-    #[error("entry {name:?} is not a regular file or directory: {why}")]
-    SpecialEntry { name: String, why: &'static str },
-    #[error("{name:?} is both a file and a directory")]
-    FileAndDirectory { name: String },
-    // Stage two (`zipstream`): what the object's bytes hold.
-    #[error("entry {name:?}: the local header's {field} differs from the central directory's")]
-    LocalHeaderMismatch { name: String, field: &'static str },
-    #[error("the entries do not tile the archive: {0}")]
-    NotTiled(String),
-    #[error("entry {name:?}: CRC-32 {actual:#010x}, the directory says {declared:#010x}")]
-    CrcMismatch {
-        name: String,
-        declared: u32,
-        actual: u32,
-    },
-    #[error("entry {name:?}: {what} is {actual} bytes, the directory says {declared}")]
-    SizeMismatch {
-        name: String,
-        what: &'static str,
-        declared: u64,
-        actual: u64,
-    },
-    #[error("entry {name:?}: corrupt deflate data: {why}")]
-    CorruptData { name: String, why: String },
-}
-
-impl ZipProblem {
-    /// A short stable code, fit for an S3 tag value and for metrics.
-    pub fn code(&self) -> &'static str {
-        match self {
-            ZipProblem::Empty => "empty-object",
-            ZipProblem::ObjectTooLarge { .. } => "object-too-large",
-            ZipProblem::NotAZip(_) => "not-a-zip",
-            ZipProblem::Truncated(_) => "truncated",
-            ZipProblem::Malformed(_) => "malformed-zip",
-            ZipProblem::MultiDisk => "multi-disk-zip",
-            ZipProblem::NoEntries => "no-entries",
-            ZipProblem::CentralDirectoryTooLarge { .. } => "central-directory-too-large",
-            ZipProblem::UnsafePath { .. } => "unsafe-path",
-            ZipProblem::OutsideLayerRoots { .. } => "outside-layer-roots",
-            ZipProblem::DuplicateEntry { .. } => "duplicate-entry",
-            ZipProblem::Encrypted { .. } => "encrypted-entry",
-            ZipProblem::UnsupportedMethod { .. } => "unsupported-compression",
-            ZipProblem::TooLarge { .. } => "too-large-unzipped",
-            ZipProblem::EndRecordInComment => "end-record-in-comment",
-            ZipProblem::DataAfterCentralDirectory { .. } => "data-after-central-directory",
-            ZipProblem::NeedlessZip64 => "needless-zip64",
-            ZipProblem::Zip64Mismatch(_) => "zip64-mismatch",
-            ZipProblem::RenamingExtraField { .. } => "renaming-extra-field",
-            ZipProblem::Symlink { .. } => "symlink-entry",
-            ZipProblem::SpecialEntry { .. } => "special-entry",
-            ZipProblem::FileAndDirectory { .. } => "file-and-directory",
-            ZipProblem::LocalHeaderMismatch { .. } => "local-header-mismatch",
-            ZipProblem::NotTiled(_) => "entries-not-tiled",
-            ZipProblem::CrcMismatch { .. } => "crc-mismatch",
-            ZipProblem::SizeMismatch { .. } => "size-mismatch",
-            ZipProblem::CorruptData { .. } => "corrupt-data",
-        }
-    }
-}
-
-/// Why [`inspect`] did not return a summary.
-#[derive(Debug, thiserror::Error)]
-pub enum InspectError<E> {
-    /// The object is not an acceptable layer zip.
-    #[error(transparent)]
-    Invalid(#[from] ZipProblem),
-    /// Reading the object failed; the zip itself may be fine.
-    #[error("reading the object failed")]
-    Read(#[source] E),
 }
 
 /// Counts what is read and serves ranges already held in the tail buffer without a new request.
@@ -368,20 +224,6 @@ impl<R: RangeReader + ?Sized + Sync> Tracked<'_, R> {
 fn to_usize(n: u64) -> Result<usize, ZipProblem> {
     usize::try_from(n)
         .map_err(|_| ZipProblem::Malformed(format!("offset {n} does not fit in memory")))
-}
-
-pub(crate) fn u16_at(b: &[u8], at: usize) -> u16 {
-    u16::from_le_bytes([b[at], b[at + 1]])
-}
-
-pub(crate) fn u32_at(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
-}
-
-pub(crate) fn u64_at(b: &[u8], at: usize) -> u64 {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&b[at..at + 8]);
-    u64::from_le_bytes(a)
 }
 
 /// Where the central directory is, as the end records declare it.
@@ -598,7 +440,7 @@ where
         .into());
     }
     let cd = io.read(directory.offset, directory.size).await?;
-    let (totals, entries) = check_entries(&cd, directory.entries, limits)?;
+    let (totals, entries) = check_entries(&cd, directory.entries, limits.max_unzipped_bytes)?;
 
     Ok(ZipSummary {
         entries: directory.entries,
@@ -684,358 +526,6 @@ where
     })
 }
 
-#[derive(Debug, Default)]
-struct Totals {
-    uncompressed: u64,
-    compressed: u64,
-}
-
-/// Extra-field ids whose content replaces an entry's name for the readers that know them.
-const RENAMING_EXTRA_IDS: &[u16] = &[
-    // Info-ZIP Unicode Path (APPNOTE 4.6.9): honoured by Info-ZIP unzip, ignored by Python's zipfile.
-    0x7075,
-    // Xceed Unicode extra field ("NU", APPNOTE 4.6.1's list), which carries a Unicode file name as well.
-    0x554e,
-];
-
-/// The records of an extra field, `(id, body)`; `None` unless they tile it exactly.
-pub(crate) fn extra_records(extra: &[u8]) -> Option<Vec<(u16, &[u8])>> {
-    let mut out = Vec::new();
-    let mut at = 0usize;
-    while at < extra.len() {
-        let header = extra.get(at..at + 4)?;
-        let id = u16_at(header, 0);
-        let size = usize::from(u16_at(header, 2));
-        out.push((id, extra.get(at + 4..at + 4 + size)?));
-        at += 4 + size;
-    }
-    Some(out)
-}
-
-/// Checks an entry's extra field (central or local): well-formed and renaming nothing.
-pub(crate) fn check_extra<'e>(
-    name: &str,
-    extra: &'e [u8],
-) -> Result<Vec<(u16, &'e [u8])>, ZipProblem> {
-    let records = extra_records(extra).ok_or_else(|| {
-        ZipProblem::Malformed(format!("entry {name:?} has a malformed extra field"))
-    })?;
-    if let Some((id, _)) = records
-        .iter()
-        .find(|(id, _)| RENAMING_EXTRA_IDS.contains(id))
-    {
-        return Err(ZipProblem::RenamingExtraField {
-            name: name.to_owned(),
-            id: *id,
-        });
-    }
-    Ok(records)
-}
-
-/// The Unix file type bits of `st_mode`.
-const S_IFMT: u32 = 0o170_000;
-const S_IFREG: u32 = 0o100_000;
-const S_IFDIR: u32 = 0o040_000;
-const S_IFLNK: u32 = 0o120_000;
-
-/// Regular files and directories only, by the file type in the external attributes' high half (Unix `st_mode`,
-/// which Info-ZIP reads whatever the "made by" host when the type bits are set). No type bits: the name's
-/// trailing `/` decides, as in every reader.
-fn check_entry_type(name: &str, external: u32, uncompressed: u64) -> Result<(), ZipProblem> {
-    let is_dir = name.ends_with('/');
-    let special = |why| ZipProblem::SpecialEntry {
-        name: name.to_owned(),
-        why,
-    };
-    match (external >> 16) & S_IFMT {
-        0 => {}
-        S_IFLNK => {
-            return Err(ZipProblem::Symlink {
-                name: name.to_owned(),
-            });
-        }
-        S_IFREG if is_dir => return Err(special("a file type on a directory name")),
-        S_IFDIR if !is_dir => return Err(special("a directory type on a file name")),
-        S_IFREG | S_IFDIR => {}
-        _ => return Err(special("a device, FIFO, socket or unknown file type")),
-    }
-    if is_dir && uncompressed != 0 {
-        return Err(special("a directory entry with content"));
-    }
-    Ok(())
-}
-
-/// Walks `expected` central-directory headers in `cd`, applying the per-entry rules and the size limit.
-fn check_entries(
-    cd: &[u8],
-    expected: u64,
-    limits: &Limits,
-) -> Result<(Totals, Vec<CentralEntry>), ZipProblem> {
-    let mut totals = Totals::default();
-    let mut seen: HashSet<&str> = HashSet::new();
-    // `expected` is bounded by the directory's size (see `inspect`).
-    let mut entries = Vec::with_capacity(usize::try_from(expected).unwrap_or(0));
-    let mut at = 0usize;
-    for index in 0..expected {
-        let header = cd.get(at..at + CENTRAL_HEADER_LEN).ok_or_else(|| {
-            ZipProblem::Malformed(format!("central directory ends inside entry {index}"))
-        })?;
-        if u32_at(header, 0) != SIG_CENTRAL {
-            return Err(ZipProblem::Malformed(format!(
-                "entry {index} has no central directory signature"
-            )));
-        }
-        let flags = u16_at(header, 8);
-        let method = u16_at(header, 10);
-        let crc32 = u32_at(header, 16);
-        let mut compressed = u64::from(u32_at(header, 20));
-        let mut uncompressed = u64::from(u32_at(header, 24));
-        let name_len = usize::from(u16_at(header, 28));
-        let extra_len = usize::from(u16_at(header, 30));
-        let comment_len = usize::from(u16_at(header, 32));
-        let start_disk = u16_at(header, 34);
-        let external = u32_at(header, 38);
-        let mut offset = u64::from(u32_at(header, 42));
-
-        let name_start = at + CENTRAL_HEADER_LEN;
-        let extra_start = name_start + name_len;
-        let next = extra_start + extra_len + comment_len;
-        let raw_name = cd.get(name_start..extra_start).ok_or_else(|| {
-            ZipProblem::Malformed(format!(
-                "central directory ends inside entry {index}'s name"
-            ))
-        })?;
-        let extra = cd
-            .get(extra_start..extra_start + extra_len)
-            .ok_or_else(|| {
-                ZipProblem::Malformed(format!(
-                    "central directory ends inside entry {index}'s extra field"
-                ))
-            })?;
-        if next > cd.len() {
-            return Err(ZipProblem::Malformed(format!(
-                "central directory ends inside entry {index}'s comment"
-            )));
-        }
-        let name = std::str::from_utf8(raw_name).map_err(|_| ZipProblem::UnsafePath {
-            name: String::from_utf8_lossy(raw_name).into_owned(),
-            why: "the name is not UTF-8",
-        })?;
-        let records = check_extra(name, extra)?;
-
-        let saturated = |v: u64| v == u64::from(u32::MAX);
-        let wanted = [
-            saturated(uncompressed),
-            saturated(compressed),
-            saturated(offset),
-            start_disk == u16::MAX,
-        ];
-        if wanted.iter().any(|&w| w) {
-            let values = zip64_values(&records, wanted).ok_or_else(|| {
-                ZipProblem::Malformed(format!("entry {name:?} lacks its ZIP64 extra field"))
-            })?;
-            if let Some(u) = values[0] {
-                uncompressed = u;
-            }
-            if let Some(c) = values[1] {
-                compressed = c;
-            }
-            if let Some(o) = values[2] {
-                offset = o;
-            }
-            if values[3].is_some_and(|d| d != 0) {
-                return Err(ZipProblem::MultiDisk);
-            }
-        } else if start_disk != 0 {
-            return Err(ZipProblem::MultiDisk);
-        }
-        check_name(name)?;
-        if !seen.insert(name) {
-            return Err(ZipProblem::DuplicateEntry {
-                name: name.to_owned(),
-            });
-        }
-        // Bit 0: encrypted; bit 6: strong encryption; bit 13: masked local headers (encrypted directory).
-        if flags & (1 | 1 << 6 | 1 << 13) != 0 {
-            return Err(ZipProblem::Encrypted {
-                name: name.to_owned(),
-            });
-        }
-        if method != 0 && method != 8 {
-            return Err(ZipProblem::UnsupportedMethod {
-                name: name.to_owned(),
-                method,
-            });
-        }
-        check_entry_type(name, external, uncompressed)?;
-        totals.uncompressed = totals.uncompressed.saturating_add(uncompressed);
-        totals.compressed = totals.compressed.saturating_add(compressed);
-        if totals.uncompressed > limits.max_unzipped_bytes {
-            return Err(ZipProblem::TooLarge {
-                declared: totals.uncompressed,
-                limit: limits.max_unzipped_bytes,
-            });
-        }
-        entries.push(CentralEntry {
-            name: name.to_owned(),
-            flags,
-            method,
-            crc32,
-            compressed_size: compressed,
-            uncompressed_size: uncompressed,
-            local_header_offset: offset,
-        });
-        at = next;
-    }
-    if at != cd.len() {
-        return Err(ZipProblem::Malformed(format!(
-            "the central directory has {} bytes after its {expected} entries",
-            cd.len() - at
-        )));
-    }
-    let names: Vec<&str> = entries.iter().map(|e| e.name.as_str()).collect();
-    if let Some(name) = find_file_and_directory(&names).clash {
-        return Err(ZipProblem::FileAndDirectory {
-            name: name.to_owned(),
-        });
-    }
-    Ok((totals, entries))
-}
-
-/// What [`find_file_and_directory`] found, and the work it took.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct ClashCheck<'a> {
-    /// The first (in byte order) file name that is also a directory.
-    clash: Option<&'a str>,
-    /// Bytes touched: the sort keys built, the bytes each comparison shared plus one, the neighbours checked.
-    work: u64,
-}
-
-/// No name is both a file and a directory (an explicit `name/` entry or the parent of another entry), in
-/// near-linear time.
-///
-/// The names (all distinct) are sorted with `/` ordered before every other byte (keys with `/` as NUL, which no
-/// name holds: [`check_name`] refuses it), so that a path's descendants come right after it (`a`, `a/b`,
-/// `a/b/c`, `a-b`): a file is also a directory exactly when the next name continues it with a `/`. The cost is
-/// the sort's: O(n·log n) comparisons, each costing the bytes its two names share, on the order of the
-/// directory's bytes times log2(n) (what [`ClashCheck::work`] counts). Collecting every parent path of every name
-/// instead (the earlier check) hashes each name's every prefix, quadratic in its depth: 256 names of 65,535
-/// bytes (`python/a/a/…`) in a 16 MiB directory cost 2.7·10^11 bytes hashed.
-fn find_file_and_directory<'a>(names: &[&'a str]) -> ClashCheck<'a> {
-    let mut work = 0u64;
-    let mut keys: Vec<(Vec<u8>, &str)> = names
-        .iter()
-        .map(|name| {
-            work += name.len() as u64;
-            let key = name
-                .bytes()
-                .map(|b| if b == b'/' { 0 } else { b })
-                .collect();
-            (key, *name)
-        })
-        .collect();
-    keys.sort_unstable_by(|(a, _), (b, _)| {
-        let common = common_prefix(a, b);
-        work += common as u64 + 1;
-        a[common..].cmp(&b[common..])
-    });
-    let mut clash: Option<&str> = None;
-    for pair in keys.windows(2) {
-        let ((key, name), (next, _)) = (&pair[0], &pair[1]);
-        if name.ends_with('/') {
-            continue;
-        }
-        work += key.len() as u64 + 1;
-        if next.len() > key.len() && next.starts_with(key) && next[key.len()] == 0 {
-            clash = Some(clash.map_or(*name, |c| c.min(*name)));
-        }
-    }
-    ClashCheck { clash, work }
-}
-
-/// The length of the common prefix of `a` and `b`, 16 bytes at a time where they agree.
-fn common_prefix(a: &[u8], b: &[u8]) -> usize {
-    let n = a.len().min(b.len());
-    let mut i = 0;
-    while i + 16 <= n && a[i..i + 16] == b[i..i + 16] {
-        i += 16;
-    }
-    while i < n && a[i] == b[i] {
-        i += 1;
-    }
-    i
-}
-
-/// The ZIP64 extended information: for each of (uncompressed size, compressed size, local header offset,
-/// disk number) that is `wanted` (its classic field saturated), its value, in the order the format fixes.
-/// `None` when the field is missing or too short.
-pub(crate) fn zip64_values(
-    records: &[(u16, &[u8])],
-    wanted: [bool; 4],
-) -> Option<[Option<u64>; 4]> {
-    let (_, body) = records.iter().find(|(id, _)| *id == ZIP64_EXTRA_ID)?;
-    let mut cursor = 0usize;
-    let mut out = [None; 4];
-    for (index, want) in wanted.into_iter().enumerate() {
-        if !want {
-            continue;
-        }
-        // The disk number is 4 bytes, the others 8.
-        let width = if index == 3 { 4 } else { 8 };
-        let bytes = body.get(cursor..cursor + width)?;
-        out[index] = Some(if width == 8 {
-            u64_at(bytes, 0)
-        } else {
-            u64::from(u32_at(bytes, 0))
-        });
-        cursor += width;
-    }
-    Some(out)
-}
-
-/// The path rules: relative, `/`-separated, no traversal, under a layer root.
-fn check_name(name: &str) -> Result<(), ZipProblem> {
-    let unsafe_path = |why| ZipProblem::UnsafePath {
-        name: name.to_owned(),
-        why,
-    };
-    if name.is_empty() {
-        return Err(unsafe_path("empty name"));
-    }
-    if name.contains('\0') {
-        return Err(unsafe_path("NUL character"));
-    }
-    if name.contains('\\') {
-        return Err(unsafe_path("backslash"));
-    }
-    if name.starts_with('/') {
-        return Err(unsafe_path("absolute path"));
-    }
-    let bytes = name.as_bytes();
-    if bytes.len() >= 2 && bytes[1] == b':' && bytes[0].is_ascii_alphabetic() {
-        return Err(unsafe_path("drive letter"));
-    }
-    // A directory entry ends with '/', leaving one empty last component; any other empty one is `//`.
-    let body = name.strip_suffix('/').unwrap_or(name);
-    for component in body.split('/') {
-        match component {
-            "" => return Err(unsafe_path("empty path component")),
-            "." => return Err(unsafe_path("'.' component")),
-            ".." => return Err(unsafe_path("'..' component")),
-            _ => {}
-        }
-    }
-    let root = body.split('/').next().unwrap_or("");
-    // A root directory's own entry (`python/`) is fine; a file named `python` at the top is not.
-    let under_root = LAYER_ROOTS.contains(&root) && name.len() > root.len();
-    if !under_root {
-        return Err(ZipProblem::OutsideLayerRoots {
-            name: name.to_owned(),
-        });
-    }
-    Ok(())
-}
-
 impl fmt::Display for ZipSummary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
@@ -1053,6 +543,10 @@ mod tests {
     use zip::{CompressionMethod, ZipWriter, write::SimpleFileOptions};
 
     use super::*;
+    use crate::{
+        zipformat::{SIG_CENTRAL, ZIP64_EXTRA_ID, check_extra},
+        ziprules::{S_IFREG, find_file_and_directory},
+    };
 
     /// How a test zip is written.
     #[derive(Clone, Copy, Default)]

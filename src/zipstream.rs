@@ -30,11 +30,10 @@ use tokio::io::{AsyncRead, AsyncReadExt, BufReader};
 
 use crate::{
     aws::{AwsFault, FaultKind, error_chain},
-    zipcheck::{
-        CentralDirectory, CentralEntry, InspectError, ZipProblem, check_extra, u16_at, u32_at,
-        u64_at, zip64_values,
+    zipformat::{
+        CentralDirectory, CentralEntry, InspectError, SIG_LOCAL, ZipProblem, check_extra, u16_at,
+        u32_at, u64_at, zip64_values,
     },
-    zipformat::SIG_LOCAL,
 };
 
 /// The fixed part of a local file header.
