@@ -136,6 +136,15 @@ impl AwsFault {
     pub fn is_transient(&self) -> bool {
         self.kind == FaultKind::Transient
     }
+
+    /// The `errorType` a function answers a fault with: `Transient` when a retry can help, else `AwsError`.
+    pub fn error_type(&self) -> &'static str {
+        if self.is_transient() {
+            "Transient"
+        } else {
+            "AwsError"
+        }
+    }
 }
 
 /// The error codes AWS services use for throttling (the SDK's own retry classifier list).

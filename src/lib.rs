@@ -22,6 +22,7 @@ pub mod aws;
 pub mod builder;
 pub mod cli;
 pub mod config;
+pub mod function_error;
 pub mod grant;
 pub mod image;
 pub mod local;

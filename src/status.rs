@@ -26,7 +26,6 @@
 
 use std::sync::Arc;
 
-use lambda_runtime::Diagnostic;
 use serde::Serialize;
 use serde_json::Value;
 use tracing::info;
@@ -40,6 +39,7 @@ use crate::{
     artifact::ArtifactKey,
     aws::AwsFault,
     config::Config,
+    function_error::HandlerError,
     records,
     request::{InvalidRequest, S3Uri},
 };
@@ -75,23 +75,12 @@ pub enum StatusError {
     Aws(#[from] AwsFault),
 }
 
-impl StatusError {
-    /// The stable `errorType` callers see.
-    pub fn error_type(&self) -> &'static str {
+impl HandlerError for StatusError {
+    fn error_type(&self) -> &'static str {
         match self {
             StatusError::InvalidRequest(_) => "InvalidRequest",
             StatusError::NotFound { .. } => "NotFound",
-            StatusError::Aws(f) if f.is_transient() => "Transient",
-            StatusError::Aws(_) => "AwsError",
-        }
-    }
-}
-
-impl From<StatusError> for Diagnostic {
-    fn from(err: StatusError) -> Self {
-        Diagnostic {
-            error_type: err.error_type().to_owned(),
-            error_message: err.to_string(),
+            StatusError::Aws(f) => f.error_type(),
         }
     }
 }
@@ -829,7 +818,7 @@ mod tests {
             .unwrap_err();
         assert_eq!(err.error_type(), "Transient", "{err}");
         assert_eq!(describe.num_calls(), 3);
-        let diagnostic = Diagnostic::from(err);
+        let diagnostic = crate::function_error::FunctionError::from(err);
         assert!(
             diagnostic.error_message.contains("DescribeJobs"),
             "{}",

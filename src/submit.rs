@@ -14,7 +14,6 @@
 use std::{collections::HashMap, sync::Arc};
 
 use aws_sdk_batch::types::{ContainerOverrides, KeyValuePair, ResourceRequirement, ResourceType};
-use lambda_runtime::Diagnostic;
 use serde::Serialize;
 use serde_json::Value;
 use tracing::{info, warn};
@@ -23,6 +22,7 @@ use crate::{
     artifact::{ArtifactKey, ArtifactMetadata, Fingerprint},
     aws::{AwsFault, error_chain},
     config::Config,
+    function_error::HandlerError,
     grant::{self, Grants},
     observe::{self as status, State},
     records::{self, BuildRecord, Condition, WriteError},
@@ -53,22 +53,11 @@ pub enum SubmitError {
     Aws(#[from] AwsFault),
 }
 
-impl SubmitError {
-    /// The stable `errorType` callers see.
-    pub fn error_type(&self) -> &'static str {
+impl HandlerError for SubmitError {
+    fn error_type(&self) -> &'static str {
         match self {
             SubmitError::InvalidRequest(_) => "InvalidRequest",
-            SubmitError::Aws(f) if f.is_transient() => "Transient",
-            SubmitError::Aws(_) => "AwsError",
-        }
-    }
-}
-
-impl From<SubmitError> for Diagnostic {
-    fn from(err: SubmitError) -> Self {
-        Diagnostic {
-            error_type: err.error_type().to_owned(),
-            error_message: err.to_string(),
+            SubmitError::Aws(f) => f.error_type(),
         }
     }
 }
@@ -972,7 +961,7 @@ mod tests {
             2,
             "the claim, then the record of the failed submission (so a retry submits at once)"
         );
-        let diagnostic = Diagnostic::from(err);
+        let diagnostic = crate::function_error::FunctionError::from(err);
         assert_eq!(diagnostic.error_type, "Transient");
         assert!(diagnostic.error_message.contains("SubmitJob"));
     }

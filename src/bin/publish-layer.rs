@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use lambda_runtime::{Error, LambdaEvent, run, service_fn};
-use layerforge::{aws, config::Config, publish};
+use layerforge::{aws, config::Config, function_error::FunctionError, publish};
 use serde_json::Value;
 
 #[tokio::main]
@@ -17,7 +17,9 @@ async fn main() -> Result<(), Error> {
         // The invocation's deadline bounds the claims this delivery takes and how long it waits for others.
         async move {
             let deadline = event.context.deadline();
-            publish::handle_until(&state, event.payload, Some(deadline)).await
+            publish::handle_until(&state, event.payload, Some(deadline))
+                .await
+                .map_err(FunctionError::from)
         }
     }))
     .await

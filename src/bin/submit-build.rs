@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use lambda_runtime::{Error, LambdaEvent, run, service_fn};
-use layerforge::{aws, config::Config, submit};
+use layerforge::{aws, config::Config, function_error::FunctionError, submit};
 use serde_json::Value;
 
 #[tokio::main]
@@ -18,7 +18,11 @@ async fn main() -> Result<(), Error> {
     };
     run(service_fn(move |event: LambdaEvent<Value>| {
         let state = state.clone();
-        async move { submit::handle(&state, event.payload).await }
+        async move {
+            submit::handle(&state, event.payload)
+                .await
+                .map_err(FunctionError::from)
+        }
     }))
     .await
 }

@@ -47,7 +47,6 @@ pub use types::{LayerSpec, ObjectRef};
 mod tests {
     use aws_lambda_events::event::s3::S3EventRecord;
     use aws_sdk_s3::primitives::ByteStream;
-    use lambda_runtime::Diagnostic;
     use serde_json::Value;
 
     use std::{sync::Arc, time::Duration};
@@ -220,7 +219,7 @@ mod tests {
             first: "throttled".into(),
             results: vec![],
         };
-        let d = Diagnostic::from(err);
+        let d = crate::function_error::FunctionError::from(err);
         assert_eq!(d.error_type, "Transient");
         assert!(d.error_message.contains("1 of 2"));
         assert_eq!(
@@ -351,7 +350,7 @@ mod tests {
             assert_eq!(list.num_calls(), 2);
             assert_eq!(err.results()[0].outcome.status(), "failed");
             assert_eq!(err.results()[0].version_id.as_deref(), Some("v1"));
-            let diagnostic = Diagnostic::from(err);
+            let diagnostic = crate::function_error::FunctionError::from(err);
             assert_eq!(diagnostic.error_type, "Transient");
             assert!(
                 diagnostic.error_message.contains("PublishLayerVersion"),

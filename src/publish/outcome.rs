@@ -1,11 +1,12 @@
 //! What publish-layer answers: one [`RecordResult`] per record, the [`Rejection`]s that tag an artifact, and
 //! the errors that fail an invocation (each with a stable `errorType`).
 
-use lambda_runtime::Diagnostic;
 use serde::Serialize;
 
 use super::faults::{Verdict, classify};
-use crate::{artifact::MetadataError, aws::AwsFault, zipcheck::ZipProblem};
+use crate::{
+    artifact::MetadataError, aws::AwsFault, function_error::HandlerError, zipcheck::ZipProblem,
+};
 
 /// The handler's answer: one entry per record (or one `ignored` entry for a test event).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -185,28 +186,20 @@ pub enum PublishError {
     },
 }
 
-impl PublishError {
-    /// The stable `errorType` Lambda reports.
-    pub fn error_type(&self) -> &'static str {
+impl HandlerError for PublishError {
+    fn error_type(&self) -> &'static str {
         match self {
             PublishError::Transient { .. } => "Transient",
             PublishError::Aws { .. } => "AwsError",
         }
     }
+}
 
+impl PublishError {
     /// Every record's outcome, the failed ones included.
     pub fn results(&self) -> &[RecordResult] {
         match self {
             PublishError::Transient { results, .. } | PublishError::Aws { results, .. } => results,
-        }
-    }
-}
-
-impl From<PublishError> for Diagnostic {
-    fn from(err: PublishError) -> Self {
-        Diagnostic {
-            error_type: err.error_type().to_owned(),
-            error_message: err.to_string(),
         }
     }
 }

@@ -92,7 +92,7 @@ async fn assert_not_rejected(f: &Fixture, key: &str) {
 }
 
 fn error_type(err: publish::PublishError) -> String {
-    lambda_runtime::Diagnostic::from(err).error_type
+    layerforge::function_error::FunctionError::from(err).error_type
 }
 
 fn in_ms(ms: u64) -> SystemTime {

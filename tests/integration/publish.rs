@@ -634,7 +634,7 @@ async fn a_stale_claim_is_taken_over_and_a_live_one_waited_for() {
         .unwrap_err();
     assert!(started.elapsed() >= Duration::from_millis(600));
     assert_eq!(
-        lambda_runtime::Diagnostic::from(err).error_type,
+        layerforge::function_error::FunctionError::from(err).error_type,
         "Transient"
     );
     assert!(f.layer_versions(&layer).await.is_empty());

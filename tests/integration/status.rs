@@ -3,6 +3,7 @@
 //! build-status by job id and by artifact. moto's Batch marks every job SUCCEEDED at once without running it;
 //! the states must still read as in AWS once layer-builder has run the command.
 
+use layerforge::function_error::HandlerError as _;
 use std::{process::Command, sync::Arc};
 
 use aws_config::SdkConfig;

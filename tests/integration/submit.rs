@@ -1,5 +1,6 @@
 //! submit-build against moto: real SubmitJob calls, read back with DescribeJobs.
 
+use layerforge::function_error::HandlerError as _;
 use std::sync::Arc;
 
 use aws_sdk_batch::types::JobStatus;
