@@ -327,38 +327,24 @@ pub async fn handle(state: &SubmitState, event: Value) -> Result<SubmitResponse,
         Err(fault) => {
             // Release the claim so that a retry submits at once.
             record.submit_error = Some(fault.to_string());
-            record.updated_at = records::now_millis();
-            if let Err(e) = records::write_json(
-                &state.s3,
+            update_record(
+                state,
                 bucket,
                 &record_key,
-                &record,
-                Some(Condition::Matches(&etag)),
+                &mut record,
+                &etag,
+                "the failed submission",
             )
-            .await
-            {
-                warn!(record_key, error = %e, "recording the failed submission failed");
-            }
+            .await;
             return Err(fault.into());
         }
     };
     record.job_id = Some(job_id.clone());
     record.job_name = Some(plan.job_name.clone());
     record.job_queue = Some(plan.job_queue.clone());
-    record.updated_at = records::now_millis();
     // The job runs either way; a record that misses its job id reads `failed` after CLAIM_GRACE_MS, and the
     // next identical request then submits again.
-    if let Err(e) = records::write_json(
-        &state.s3,
-        bucket,
-        &record_key,
-        &record,
-        Some(Condition::Matches(&etag)),
-    )
-    .await
-    {
-        warn!(record_key, job_id, error = %e, "recording the job id failed");
-    }
+    update_record(state, bucket, &record_key, &mut record, &etag, "the job id").await;
     info!(
         layer_name,
         fingerprint,
@@ -377,6 +363,30 @@ pub async fn handle(state: &SubmitState, event: Value) -> Result<SubmitResponse,
 }
 
 /// A `building` answer with the in-flight job.
+/// Completes our claimed record (the version `etag`, now). A failed write is logged, never fatal: what happened
+/// (a job, or a failed submission) stands either way, and the record's grace period covers a missing update.
+async fn update_record(
+    state: &SubmitState,
+    bucket: &str,
+    record_key: &str,
+    record: &mut BuildRecord,
+    etag: &str,
+    what: &str,
+) {
+    record.updated_at = records::now_millis();
+    if let Err(e) = records::write_json(
+        &state.s3,
+        bucket,
+        record_key,
+        &*record,
+        Some(Condition::Matches(etag)),
+    )
+    .await
+    {
+        warn!(record_key, job_id = record.job_id.as_deref().unwrap_or(""), error = %e, "recording {what} failed");
+    }
+}
+
 fn building(
     response: SubmitResponse,
     record: Option<&BuildRecord>,
