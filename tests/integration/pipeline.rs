@@ -98,7 +98,7 @@ async fn a_build_request_becomes_a_published_layer_that_imports() {
     };
     let publish_state = PublishState::new(config.clone(), s3.clone(), lambda.clone());
 
-    // 1. submit-build with the README's demo request.
+    // 1. submit-build with the local demo's request (docs/local-cloud.md).
     let request: Value =
         serde_json::from_str(include_str!("../../events/local-demo.json")).unwrap();
     let submitted = submit::handle(&submit_state, request.clone())
