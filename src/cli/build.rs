@@ -10,7 +10,8 @@ use std::{
 use clap::{ArgGroup, Args};
 use serde_json::{Map, Value, json};
 
-use super::{CliError, Context, Target, print_json};
+use super::context::{Context, Target, print_json};
+use super::error::CliError;
 
 #[derive(Debug, Args)]
 #[command(group(ArgGroup::new("source").required(true).args(["requirements", "requirements_file", "requirements_s3_uri"])))]

@@ -16,7 +16,8 @@ use clap::Args;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use super::{CliError, Context, Target, print_json};
+use super::context::{Context, Target, print_json};
+use super::error::CliError;
 use crate::{
     aws::error_chain,
     request::{Architecture, Runtime},

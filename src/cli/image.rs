@@ -5,7 +5,8 @@ use std::{collections::BTreeMap, path::PathBuf, time::Duration};
 
 use clap::{Args, Subcommand};
 
-use super::{CliError, Context, ResolvedTarget, Target};
+use super::context::{Context, ResolvedTarget, Target};
+use super::error::CliError;
 use crate::{
     image::{self, BuildOptions, ImageClients, ImageError, ImageOutcome, ImageStack},
     request::Runtime,
