@@ -2,7 +2,7 @@
 //! resolved from it ([`Context`]: SDK configurations, the functions' names, Invoke and how its failures map to a
 //! [`CliError`]), and the one JSON object `--json` prints.
 
-use std::path::PathBuf;
+use std::{collections::BTreeMap, path::PathBuf};
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_smithy_types::Blob;
@@ -68,6 +68,13 @@ pub enum ResolvedTarget {
     Local,
 }
 
+/// The two functions the commands invoke.
+#[derive(Clone, Copy)]
+enum Function {
+    Submit,
+    Status,
+}
+
 impl Context {
     pub async fn new(target: &Target) -> Result<Self, CliError> {
         if target.local {
@@ -110,39 +117,43 @@ impl Context {
 
     /// The submit-build function's name.
     pub async fn submit_function(&self) -> Result<String, CliError> {
-        match &self.target {
-            ResolvedTarget::Local => Ok(local::SUBMIT_FUNCTION.into()),
-            ResolvedTarget::Named {
-                submit: Some(f), ..
-            } => Ok(f.clone()),
-            ResolvedTarget::Named { stack, .. } => {
-                stack_output(
-                    &self.sdk,
-                    stack,
-                    "SubmitBuildFunctionName",
-                    "--submit-function",
-                )
-                .await
-            }
-        }
+        self.function_name(Function::Submit).await
     }
 
     /// The build-status function's name.
     pub async fn status_function(&self) -> Result<String, CliError> {
-        match &self.target {
-            ResolvedTarget::Local => Ok(local::STATUS_FUNCTION.into()),
-            ResolvedTarget::Named {
-                status: Some(f), ..
-            } => Ok(f.clone()),
-            ResolvedTarget::Named { stack, .. } => {
-                stack_output(
-                    &self.sdk,
-                    stack,
-                    "BuildStatusFunctionName",
-                    "--status-function",
-                )
-                .await
-            }
+        self.function_name(Function::Status).await
+    }
+
+    /// A function's name: the local cloud's, else the one its option gave, else the stack's output.
+    async fn function_name(&self, function: Function) -> Result<String, CliError> {
+        let (local_name, output, option) = match function {
+            Function::Submit => (
+                local::SUBMIT_FUNCTION,
+                "SubmitBuildFunctionName",
+                "--submit-function",
+            ),
+            Function::Status => (
+                local::STATUS_FUNCTION,
+                "BuildStatusFunctionName",
+                "--status-function",
+            ),
+        };
+        let ResolvedTarget::Named {
+            submit,
+            status,
+            stack,
+        } = &self.target
+        else {
+            return Ok(local_name.into());
+        };
+        let given = match function {
+            Function::Submit => submit,
+            Function::Status => status,
+        };
+        match given {
+            Some(f) => Ok(f.clone()),
+            None => stack_output(&self.sdk, stack, output, option).await,
         }
     }
 
@@ -209,34 +220,43 @@ pub fn function_error(function: &str, kind: &str, answer: &Value) -> CliError {
     }
 }
 
+/// Every output of `stack`, by name (DescribeStacks). A failure names the call, the stack and the error with
+/// its sources, then `hint`.
+pub async fn stack_outputs(
+    sdk: &SdkConfig,
+    stack: &str,
+    hint: &str,
+) -> Result<BTreeMap<String, String>, CliError> {
+    let described = aws_sdk_cloudformation::Client::new(sdk)
+        .describe_stacks()
+        .stack_name(stack)
+        .send()
+        .await
+        .map_err(|e| CliError::Aws(format!("DescribeStacks {stack}: {}{hint}", error_chain(&e))))?;
+    Ok(described
+        .stacks()
+        .first()
+        .map(|s| {
+            s.outputs()
+                .iter()
+                .filter_map(|o| Some((o.output_key()?.to_owned(), o.output_value()?.to_owned())))
+                .collect()
+        })
+        .unwrap_or_default())
+}
+
+/// The stack output `output`, which names a function (else the option `option` does).
 async fn stack_output(
     sdk: &SdkConfig,
     stack: &str,
     output: &str,
     option: &str,
 ) -> Result<String, CliError> {
-    let cfn = aws_sdk_cloudformation::Client::new(sdk);
-    let described = cfn
-        .describe_stacks()
-        .stack_name(stack)
-        .send()
-        .await
-        .map_err(|e| {
-            CliError::Aws(format!(
-                "DescribeStacks {stack}: {} (deploy the stack, pass --stack NAME, or name the function with {option})",
-                error_chain(&e)
-            ))
-        })?;
-    described
-        .stacks()
-        .first()
-        .and_then(|s| {
-            s.outputs()
-                .iter()
-                .find(|o| o.output_key() == Some(output))
-                .and_then(|o| o.output_value())
-        })
-        .map(str::to_owned)
+    let hint =
+        format!(" (deploy the stack, pass --stack NAME, or name the function with {option})");
+    stack_outputs(sdk, stack, &hint)
+        .await?
+        .remove(output)
         .ok_or_else(|| {
             CliError::Aws(format!(
                 "stack {stack} has no output {output} (name the function with {option})"
