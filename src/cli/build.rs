@@ -10,7 +10,8 @@ use std::{
 use clap::{ArgGroup, Args};
 use serde_json::{Map, Value, json};
 
-use super::{CliError, Context, Target, print_json};
+use super::context::{Context, Target, print_json};
+use super::error::CliError;
 
 #[derive(Debug, Args)]
 #[command(group(ArgGroup::new("source").required(true).args(["requirements", "requirements_file", "requirements_s3_uri"])))]
@@ -372,29 +373,14 @@ mod tests {
     #[test]
     fn exactly_one_requirements_source() {
         assert!(Cli::try_parse_from(["layerforge", "build", "demo"]).is_err());
-        assert!(
-            Cli::try_parse_from([
-                "layerforge",
-                "build",
-                "demo",
-                "-r",
-                "six",
-                "--requirements-s3-uri",
-                "s3://b/k"
-            ])
-            .is_err()
-        );
-        assert!(
-            Cli::try_parse_from([
-                "layerforge",
-                "build",
-                "demo",
-                "-r",
-                "six",
-                "--installer",
-                "conda"
-            ])
-            .is_err()
-        );
+        for extra in [
+            ["--requirements-s3-uri", "s3://b/k"],
+            ["--installer", "conda"],
+        ] {
+            let args = ["layerforge", "build", "demo", "-r", "six"]
+                .into_iter()
+                .chain(extra);
+            assert!(Cli::try_parse_from(args).is_err(), "{extra:?}");
+        }
     }
 }

@@ -16,7 +16,8 @@ use clap::Args;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use super::{CliError, Context, Target, print_json};
+use super::context::{Context, Target, print_json};
+use super::error::CliError;
 use crate::{
     aws::error_chain,
     request::{Architecture, Runtime},
@@ -209,7 +210,7 @@ async fn content(
         .prefix(&prefix)
         .send()
         .await
-        .map_err(|e| CliError::aws_call(&format!("ListObjectsV2 s3://{bucket}/{prefix}"), &e))?;
+        .map_err(s3_error("ListObjectsV2", bucket, &prefix))?;
     for object in listed.contents() {
         let Some(key) = object.key().filter(|k| k.ends_with(".zip")) else {
             continue;
@@ -220,9 +221,7 @@ async fn content(
             .key(key)
             .send()
             .await
-            .map_err(|e| {
-                CliError::aws_call(&format!("GetObjectTagging s3://{bucket}/{key}"), &e)
-            })?;
+            .map_err(s3_error("GetObjectTagging", bucket, key))?;
         if tags
             .tag_set()
             .iter()
@@ -234,7 +233,7 @@ async fn content(
                 .key(key)
                 .send()
                 .await
-                .map_err(|e| CliError::aws_call(&format!("GetObject s3://{bucket}/{key}"), &e))?;
+                .map_err(s3_error("GetObject", bucket, key))?;
             let body = out
                 .body
                 .collect()
@@ -246,6 +245,11 @@ async fn content(
     Err(CliError::Aws(format!(
         "{arn}: no artifact under s3://{bucket}/{prefix} is tagged with this layer version"
     )))
+}
+
+/// A failed S3 call `op` on `s3://bucket/key`, as [`CliError::aws_call`] names it.
+fn s3_error<E: std::error::Error>(op: &str, bucket: &str, key: &str) -> impl FnOnce(E) -> CliError {
+    move |e| CliError::aws_call(&format!("{op} s3://{bucket}/{key}"), &e)
 }
 
 /// GET of a (presigned) URL.

@@ -5,7 +5,8 @@ use std::{collections::BTreeMap, path::PathBuf, time::Duration};
 
 use clap::{Args, Subcommand};
 
-use super::{CliError, Context, ResolvedTarget, Target};
+use super::context::{Context, ResolvedTarget, Target, stack_outputs};
+use super::error::CliError;
 use crate::{
     image::{self, BuildOptions, ImageClients, ImageError, ImageOutcome, ImageStack},
     request::Runtime,
@@ -46,38 +47,18 @@ fn image_error(err: ImageError) -> CliError {
 }
 
 /// Every output of the stack, by name.
-async fn stack_outputs(ctx: &Context) -> Result<BTreeMap<String, String>, CliError> {
-    let stack = match &ctx.target {
-        ResolvedTarget::Named { stack, .. } => stack.clone(),
-        ResolvedTarget::Local => {
-            return Err(CliError::Invalid(
-                "image: the local cloud has no CodeBuild; layer-builder runs on the host there"
-                    .into(),
-            ));
-        }
+async fn image_stack_outputs(ctx: &Context) -> Result<BTreeMap<String, String>, CliError> {
+    let ResolvedTarget::Named { stack, .. } = &ctx.target else {
+        return Err(CliError::Invalid(
+            "image: the local cloud has no CodeBuild; layer-builder runs on the host there".into(),
+        ));
     };
-    let cfn = aws_sdk_cloudformation::Client::new(&ctx.sdk);
-    let described = cfn
-        .describe_stacks()
-        .stack_name(&stack)
-        .send()
-        .await
-        .map_err(|e| CliError::aws_call(&format!("DescribeStacks {stack}"), &e))?;
-    Ok(described
-        .stacks()
-        .first()
-        .map(|s| {
-            s.outputs()
-                .iter()
-                .filter_map(|o| Some((o.output_key()?.to_owned(), o.output_value()?.to_owned())))
-                .collect()
-        })
-        .unwrap_or_default())
+    stack_outputs(&ctx.sdk, stack, "").await
 }
 
 pub async fn run(target: &Target, command: ImageCommand) -> Result<u8, CliError> {
     let ctx = Context::new(target).await?;
-    let stack = ImageStack::from_outputs(&stack_outputs(&ctx).await?).map_err(image_error)?;
+    let stack = ImageStack::from_outputs(&image_stack_outputs(&ctx).await?).map_err(image_error)?;
     let clients = ImageClients::new(&ctx.sdk);
     match command {
         ImageCommand::List => {

@@ -3,7 +3,8 @@
 use clap::Args;
 use serde_json::{Value, json};
 
-use super::{CliError, Context, Target, print_json};
+use super::context::{Context, Target, print_json};
+use super::error::CliError;
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {

@@ -5,7 +5,10 @@ use std::{collections::BTreeSet, fmt, path::PathBuf, time::Duration};
 use aws_sdk_codebuild::types::{Build, EnvironmentVariable, EnvironmentVariableType, SourceType};
 use tracing::{info, warn};
 
-use super::{ImageError, ImageStack, Step, list, sources};
+use super::error::ImageError;
+use super::list;
+use super::sources;
+use super::stack::{ImageStack, Step};
 use crate::{
     aws::AwsFault,
     request::{Architecture, Runtime},

@@ -2,7 +2,8 @@
 
 use std::{collections::BTreeSet, fmt};
 
-use super::{ImageError, ImageStack, Step};
+use super::error::ImageError;
+use super::stack::{ImageStack, Step};
 use crate::{
     aws::AwsFault,
     request::{Architecture, Runtime},

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use aws_sdk_s3::primitives::ByteStream;
 use tracing::info;
 
-use super::ImageError;
+use super::error::ImageError;
 use crate::{
     aws::AwsFault,
     builder::archive::{ZipSource, write_zip},
