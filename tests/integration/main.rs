@@ -3,6 +3,7 @@
 mod builder;
 mod cli;
 mod containment;
+mod examples;
 mod fault_proxy;
 mod faults;
 mod grants;
