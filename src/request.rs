@@ -344,7 +344,7 @@ mod tests {
     fn config() -> Config {
         Config::from_lookup(|k| match k {
             "ARTIFACT_BUCKET" => Some("artifacts".into()),
-            "ALLOWED_REQUIREMENTS_BUCKETS" => Some("team-reqs,layerforge-artifacts-123456789012".into()),
+            "ALLOWED_REQUIREMENTS_BUCKETS" => Some("team-reqs,layerforge-artifacts".into()),
             "BUILD_TARGETS" => Some(
                 r#"{"arm64":{"job_queue":"q-arm","job_definition":"d-arm"},"x86_64":{"job_queue":"q-x86","job_definition":"d-x86"}}"#
                     .into(),

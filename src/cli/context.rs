@@ -51,7 +51,7 @@ pub struct Target {
 pub struct Context {
     /// For every service but Invoke (in the local cloud: moto).
     pub sdk: SdkConfig,
-    /// For Lambda Invoke (in the local cloud: cargo-lambda's Runtime API).
+    /// For Lambda Invoke (in the local cloud: its Lambda front, before cargo-lambda's Runtime API).
     pub invoke: aws_sdk_lambda::Client,
     pub target: ResolvedTarget,
     /// The local cloud, with `--local`.

@@ -259,25 +259,37 @@ async fn start(root: &Path, dir: &Path, started: &mut Vec<Process>) -> Result<St
         )?);
     }
 
+    // 3. `local serve` listens on the front's port (the Lambda endpoint every caller uses) and runs the Fargate
+    //    stand-in and the S3-event forwarder.
+    let front_port = free_port()?;
     let mut state = State {
         root: root.to_owned(),
         moto_endpoint,
-        lambda_endpoint: format!("http://127.0.0.1:{lambda_port}"),
+        lambda_endpoint: format!("http://127.0.0.1:{front_port}"),
+        runtime_api_endpoint: format!("http://127.0.0.1:{lambda_port}"),
         stack,
         processes: started.clone(),
     };
     state.save(dir)?;
-
-    // 3. The Fargate stand-in and the S3-event forwarder.
     let mut command = Command::new(&exe);
     command
         .args(["local", "serve", "--local-dir"])
         .arg(dir)
         .env("PATH", tools_path(root));
-    let serve = spawn("serve", "layerforge", command, None, dir.join("serve.log"))?;
+    let serve = spawn(
+        "serve",
+        "layerforge",
+        command,
+        Some(front_port),
+        dir.join("serve.log"),
+    )?;
     started.push(serve.clone());
     state.processes = started.clone();
     state.save(dir)?;
+    wait_until("layerforge local serve", &serve, 30, || {
+        listening(front_port)
+    })
+    .await?;
     tokio::time::sleep(Duration::from_millis(300)).await;
     if let Some(gone) = state.processes.iter().find(|p| !alive(p.pid)) {
         return Err(LocalError::Setup(format!(

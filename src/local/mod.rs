@@ -8,15 +8,18 @@
 //!    template's environment pointed at moto; a Lambda `Invoke` with the SDK's endpoint set to it runs the
 //!    function of that name. (Started by cargo-lambda instead, the functions would be rebuilt with
 //!    `cargo run`, whose feature set differs from `cargo test`'s: minutes of compiling on a first invoke.)
-//! 3. `layerforge local serve` ([`serve`]): the Fargate stand-in (moto's Batch jobs SUCCEED at once and run
-//!    nothing, so each submitted job's own command runs here with `layer-builder`) and the forwarder of the
-//!    bucket's S3 event records (delivered to SQS by moto) to `publish-layer`.
+//! 3. `layerforge local serve` ([`serve`]): the Lambda endpoint, a front before cargo-lambda's that answers
+//!    `Invoke` as Lambda does (a function error is 200 with `X-Amz-Function-Error`, [`front`]); the Fargate
+//!    stand-in (moto's Batch jobs SUCCEED at once and run nothing, so each submitted job's own command runs here
+//!    with `layer-builder`); and the forwarder of the bucket's S3 event records (delivered to SQS by moto) to
+//!    `publish-layer`.
 //!
 //! Endpoints and PIDs go to `state.json` ([`State`]); `layerforge local down` stops exactly those processes
 //! (their process groups, after checking each PID still runs the program it started) and checks that nothing
 //! listens on their ports any more. moto keeps everything in memory: `down` forgets all layers.
 
 pub mod cloud;
+pub mod front;
 pub mod moto;
 pub mod provision;
 pub mod serve;
@@ -42,8 +45,11 @@ pub struct State {
     pub root: PathBuf,
     /// moto's server: every AWS service but Lambda Invoke.
     pub moto_endpoint: String,
-    /// cargo-lambda's Runtime API: Lambda Invoke of the three functions.
+    /// Lambda Invoke of the three functions, answered as Lambda does: the front that `local serve` runs
+    /// before cargo-lambda ([`front`]).
     pub lambda_endpoint: String,
+    /// cargo-lambda's Runtime API, which the functions poll and the front forwards to.
+    pub runtime_api_endpoint: String,
     pub stack: LocalStack,
     pub processes: Vec<Process>,
 }
@@ -169,6 +175,7 @@ mod tests {
             root: "/src".into(),
             moto_endpoint: "http://127.0.0.1:1".into(),
             lambda_endpoint: "http://127.0.0.1:2".into(),
+            runtime_api_endpoint: "http://127.0.0.1:3".into(),
             stack: LocalStack {
                 bucket: "b".into(),
                 prefix: "layers".into(),

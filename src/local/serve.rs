@@ -1,5 +1,7 @@
 //! `layerforge local serve` (started in the background by `local up`): what AWS would do between the functions.
 //!
+//! - The Lambda endpoint: the front before cargo-lambda's Runtime API ([`super::front`]), on the port of
+//!   `state.json`'s `lambda_endpoint`.
 //! - Fargate stand-in: moto's Batch jobs SUCCEED at once and never run, so every second the job queues are
 //!   listed (ListJobs, SUCCEEDED) and each new job's own command and environment, read back with DescribeJobs,
 //!   run here with `layer-builder` (one at a time; its output goes to `DIR/jobs/JOB_ID.log`). A job with upload
@@ -40,7 +42,25 @@ pub async fn serve(dir: &Path) -> Result<(), LocalError> {
     let state = State::load(dir)?;
     let jobs_dir = dir.join("jobs");
     std::fs::create_dir_all(&jobs_dir).map_err(LocalError::io(&jobs_dir))?;
+    let front_addr: std::net::SocketAddr = state
+        .lambda_endpoint
+        .strip_prefix("http://")
+        .and_then(|a| a.parse().ok())
+        .ok_or_else(|| {
+            LocalError::Setup(format!(
+                "the Lambda endpoint {} is not http://ADDRESS:PORT",
+                state.lambda_endpoint
+            ))
+        })?;
+    super::front::start(front_addr, state.runtime_api_endpoint.clone())
+        .await
+        .map_err(|e| LocalError::Setup(format!("the Lambda front on {front_addr}: {e}")))?;
+    log(&format!(
+        "Lambda endpoint {} (Invoke answered as Lambda does) before cargo-lambda's {}",
+        state.lambda_endpoint, state.runtime_api_endpoint
+    ));
     let moto = sdk_for(&state.moto_endpoint).await;
+    // publish-layer is invoked through the front, as S3 would: a function error is `function_error()`.
     let functions = sdk_for(&state.lambda_endpoint).await;
     let batch = aws_sdk_batch::Client::new(&moto);
     let sqs = aws_sdk_sqs::Client::new(&moto);

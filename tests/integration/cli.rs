@@ -8,10 +8,10 @@ use std::{
     time::Duration,
 };
 
-use layerforge::local::State;
+use layerforge::local::{self, State};
 use serde_json::Value;
 
-fn layerforge(local_dir: &Path) -> Command {
+pub(crate) fn layerforge(local_dir: &Path) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_layerforge"));
     command
         .current_dir(env!("CARGO_MANIFEST_DIR"))
@@ -21,11 +21,11 @@ fn layerforge(local_dir: &Path) -> Command {
     command
 }
 
-fn run(command: &mut Command) -> Output {
+pub(crate) fn run(command: &mut Command) -> Output {
     command.output().expect("layerforge runs")
 }
 
-fn text(bytes: &[u8]) -> String {
+pub(crate) fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
@@ -39,13 +39,13 @@ fn json_of(out: &Output) -> Value {
     })
 }
 
-fn listening(port: u16) -> bool {
+pub(crate) fn listening(port: u16) -> bool {
     TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(300)).is_ok()
 }
 
 /// Stops the local cloud when the test ends, also on a failed assertion.
-struct Cloud {
-    dir: PathBuf,
+pub(crate) struct Cloud {
+    pub(crate) dir: PathBuf,
 }
 
 impl Drop for Cloud {
@@ -154,8 +154,8 @@ fn the_local_cloud_builds_follows_fetches_and_stops() {
     let ports: Vec<u16> = state.processes.iter().filter_map(|p| p.port).collect();
     assert_eq!(
         ports.len(),
-        2,
-        "moto and cargo-lambda listen: {:?}",
+        3,
+        "moto, cargo-lambda and serve (the Lambda front) listen: {:?}",
         state.processes
     );
     assert!(ports.iter().all(|p| listening(*p)));
@@ -250,6 +250,13 @@ fn the_local_cloud_builds_follows_fetches_and_stops() {
         "{}",
         text(&invalid.stderr)
     );
+    // The SDK for Rust made one attempt: the front answered the function error as Lambda does (200 with
+    // X-Amz-Function-Error), not with cargo-lambda's 500, which the SDK retries as a fault of the service.
+    assert_eq!(
+        front_function_errors(&local, local::SUBMIT_FUNCTION),
+        1,
+        "one Invoke of submit-build answered with a function error"
+    );
     let jobs = job_names(&state);
     assert!(
         jobs.iter().any(|j| j.starts_with("layer-cli-demo-")),
@@ -329,7 +336,7 @@ fn alive(pid: u32) -> bool {
 }
 
 /// The names of every job in the local cloud's queues.
-fn job_names(state: &State) -> Vec<String> {
+pub(crate) fn job_names(state: &State) -> Vec<String> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -364,4 +371,16 @@ fn job_names(state: &State) -> Vec<String> {
         }
         names
     })
+}
+
+/// How many Invokes of `function` the local cloud's Lambda front answered as a function error (its log lines in
+/// `serve.log`).
+pub(crate) fn front_function_errors(local_dir: &Path, function: &str) -> usize {
+    let needle =
+        format!("front: POST /2015-03-31/functions/{function}/invocations: function error");
+    std::fs::read_to_string(local_dir.join("serve.log"))
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(&needle))
+        .count()
 }

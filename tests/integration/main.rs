@@ -4,6 +4,7 @@ mod builder;
 mod cli;
 mod containment;
 mod docs;
+mod examples;
 mod fault_proxy;
 mod faults;
 mod grants;
