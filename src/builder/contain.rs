@@ -76,6 +76,17 @@ struct Proc {
     pid: i32,
     ppid: i32,
     zombie: bool,
+    /// Clock ticks after boot when it started (`stat` field 22): with the pid, who it is.
+    start: u64,
+}
+
+/// `pid`'s parent and start time, read now; `None` once it is gone.
+fn stat_of(pid: i32) -> Option<(i32, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // After the command: state (3), ppid (4), … starttime (22); `fields[0]` is field 3.
+    Some((fields.get(1)?.parse().ok()?, fields.get(19)?.parse().ok()?))
 }
 
 fn processes() -> io::Result<Vec<Proc>> {
@@ -97,15 +108,19 @@ fn processes() -> io::Result<Vec<Proc>> {
         let Some((_, rest)) = stat.rsplit_once(')') else {
             continue;
         };
-        let mut fields = rest.split_whitespace();
-        let state = fields.next().unwrap_or("");
-        let Some(ppid) = fields.next().and_then(|p| p.parse().ok()) else {
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let state = fields.first().copied().unwrap_or("");
+        let (Some(ppid), Some(start)) = (
+            fields.get(1).and_then(|p| p.parse().ok()),
+            fields.get(19).and_then(|p| p.parse().ok()),
+        ) else {
             continue;
         };
         out.push(Proc {
             pid,
             ppid,
             zombie: state == "Z" || state == "X",
+            start,
         });
     }
     Ok(out)
@@ -126,16 +141,49 @@ fn descendants(procs: &[Proc], root: i32) -> Vec<Proc> {
     found
 }
 
-/// The installer left processes that could not be ended.
+/// The installer left processes that could not be ended, or they could not be looked for.
 #[derive(Debug, thiserror::Error)]
-#[error(
-    "{count} process(es) started by the install were still alive after {seconds} s of SIGKILL (pids {pids:?}); \
-     nothing of the tree is read while they run"
-)]
-pub struct Survivors {
-    pub count: usize,
-    pub seconds: u64,
-    pub pids: Vec<i32>,
+pub enum Survivors {
+    #[error(
+        "{count} process(es) started by the install were still alive after {seconds} s of SIGKILL (pids \
+         {pids:?}); nothing of the tree is read while they run"
+    )]
+    Alive {
+        count: usize,
+        seconds: u64,
+        pids: Vec<i32>,
+    },
+    #[error(
+        "the processes the install left behind can't be listed (/proc: {0}); nothing of the tree is read"
+    )]
+    Unlisted(io::Error),
+}
+
+/// Sends SIGKILL to the process `p` was when it was listed, and to nothing else: through a pidfd (Linux 5.3+),
+/// opened and then checked against the listed parent and start time, so a pid reused since the listing (a
+/// grandchild reaped by its own parent) is never hit. A zombie is signalled too: when a thread group's leader
+/// has exited (`pthread_exit`), its other threads live on behind the zombie, and SIGKILL reaches them.
+fn kill_listed(p: &Proc) {
+    // SAFETY: pidfd_open takes a pid and flags; it returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, p.pid, 0) };
+    if fd < 0 {
+        return; // gone already
+    }
+    // SAFETY: the descriptor was just returned to us and nothing else owns it.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    if stat_of(p.pid) != Some((p.ppid, p.start)) {
+        return; // not the process listed (it was reparented to us, or the pid was reused): next pass
+    }
+    // SAFETY: pidfd_send_signal on a pidfd we own, no siginfo, no flags.
+    unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            fd.as_raw_fd(),
+            libc::SIGKILL,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
 }
 
 /// Kills every descendant of this process (see the module docs), reaps them, and checks none is left.
@@ -145,7 +193,7 @@ pub fn end_leftovers() -> Result<usize, Survivors> {
     let started = Instant::now();
     let mut killed = std::collections::BTreeSet::new();
     loop {
-        let procs = processes().unwrap_or_default();
+        let procs = processes().map_err(Survivors::Unlisted)?;
         let left = descendants(&procs, me);
         if left.is_empty() {
             if !killed.is_empty() {
@@ -157,10 +205,8 @@ pub fn end_leftovers() -> Result<usize, Survivors> {
             return Ok(killed.len());
         }
         for p in &left {
+            kill_listed(p);
             if !p.zombie {
-                // SAFETY: kill takes plain integers. The pid is a descendant seen in this pass; a descendant that
-                // ended since is a zombie until we reap it, so its pid can't have been reused.
-                unsafe { libc::kill(p.pid, libc::SIGKILL) };
                 killed.insert(p.pid);
             }
         }
@@ -173,7 +219,7 @@ pub fn end_leftovers() -> Result<usize, Survivors> {
         }
         if started.elapsed() > KILL_BUDGET {
             let pids: Vec<i32> = left.iter().map(|p| p.pid).collect();
-            return Err(Survivors {
+            return Err(Survivors::Alive {
                 count: pids.len(),
                 seconds: KILL_BUDGET.as_secs(),
                 pids,
@@ -338,12 +384,21 @@ pub struct TakenBack {
     pub other: usize,
 }
 
+/// Folders deeper than this in an install tree are refused (no package nests anywhere near it; it bounds the
+/// descriptors and the stack the walk holds).
+pub const MAX_TREE_DEPTH: usize = 256;
+
 /// Gives the tree under `root` (absolute; it and every parent must be real folders) to root:root, write bits
 /// off, without following any link. Run after [`end_leftovers`]: from then on only root can change the tree.
-pub fn take_back(root: &Path) -> io::Result<TakenBack> {
+///
+/// With `owner` (the build user's uid, when layer-builder is root), every entry must be that user's: the install
+/// created all of them. Anything else is a hard link to a file from outside the tree (a user can link a file it
+/// does not own when `fs.protected_hardlinks` is 0, or one it can read and write when it is 1); taking it back
+/// would change that file outside and zip its content, so the build is refused, naming it.
+pub fn take_back(root: &Path, owner: Option<u32>) -> io::Result<TakenBack> {
     let dir = open_dir_no_links(root)?;
     let mut counts = TakenBack::default();
-    take_back_dir(&dir, root, &mut counts)?;
+    take_back_dir(&dir, root, owner, 0, &mut counts)?;
     info!(
         root = %root.display(),
         folders = counts.folders,
@@ -375,7 +430,22 @@ fn chown_chmod(fd: &OwnedFd, mode: u32, path: &Path) -> io::Result<()> {
     Ok(())
 }
 
-fn take_back_dir(dir: &OwnedFd, path: &Path, counts: &mut TakenBack) -> io::Result<()> {
+fn take_back_dir(
+    dir: &OwnedFd,
+    path: &Path,
+    owner: Option<u32>,
+    depth: usize,
+    counts: &mut TakenBack,
+) -> io::Result<()> {
+    if depth > MAX_TREE_DEPTH {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "{} is more than {MAX_TREE_DEPTH} folders deep: refused",
+                path.display()
+            ),
+        ));
+    }
     chown_chmod(dir, 0o755, path)?;
     counts.folders += 1;
     // The folder's entries, listed through the descriptor (the path may no longer lead to it).
@@ -404,15 +474,37 @@ fn take_back_dir(dir: &OwnedFd, path: &Path, counts: &mut TakenBack) -> io::Resu
                 format!("{}: {e}", child.display()),
             ));
         }
+        if let Some(uid) = owner
+            && st.st_uid != uid
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "{} belongs to uid {}, not to the build user ({uid}): a hard link to a file from outside the \
+                     install tree? refused, and left as it is",
+                    child.display(),
+                    st.st_uid
+                ),
+            ));
+        }
         match st.st_mode & libc::S_IFMT {
             libc::S_IFDIR => {
                 let sub = open_at(Some(dir), &name, libc::O_RDONLY | libc::O_DIRECTORY)
                     .map_err(|e| link_error(&child, e))?;
-                take_back_dir(&sub, &child, counts)?;
+                take_back_dir(&sub, &child, owner, depth + 1, counts)?;
             }
             libc::S_IFREG => {
                 let fd = open_at(Some(dir), &name, libc::O_RDONLY | libc::O_NONBLOCK)
                     .map_err(|e| link_error(&child, e))?;
+                if fstat(&fd)?.st_ino != st.st_ino {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!(
+                            "{} changed while it was taken back: refused",
+                            child.display()
+                        ),
+                    ));
+                }
                 let mode = if st.st_mode & 0o111 != 0 {
                     0o755
                 } else {
@@ -465,26 +557,31 @@ mod tests {
                 pid: 10,
                 ppid: 1,
                 zombie: false,
+                start: 1,
             },
             Proc {
                 pid: 11,
                 ppid: 10,
                 zombie: false,
+                start: 1,
             },
             Proc {
                 pid: 12,
                 ppid: 11,
                 zombie: true,
+                start: 1,
             },
             Proc {
                 pid: 13,
                 ppid: 1,
                 zombie: false,
+                start: 1,
             },
             Proc {
                 pid: 14,
                 ppid: 13,
                 zombie: false,
+                start: 1,
             },
         ];
         let mut found: Vec<i32> = descendants(&procs, 10).iter().map(|p| p.pid).collect();
@@ -552,9 +649,9 @@ mod tests {
         symlink(outside.join("secret"), root.join("tree/pkg/s")).unwrap();
         symlink(&outside, root.join("linked-tree")).unwrap();
 
-        let counts = take_back(&root.join("tree")).unwrap();
+        let counts = take_back(&root.join("tree"), None).unwrap();
         assert_eq!((counts.folders, counts.files, counts.links), (2, 1, 1));
-        let err = take_back(&root.join("linked-tree")).unwrap_err();
+        let err = take_back(&root.join("linked-tree"), None).unwrap_err();
         assert!(err.to_string().contains("symbolic link"), "{err}");
     }
 }

@@ -210,6 +210,9 @@ pub fn run(
     }
 }
 
+/// The longest line of the installer's output kept whole.
+const MAX_LINE: u64 = 64 * 1024;
+
 /// Copies lines of a child's stream to our stderr; returns the last `keep` non-blank lines.
 fn relay(stream: impl Read, keep: usize) -> VecDeque<String> {
     let mut tail = VecDeque::with_capacity(keep);
@@ -217,7 +220,9 @@ fn relay(stream: impl Read, keep: usize) -> VecDeque<String> {
     let mut buf = Vec::new();
     loop {
         buf.clear();
-        match reader.read_until(b'\n', &mut buf) {
+        // A line is cut at MAX_LINE bytes (the rest comes as the next line): an installer can't exhaust memory
+        // with one endless line.
+        match (&mut reader).take(MAX_LINE).read_until(b'\n', &mut buf) {
             Ok(0) | Err(_) => break,
             Ok(_) => {
                 let line = String::from_utf8_lossy(&buf);

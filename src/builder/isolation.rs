@@ -80,6 +80,12 @@ impl Sandbox {
             use std::os::unix::process::CommandExt;
             cmd.uid(uid).gid(gid);
         }
+        use std::os::unix::process::CommandExt;
+        // SAFETY: the closure runs in the child between fork and exec (after the uid/gid switch) and calls only
+        // async-signal-safe system calls, touching no memory shared with the parent.
+        unsafe {
+            cmd.pre_exec(confine);
+        }
     }
 
     /// Gives `paths` (the work folder and what the installer writes into) to the build user.
@@ -92,6 +98,42 @@ impl Sandbox {
         Ok(())
     }
 }
+
+/// What every process of the sandbox starts with (issue 19), in the child before exec:
+/// - its own session (`setsid`): no controlling terminal, so it can't push input into a root shell's terminal
+///   (`TIOCSTI`) or get its signals;
+/// - `no_new_privs`: a setuid program it runs gains nothing;
+/// - no core dumps, and at most [`MAX_PROCESSES`] processes of its user (a fork bomb can't outrun the kill
+///   after the install).
+fn confine() -> std::io::Result<()> {
+    // SAFETY: plain system calls on integers and a local struct.
+    unsafe {
+        if libc::setsid() < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let core = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        let nproc = libc::rlimit {
+            rlim_cur: MAX_PROCESSES,
+            rlim_max: MAX_PROCESSES,
+        };
+        if libc::setrlimit(libc::RLIMIT_CORE, &core) != 0
+            || libc::setrlimit(libc::RLIMIT_NPROC, &nproc) != 0
+        {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// The most processes the build user may have at once (`RLIMIT_NPROC` counts every process of the user): pip,
+/// uv and a build backend with its compilers use a few dozen.
+pub const MAX_PROCESSES: libc::rlim_t = 4096;
 
 /// Checks that the build user can run `program` (`--version`, in the sandbox's environment, as that user), so a
 /// tool only root can reach fails before the install with a message naming the path, the user and the fix,

@@ -212,6 +212,7 @@ pub async fn run(args: Args) -> Result<Outcome, BuildError> {
     if installer == install::Installer::Uv {
         isolation::probe_program(&uv_program(), &sandbox).map_err(BuildError::Usage)?;
     }
+    let build_uid = sandbox.user.map(|(uid, _)| uid);
     let spec = InstallSpec {
         installer,
         mode,
@@ -237,7 +238,7 @@ pub async fn run(args: Args) -> Result<Outcome, BuildError> {
 
     // Nothing of the build user runs any more; take the tree back before reading it. Its root and every parent
     // must be real folders (a linked site-packages is refused, never followed).
-    contain::take_back(&tree).map_err(BuildError::io("taking the install tree back"))?;
+    contain::take_back(&tree, build_uid).map_err(BuildError::io("taking the install tree back"))?;
     contain::open_dir_no_links(&target).map_err(BuildError::io("opening the install tree"))?;
     let collected = collect(&target, &install::layout_prefix(runtime))
         .map_err(BuildError::io(format!("reading {}", target.display())))?;
@@ -270,14 +271,40 @@ pub async fn run(args: Args) -> Result<Outcome, BuildError> {
     let zip_started = Instant::now();
     // A zip that only goes to S3 is a new file in root's folder, never a name that was there before; it is
     // uploaded from this open file.
-    let zip_file = if args.out.is_none() && destination.is_some() {
-        contain::create_private(&zip_path)
+    // The zip is always a new file that nothing was planted at (O_CREAT|O_EXCL|O_NOFOLLOW): in root's folder when
+    // it only goes to S3 (uploaded from this open file), else beside the asked path under a private name, renamed
+    // over it once written (a rename replaces a link there instead of writing through it).
+    let private_path = if args.out.is_none() && destination.is_some() {
+        zip_path.clone()
     } else {
-        std::fs::File::create(&zip_path)
-    }
-    .map_err(BuildError::io(format!("creating {}", zip_path.display())))?;
+        let name = zip_path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let parent = std::fs::canonicalize(match zip_path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        })
+        .map_err(BuildError::io(format!("creating {}", zip_path.display())))?;
+        parent.join(format!(".{name}.{}.partial", std::process::id()))
+    };
+    let zip_file = contain::create_private(&private_path)
+        .map_err(BuildError::io(format!("creating {}", zip_path.display())))?;
     let summary = archive::write_zip_to(&collected.files, &zip_file)
-        .map_err(BuildError::io(format!("writing {}", zip_path.display())))?;
+        .map_err(BuildError::io(format!("writing {}", zip_path.display())))
+        .and_then(|summary| {
+            if private_path != zip_path {
+                set_mode(&private_path, 0o644)
+                    .and_then(|()| std::fs::rename(&private_path, &zip_path))
+                    .map_err(BuildError::io(format!("writing {}", zip_path.display())))?;
+            }
+            Ok(summary)
+        })
+        .inspect_err(|_| {
+            if private_path != zip_path {
+                let _ = std::fs::remove_file(&private_path);
+            }
+        })?;
     let zip_time = zip_started.elapsed();
     info!(
         path = %zip_path.display(),

@@ -218,6 +218,14 @@ async fn run_job(
     }
 }
 
+/// The variables of a job's environment that reach its layer-builder: the upload grants submit-build signs, and
+/// the deployment's wheels-only switch (the template's job definitions set it).
+pub const JOB_ENV_ALLOWED: &[&str] = &[
+    crate::grant::ARTIFACT_GRANT_ENV,
+    crate::grant::REPORT_GRANT_ENV,
+    crate::builder::isolation::WHEELS_ONLY_ENV,
+];
+
 /// How a job's layer-builder environment differs from this process's.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BuilderEnv {
@@ -240,9 +248,11 @@ pub fn builder_env(
     let grants = job_env
         .iter()
         .any(|(k, _)| k == crate::grant::ARTIFACT_GRANT_ENV);
+    // Only what a build job's environment may hold: anyone who reaches moto can submit a job, and this runs
+    // layer-builder as root here, so LD_PRELOAD, LAYERFORGE_UV or PATH from a job must never get through.
     let mut set: Vec<(String, String)> = job_env
         .iter()
-        .filter(|(k, _)| k != "AWS_BATCH_JOB_ID" && !(grants && k.starts_with("AWS_")))
+        .filter(|(k, _)| JOB_ENV_ALLOWED.contains(&k.as_str()))
         .cloned()
         .collect();
     set.push(("AWS_BATCH_JOB_ID".to_owned(), job_id.to_owned()));
@@ -358,6 +368,11 @@ mod tests {
             ("LAYERFORGE_REPORT_GRANT".to_owned(), "{}".to_owned()),
             ("LAYERFORGE_WHEELS_ONLY".to_owned(), "0".to_owned()),
             ("AWS_BATCH_JOB_ID".to_owned(), "moto-id".to_owned()),
+            // What anyone who reaches moto could put in a job: never passed to the root layer-builder.
+            ("LD_PRELOAD".to_owned(), "/tmp/evil.so".to_owned()),
+            ("LAYERFORGE_UV".to_owned(), "/tmp/evil-uv".to_owned()),
+            ("PATH".to_owned(), "/tmp/evil".to_owned()),
+            ("AWS_ENDPOINT_URL".to_owned(), "http://evil".to_owned()),
         ];
         let inherited = [
             "PATH",

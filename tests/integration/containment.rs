@@ -42,7 +42,10 @@ root_only = os.environ.get("UV_ROOT_ONLY", "")
 work = target
 while not os.path.basename(work).startswith("layer-builder-"):
     work = os.path.dirname(work)
-report = {"mode": mode, "work": work, "target": target, "tried": {}}
+report = {"mode": mode, "work": work, "target": target, "tried": {},
+          "own_session": os.getsid(0) == os.getpid(),
+          "no_new_privs": "NoNewPrivs:\t1" in open("/proc/self/status").read(),
+          "max_processes": open("/proc/self/limits").read().split("Max processes")[1].split()[0]}
 
 def attempt(name, fn):
     try:
@@ -111,6 +114,8 @@ elif mode == "swap-root":
 elif mode == "swap-parent":
     lib = os.path.dirname(os.path.dirname(target))
     attempt("swap python/lib", lambda: (os.rename(lib, lib + ".real"), os.symlink(root_only, lib)))
+elif mode == "hardlink":
+    attempt("hard link", lambda: os.link(os.environ["UV_VICTIM"], os.path.join(target, "good", "data.txt")))
 elif mode == "link-out":
     attempt("link out", lambda: os.symlink(os.path.join(root_only, "secret"), os.path.join(target, "good", "data.txt")))
 save()
@@ -147,6 +152,10 @@ impl Scene {
         std::fs::write(root_only.path().join("secret"), SECRET).unwrap();
         let victim_dir = dir_with_mode(0o755);
         std::fs::write(victim_dir.path().join("victim"), "root's file").unwrap();
+        // Root's, but one the build user may read and write: with fs.protected_hardlinks=1 it may hard-link it.
+        let shared_victim = victim_dir.path().join("shared-victim");
+        std::fs::write(&shared_victim, SECRET).unwrap();
+        std::fs::set_permissions(&shared_victim, std::fs::Permissions::from_mode(0o666)).unwrap();
         Self {
             _tools: tools,
             uv,
@@ -184,6 +193,7 @@ impl Scene {
         .env("UV_ATTACK", attack)
         .env("UV_SHARED", self.shared.path())
         .env("UV_ROOT_ONLY", self.root_only.path())
+        .env("UV_VICTIM", self.victim_dir.path().join("shared-victim"))
         .env("LAYERFORGE_TEST_SECRET", SECRET)
         .env("AWS_ENDPOINT_URL", helpers::endpoint())
         .env("AWS_ACCESS_KEY_ID", "testing")
@@ -334,8 +344,12 @@ async fn a_leftover_process_and_planted_links_change_nothing_that_is_uploaded() 
             );
         }
         scene.assert_nothing_outside_written();
-        // Every plant in root's folders was refused.
+        // Every plant in root's folders was refused; the installer ran in its own session (no terminal of
+        // root's to push input into), with no_new_privs (a setuid program gains nothing) and a process cap.
         for report in scene.reports() {
+            assert_eq!(report["own_session"], true, "{report}");
+            assert_eq!(report["no_new_privs"], true, "{report}");
+            assert_eq!(report["max_processes"], "4096", "{report}");
             for (what, result) in report["tried"].as_object().unwrap() {
                 assert_ne!(result, "done", "{attack}: the build user could {what}");
             }
@@ -498,4 +512,63 @@ fn an_installer_the_build_user_cannot_run_is_named_before_the_install() {
     );
     let sandbox = layerforge::builder::isolation::Sandbox::from_env().unwrap();
     layerforge::builder::isolation::probe_program(staged.as_os_str(), &sandbox).unwrap();
+}
+
+/// Issue 19 review: a hard link planted in the tree to a file from outside (root's, world-writable). Taking the
+/// tree back must not change that file (owner, mode) nor zip its content: the build is refused, naming it.
+#[test]
+fn a_hard_link_to_a_file_from_outside_is_refused_and_the_file_left_alone() {
+    let scene = Scene::new();
+    let out_dir = tempfile::tempdir().unwrap();
+    let zip = out_dir.path().join("layer.zip");
+    let output = scene.build("hardlink", &["--out", zip.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    let reports = scene.reports();
+    assert_eq!(
+        reports[0]["tried"]["hard link"], "done",
+        "the attack itself must have worked: {}",
+        reports[0]
+    );
+    assert!(!output.status.success(), "built anyway: {stderr}");
+    assert!(
+        stderr.contains("data.txt") && stderr.contains("not to the build user"),
+        "the error names the file: {stderr}"
+    );
+    assert!(!zip.exists(), "a zip was written");
+    assert_no_secret("hardlink", &output.stdout);
+    let victim = scene.victim_dir.path().join("shared-victim");
+    let meta = std::fs::metadata(&victim).unwrap();
+    assert_eq!(
+        (meta.uid(), meta.mode() & 0o777),
+        (0, 0o666),
+        "the file outside the tree was changed"
+    );
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), SECRET);
+}
+
+/// The output path of a local build (`--out`) planted as a link to a root-owned file: root never writes through
+/// it; the zip replaces the link.
+#[test]
+fn a_link_planted_at_the_output_path_is_replaced_not_written_through() {
+    let scene = Scene::new();
+    let out_dir = dir_with_mode(0o1777);
+    let zip = out_dir.path().join("layer.zip");
+    let victim = scene.victim_dir.path().join("victim");
+    std::os::unix::fs::symlink(&victim, &zip).unwrap();
+    let output = scene.build("plant", &["--out", zip.to_str().unwrap()]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    scene.assert_nothing_outside_written();
+    let meta = std::fs::symlink_metadata(&zip).unwrap();
+    assert!(meta.is_file(), "the link was replaced by the zip");
+    let files = entries(&std::fs::read(&zip).unwrap());
+    assert!(files.iter().any(|(n, _)| n.ends_with("good/__init__.py")));
+    let leftovers: Vec<_> = std::fs::read_dir(out_dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(leftovers.len(), 1, "no partial file left: {leftovers:?}");
 }
