@@ -29,6 +29,7 @@ pub mod python;
 pub mod report;
 pub mod tree;
 pub mod upload;
+pub mod work;
 
 use std::{
     ffi::OsString,
@@ -56,6 +57,7 @@ pub const MAX_UNZIPPED_BYTES: u64 = 262_144_000;
 /// The environment variable naming the uv program.
 pub const UV_ENV: &str = "LAYERFORGE_UV";
 
+use self::work::{WorkDir, set_mode};
 pub use self::{
     error::BuildError,
     outcome::Outcome,
@@ -635,11 +637,6 @@ pub fn bench_zip_tree(args: &[OsString]) -> ExitCode {
     }
 }
 
-fn set_mode(path: &Path, mode: u32) -> std::io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-}
-
 /// `YYYYmmddHHMMSSmmm` in UTC, the original tool's `create-date` format.
 pub fn create_date(at: SystemTime) -> String {
     let since = at.duration_since(UNIX_EPOCH).unwrap_or_default();
@@ -668,37 +665,6 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
     let year = yoe + era * 400 + i64::from(month <= 2);
     (year, month, day)
-}
-
-/// A work folder under the system temp folder, removed when dropped: a new folder (never one that was there),
-/// at a canonical path, that others may pass through (`0711`) but not list or change.
-struct WorkDir(PathBuf);
-
-impl WorkDir {
-    fn create() -> std::io::Result<Self> {
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos();
-        let temp = std::fs::canonicalize(std::env::temp_dir())?;
-        let path = temp.join(format!("layer-builder-{}-{nanos:x}", std::process::id()));
-        std::fs::create_dir(&path)?;
-        let work = Self(path);
-        set_mode(work.path(), 0o711)?;
-        Ok(work)
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for WorkDir {
-    fn drop(&mut self) {
-        if let Err(e) = std::fs::remove_dir_all(&self.0) {
-            warn!(path = %self.0.display(), error = %e, "could not remove the work folder");
-        }
-    }
 }
 
 #[cfg(test)]
