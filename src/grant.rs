@@ -290,18 +290,34 @@ pub struct PresignError {
     pub reason: String,
 }
 
+/// The PUT a grant allows.
+#[derive(Debug, Clone)]
+pub struct Put<'a> {
+    pub bucket: &'a str,
+    pub key: &'a str,
+    pub content_type: &'a str,
+    /// S3 user metadata, signed in as `x-amz-meta-*` headers.
+    pub metadata: std::collections::HashMap<String, String>,
+    /// Create only (`If-None-Match: *`): a second PUT with the grant gets 412.
+    pub only_new: bool,
+}
+
 /// Presigns the PUT of `s3://bucket/key` with `content_type` and user `metadata` (signed in as
 /// `x-amz-meta-*`), valid for `lifetime` from `now`. No payload hash is signed (`UNSIGNED-PAYLOAD`): the bytes
 /// are the job's, and publish-layer computes their digest.
 pub async fn presign_put(
     s3: &aws_sdk_s3::Client,
-    bucket: &str,
-    key: &str,
-    content_type: &str,
-    metadata: std::collections::HashMap<String, String>,
+    put: Put<'_>,
     now: SystemTime,
     lifetime: Duration,
 ) -> Result<Grant, PresignError> {
+    let Put {
+        bucket,
+        key,
+        content_type,
+        metadata,
+        only_new,
+    } = put;
     let fail = |reason: String| PresignError {
         bucket: bucket.to_owned(),
         key: key.to_owned(),
@@ -312,15 +328,20 @@ pub async fn presign_put(
         .expires_in(lifetime)
         .build()
         .map_err(|e| fail(e.to_string()))?;
-    let mut put = s3
+    let mut request = s3
         .put_object()
         .bucket(bucket)
         .key(key)
         .content_type(content_type);
     if !metadata.is_empty() {
-        put = put.set_metadata(Some(metadata));
+        request = request.set_metadata(Some(metadata));
     }
-    let presigned = put
+    if only_new {
+        // S3's conditional write: with `If-None-Match: *` signed in, the grant creates the object once and gets
+        // 412 for any later PUT, so a grant seen by someone else can't be replayed over what the job uploaded.
+        request = request.if_none_match("*");
+    }
+    let presigned = request
         .presigned(config)
         .await
         .map_err(|e| fail(crate::aws::error_chain(&e)))?;
@@ -501,10 +522,13 @@ mod tests {
         for path_style in [true, false] {
             let g = presign_put(
                 &s3(path_style),
-                "artifacts",
-                key,
-                "application/zip",
-                metadata.clone(),
+                Put {
+                    bucket: "artifacts",
+                    key,
+                    content_type: "application/zip",
+                    metadata: metadata.clone(),
+                    only_new: true,
+                },
                 now,
                 Duration::from_secs(3600),
             )
@@ -532,6 +556,7 @@ mod tests {
                 "x-amz-meta-layer-name",
                 "x-amz-meta-fingerprint",
                 "x-amz-meta-requirements",
+                "if-none-match",
                 "host",
             ] {
                 assert!(
@@ -573,10 +598,13 @@ mod tests {
     async fn a_lifetime_over_seven_days_is_refused() {
         let err = presign_put(
             &s3(true),
-            "artifacts",
-            "k",
-            "application/json",
-            Default::default(),
+            Put {
+                bucket: "artifacts",
+                key: "k",
+                content_type: "application/json",
+                metadata: Default::default(),
+                only_new: false,
+            },
             SystemTime::now(),
             MAX_GRANT + Duration::from_secs(1),
         )

@@ -238,6 +238,8 @@ pub async fn handle(state: &SubmitState, event: Value) -> Result<SubmitResponse,
     };
 
     let stored = records::read_record(&state.s3, bucket, &plan.key).await?;
+    // Whether no artifact is there yet: then its grant may only create it (If-None-Match), never replace it.
+    let mut artifact_absent = false;
     if !request.force {
         // What became of the last build of this fingerprint (and whether its artifact exists).
         let record = stored.as_ref().and_then(|s| s.value.clone());
@@ -247,6 +249,7 @@ pub async fn handle(state: &SubmitState, event: Value) -> Result<SubmitResponse,
             None => None,
         };
         let observed = status::observe(&state.s3, bucket, &plan.key, record, job_id, job).await?;
+        artifact_absent = observed.artifact.is_none();
         let pinned = request.requirements.all_pinned();
         match status::derive(&observed) {
             Some(v) if v.state.in_flight() => {
@@ -318,7 +321,8 @@ pub async fn handle(state: &SubmitState, event: Value) -> Result<SubmitResponse,
             Err(WriteError::Aws(fault)) => return Err(fault.into()),
         };
 
-    let submitted = match sign_grants(state, &request, &plan, std::time::SystemTime::now()).await {
+    let now = std::time::SystemTime::now();
+    let submitted = match sign_grants(state, &request, &plan, artifact_absent, now).await {
         Ok(grants) => submit_job(state, &plan, &grants).await,
         Err(fault) => Err(fault),
     };
@@ -475,10 +479,14 @@ pub fn artifact_metadata(
 /// (`application/zip`, the metadata signed in) and its failure report (`application/json`), valid for
 /// [`Config::upload_grant`] from `now`. The role needs `s3:PutObject` on both keys: a presigned request acts
 /// with the signer's permissions.
+///
+/// With `artifact_absent` (no artifact at the key when the request was looked at), the artifact's grant carries
+/// `If-None-Match: *`: it creates the object once and can't be replayed over it.
 pub async fn sign_grants(
     state: &SubmitState,
     request: &BuildRequest,
     plan: &JobPlan,
+    artifact_absent: bool,
     now: std::time::SystemTime,
 ) -> Result<Grants, AwsFault> {
     let bucket = state.config.artifact_bucket.as_str();
@@ -497,10 +505,13 @@ pub async fn sign_grants(
     let metadata = artifact_metadata(request, plan, now).to_s3_metadata();
     let artifact = grant::presign_put(
         &state.s3,
-        bucket,
-        &key,
-        "application/zip",
-        metadata,
+        grant::Put {
+            bucket,
+            key: &key,
+            content_type: "application/zip",
+            metadata,
+            only_new: artifact_absent,
+        },
         now,
         lifetime,
     )
@@ -508,10 +519,13 @@ pub async fn sign_grants(
     .map_err(fault)?;
     let report = grant::presign_put(
         &state.s3,
-        bucket,
-        &records::report_key(&key),
-        "application/json",
-        HashMap::new(),
+        grant::Put {
+            bucket,
+            key: &records::report_key(&key),
+            content_type: "application/json",
+            metadata: HashMap::new(),
+            only_new: false,
+        },
         now,
         lifetime,
     )

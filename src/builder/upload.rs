@@ -58,6 +58,11 @@ fn refused_hint(status: u16, code: &str) -> &'static str {
         (403, _) => {
             "; the grant expired (the job started too late) or was altered: run the build again with --force"
         }
+        (412, _) => {
+            "; the artifact already exists and this grant may only create it (If-None-Match): an earlier attempt \
+             of this job, or someone else holding its grant, uploaded first; nothing was overwritten, and \
+             publish-layer checks what is there"
+        }
         _ => "",
     }
 }

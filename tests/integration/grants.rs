@@ -225,6 +225,35 @@ async fn a_job_uploads_through_its_grants_with_no_aws_credential_and_publishes()
         .find_map(|r| r.outcome.layer_version_arn())
         .unwrap_or_else(|| panic!("nothing published: {published:?}"));
     assert!(arn.contains(":layer:grant-demo:"), "{arn}");
+
+    // The grant is visible to whoever may DescribeJobs: replayed with other bytes, it can't replace what the
+    // job uploaded (If-None-Match is signed in), and the key keeps its one version.
+    let forged_dir = tempfile::tempdir().unwrap();
+    let forged = forged_dir.path().join("forged.zip");
+    std::fs::write(&forged, b"PK\x05\x06 not the job's zip").unwrap();
+    let replay = layerforge::builder::grant::put_with_grant(
+        &artifact_grant,
+        std::fs::File::open(&forged).unwrap(),
+        std::fs::metadata(&forged).unwrap().len(),
+        &bucket,
+        &key,
+    )
+    .await
+    .expect_err("a replayed grant must not overwrite the artifact");
+    let text = replay.to_string();
+    assert!(
+        text.contains("412") && text.contains("nothing was overwritten"),
+        "{text}"
+    );
+    let versions = s3
+        .list_object_versions()
+        .bucket(&bucket)
+        .prefix(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(versions.versions().len(), 1, "one version of the artifact");
+    eprintln!("FIGURES grants: a replayed artifact grant got HTTP 412; 1 object version");
 }
 
 /// A grant for `s3://bucket/key` by hand (moto's path style), ending at `expires_at`.
