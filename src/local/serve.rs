@@ -169,12 +169,7 @@ async fn run_job(
     let Some(container) = described.jobs().first().and_then(|j| j.container()) else {
         return log(&format!("job {job_id}: no container command"));
     };
-    let command = container.command().to_vec();
-    let job_env: Vec<(String, String)> = container
-        .environment()
-        .iter()
-        .filter_map(|kv| Some((kv.name()?.to_owned(), kv.value()?.to_owned())))
-        .collect();
+    let (command, job_env) = job_command_and_env(container);
     let env = builder_env(
         &job_env,
         std::env::vars_os().filter_map(|(k, _)| k.into_string().ok()),
@@ -216,6 +211,19 @@ async fn run_job(
         )),
         Err(e) => log(&format!("job {job_id}: layer-builder did not start: {e}")),
     }
+}
+
+/// A job's command and environment as DescribeJobs gives them back (the overrides merged with the job
+/// definition's): what the Fargate stand-in runs layer-builder with.
+pub fn job_command_and_env(
+    container: &aws_sdk_batch::types::ContainerDetail,
+) -> (Vec<String>, Vec<(String, String)>) {
+    let env = container
+        .environment()
+        .iter()
+        .filter_map(|kv| Some((kv.name()?.to_owned(), kv.value()?.to_owned())))
+        .collect();
+    (container.command().to_vec(), env)
 }
 
 /// The variables of a job's environment that reach its layer-builder: the upload grants submit-build signs, and

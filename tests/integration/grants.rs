@@ -130,18 +130,8 @@ async fn a_job_uploads_through_its_grants_with_no_aws_credential_and_publishes()
         .send()
         .await
         .unwrap();
-    let container = described.jobs()[0].container().unwrap();
-    let command = container.command().to_vec();
-    let job_env: Vec<(String, String)> = container
-        .environment()
-        .iter()
-        .map(|kv| {
-            (
-                kv.name().unwrap().to_owned(),
-                kv.value().unwrap().to_owned(),
-            )
-        })
-        .collect();
+    let (command, job_env) =
+        layerforge::local::serve::job_command_and_env(described.jobs()[0].container().unwrap());
     let grant = |var: &str| {
         job_env
             .iter()

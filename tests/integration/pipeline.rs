@@ -118,20 +118,9 @@ async fn a_build_request_becomes_a_published_layer_that_imports() {
         .send()
         .await
         .unwrap();
-    let command = job.jobs()[0].container().unwrap().command().to_vec();
+    let (command, job_env) =
+        layerforge::local::serve::job_command_and_env(job.jobs()[0].container().unwrap());
     assert_eq!(job.jobs()[0].job_queue(), Some(stack.arm64.0.as_str()));
-    let job_env: Vec<(String, String)> = job.jobs()[0]
-        .container()
-        .unwrap()
-        .environment()
-        .iter()
-        .map(|kv| {
-            (
-                kv.name().unwrap().to_owned(),
-                kv.value().unwrap().to_owned(),
-            )
-        })
-        .collect();
     assert!(
         job_env
             .iter()
