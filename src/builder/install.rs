@@ -226,7 +226,13 @@ fn relay(stream: impl Read, keep: usize) -> VecDeque<String> {
             Ok(0) | Err(_) => break,
             Ok(_) => {
                 let line = String::from_utf8_lossy(&buf);
-                let line = line.trim_end_matches(['\r', '\n']);
+                // Control characters (terminal escapes) become `?`: the installer's output may reach the terminal
+                // of whoever runs layer-builder, and must not drive it.
+                let line: String = line
+                    .trim_end_matches(['\r', '\n'])
+                    .chars()
+                    .map(|c| if c.is_control() && c != '\t' { '?' } else { c })
+                    .collect();
                 eprintln!("{line}");
                 if line.trim().is_empty() {
                     continue;
@@ -350,6 +356,28 @@ mod tests {
         let mut s = spec(Installer::Pip, PlatformMode::Cross);
         s.interpreter = None;
         assert_eq!(command(&s).unwrap_err(), InstallError::NoInterpreter);
+    }
+
+    #[test]
+    fn output_lines_are_capped_and_carry_no_terminal_escapes() {
+        let mut cmd = Command::new("sh");
+        cmd.args([
+            "-c",
+            "printf '\\033[2Jred\\n' >&2; head -c 200000 /dev/zero | tr '\\0' x >&2; exit 1",
+        ]);
+        let InstallError::Failed { tail, .. } = run(Installer::Uv, cmd, || Ok(())).unwrap_err()
+        else {
+            panic!("expected Failed")
+        };
+        assert_eq!(
+            tail.first().map(String::as_str),
+            Some("?[2Jred"),
+            "{:?}",
+            &tail[..1]
+        );
+        let long: Vec<usize> = tail[1..].iter().map(String::len).collect();
+        assert_eq!(long.iter().sum::<usize>(), 200_000, "{long:?}");
+        assert!(long.iter().all(|l| *l as u64 <= MAX_LINE), "{long:?}");
     }
 
     #[test]

@@ -50,6 +50,11 @@ impl Sandbox {
                 _ => DEFAULT_BUILD_USER,
             })
         } else {
+            tracing::warn!(
+                "layer-builder is not root: the installer runs as this same user, which can read this process's \
+                 environment and files; build untrusted requirements as root (as in the image), which runs them \
+                 as an unprivileged build user"
+            );
             None
         };
         Ok(Self {
