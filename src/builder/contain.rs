@@ -167,7 +167,14 @@ fn kill_listed(p: &Proc) {
     // SAFETY: pidfd_open takes a pid and flags; it returns a new descriptor or -1.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, p.pid, 0) };
     if fd < 0 {
-        return; // gone already
+        let gone = io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
+        if !gone && stat_of(p.pid) == Some((p.ppid, p.start)) {
+            // No pidfd here (a kernel before 5.3, or a seccomp filter that refuses it): a plain kill after the
+            // same check, which narrows a reused pid to the moment between the two calls.
+            // SAFETY: kill takes plain integers.
+            unsafe { libc::kill(p.pid, libc::SIGKILL) };
+        }
+        return;
     }
     // SAFETY: the descriptor was just returned to us and nothing else owns it.
     let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
