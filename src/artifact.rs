@@ -5,11 +5,8 @@ use std::{collections::HashMap, fmt};
 
 use sha2::{Digest, Sha256};
 
-use crate::request::{Architecture, Installer, LayerName, Requirements, Runtime};
+use crate::request::{Architecture, Installer, LayerName, LayerOptions, Requirements, Runtime};
 
-/// Bumped whenever the builder's output for the same input changes (layout, zip format) or the canonical form
-/// below does, so that old artifacts are not taken for new ones. 2: the installer joined the canonical form and
-/// the zip's deflate changed (libdeflate: the same content in other bytes).
 /// The tag publish-layer puts on a published zip (the layer version's ARN); submit-build reads it for `cached`,
 /// build-status for `published`.
 pub const LAYER_VERSION_ARN_TAG: &str = "layer-version-arn";
@@ -18,12 +15,17 @@ pub const STATUS_TAG: &str = "layerforge-status";
 /// Tag on a rejected zip: the rejection's short code.
 pub const REASON_TAG: &str = "layerforge-reason";
 
-pub const FORMAT_VERSION: u32 = 2;
+/// Bumped whenever the builder's output for the same input changes (layout, zip format) or the canonical form
+/// below does, so that old artifacts are not taken for new ones. 2: the installer joined the canonical form and
+/// the zip's deflate changed (libdeflate: the same content in other bytes).
+/// 3: bytecode (on by default) and slim joined it.
+pub const FORMAT_VERSION: u32 = 3;
 
 /// S3 limits user metadata to 2 KB (keys and values, UTF-8 bytes) per object.
 pub const METADATA_LIMIT_BYTES: usize = 2048;
 
-/// sha256 over the canonical requirement lines, runtime, architecture, installer and [`FORMAT_VERSION`].
+/// sha256 over the canonical requirement lines, runtime, architecture, installer, [`LayerOptions`] and
+/// [`FORMAT_VERSION`].
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Fingerprint(String);
 
@@ -33,11 +35,16 @@ impl Fingerprint {
         runtime: Runtime,
         architecture: Architecture,
         installer: Installer,
+        options: LayerOptions,
     ) -> Self {
         let mut hasher = Sha256::new();
         hasher.update(format!("layerforge-fingerprint\nformat={FORMAT_VERSION}\n"));
         hasher.update(format!("runtime={runtime}\narchitecture={architecture}\n"));
         hasher.update(format!("installer={installer}\n"));
+        hasher.update(format!(
+            "bytecode={}\nslim={}\n",
+            options.bytecode, options.slim
+        ));
         for line in requirements.lines() {
             hasher.update("requirement=");
             hasher.update(&line.canonical);
@@ -377,12 +384,14 @@ mod tests {
             Runtime::Python312,
             Architecture::Arm64,
             Installer::Uv,
+            LayerOptions::default(),
         );
         let b = Fingerprint::compute(
             &reqs("Requests==2.32.3\n# c\nhttpx==0.27.2\n"),
             Runtime::Python312,
             Architecture::Arm64,
             Installer::Uv,
+            LayerOptions::default(),
         );
         assert_eq!(a, b);
         assert_eq!(a.full().len(), 64);
@@ -393,30 +402,55 @@ mod tests {
                 Runtime::Python313,
                 Architecture::Arm64,
                 Installer::Uv,
+                LayerOptions::default(),
             ),
             Fingerprint::compute(
                 &reqs("requests==2.32.3|httpx==0.27.2"),
                 Runtime::Python312,
                 Architecture::X86_64,
                 Installer::Uv,
+                LayerOptions::default(),
             ),
             Fingerprint::compute(
                 &reqs("httpx==0.27.2|requests==2.32.3"),
                 Runtime::Python312,
                 Architecture::Arm64,
                 Installer::Uv,
+                LayerOptions::default(),
             ),
             Fingerprint::compute(
                 &reqs("requests==2.32.4|httpx==0.27.2"),
                 Runtime::Python312,
                 Architecture::Arm64,
                 Installer::Uv,
+                LayerOptions::default(),
             ),
             Fingerprint::compute(
                 &reqs("requests==2.32.3|httpx==0.27.2"),
                 Runtime::Python312,
                 Architecture::Arm64,
                 Installer::Pip,
+                LayerOptions::default(),
+            ),
+            Fingerprint::compute(
+                &reqs("requests==2.32.3|httpx==0.27.2"),
+                Runtime::Python312,
+                Architecture::Arm64,
+                Installer::Uv,
+                LayerOptions {
+                    bytecode: false,
+                    slim: false,
+                },
+            ),
+            Fingerprint::compute(
+                &reqs("requests==2.32.3|httpx==0.27.2"),
+                Runtime::Python312,
+                Architecture::Arm64,
+                Installer::Uv,
+                LayerOptions {
+                    bytecode: true,
+                    slim: true,
+                },
             ),
         ] {
             assert_ne!(a, other);
@@ -431,11 +465,12 @@ mod tests {
             Runtime::Python312,
             Architecture::Arm64,
             Installer::Uv,
+            LayerOptions::default(),
         );
         let mut expected = Sha256::new();
         expected.update(
-            "layerforge-fingerprint\nformat=2\nruntime=python3.12\narchitecture=arm64\ninstaller=uv\n\
-             requirement=six==1.16.0\n",
+            "layerforge-fingerprint\nformat=3\nruntime=python3.12\narchitecture=arm64\ninstaller=uv\n\
+             bytecode=true\nslim=false\nrequirement=six==1.16.0\n",
         );
         assert_eq!(fp.full(), hex::encode(expected.finalize()));
     }
@@ -448,6 +483,7 @@ mod tests {
             Runtime::Python312,
             Architecture::Arm64,
             Installer::Uv,
+            LayerOptions::default(),
         );
         let key = ArtifactKey::new(
             "layers/",

@@ -32,6 +32,7 @@ pub mod records;
 pub mod request;
 pub mod requirements;
 pub mod samcache;
+pub mod size;
 pub mod status;
 pub mod submit;
 pub mod vocab;

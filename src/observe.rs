@@ -149,7 +149,7 @@ pub fn derive(o: &Observed) -> Option<Verdict> {
         }
     }
 
-    // 2. The builder's own account of this job's failure.
+    // 2. The builder's own account of this job's failure (a success report, its size, is not one).
     let job_id = o.job_id.as_deref();
     let submitted_at = o
         .job
@@ -157,6 +157,7 @@ pub fn derive(o: &Observed) -> Option<Verdict> {
         .and_then(|j| j.created_at)
         .or(record.map(|r| r.submitted_at));
     if let Some(report) = &o.report
+        && !report.succeeded()
         && report.is_about(job_id, submitted_at)
     {
         return Some(Verdict {

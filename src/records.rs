@@ -34,6 +34,8 @@ pub const RECORD_PREFIX: &str = ".layerforge/builds";
 pub const REPORT_PREFIX: &str = ".layerforge/reports";
 /// The version of the record and report formats.
 pub const RECORD_FORMAT: u32 = 1;
+/// The stage of a successful build's report.
+pub const SUCCESS_STAGE: &str = "built";
 /// Most installer lines a failure report keeps.
 pub const REPORT_LINES: usize = 40;
 /// Longest message a failure report keeps (characters).
@@ -80,6 +82,13 @@ pub struct RecordedRequest {
     pub vcpu: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory_mib: Option<u32>,
+    /// Absent in records written before bytecode existed (their zips have none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytecode: Option<bool>,
+    #[serde(default)]
+    pub slim: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_unzipped_mb: Option<u64>,
 }
 
 impl From<&BuildRequest> for RecordedRequest {
@@ -97,6 +106,9 @@ impl From<&BuildRequest> for RecordedRequest {
             force: r.force,
             vcpu: r.resources.vcpu,
             memory_mib: r.resources.memory_mib,
+            bytecode: Some(r.options.bytecode),
+            slim: r.options.slim,
+            max_unzipped_mb: Some(r.max_unzipped_bytes / crate::request::MIB),
         }
     }
 }
@@ -182,8 +194,12 @@ pub struct FailureReport {
     #[serde(default)]
     pub last_lines: Vec<String>,
     pub artifact_key: String,
-    /// Epoch milliseconds.
+    /// Epoch milliseconds (when the build ended: `failed_at` for a success report too, the name kept for old
+    /// readers).
     pub failed_at: i64,
+    /// The size report (DESIGN section 13): on every successful build, and on a build over its budget.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<crate::size::SizeReport>,
 }
 
 impl FailureReport {
@@ -205,7 +221,25 @@ impl FailureReport {
             last_lines: last_lines[skip..].to_vec(),
             artifact_key: artifact_key.to_owned(),
             failed_at: now_millis(),
+            size: None,
         }
+    }
+
+    /// The report a successful build leaves at the same key (its report grant writes only that key): exit code
+    /// 0, stage [`SUCCESS_STAGE`], and the size report. Readers tell it from a failure by [`Self::succeeded`].
+    pub fn success(
+        job_id: Option<String>,
+        artifact_key: &str,
+        size: crate::size::SizeReport,
+    ) -> Self {
+        let mut report = Self::new(job_id, 0, SUCCESS_STAGE, "built", &[], artifact_key);
+        report.size = Some(size);
+        report
+    }
+
+    /// Whether the build succeeded (a success report, not a failure).
+    pub fn succeeded(&self) -> bool {
+        self.exit_code == 0
     }
 
     /// Whether this report is about `job_id` (submitted at `submitted_at`): the job ids match, or, for a report

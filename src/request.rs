@@ -13,7 +13,10 @@ pub use crate::{
         MAX_REQUIREMENT_LINES, MAX_REQUIREMENTS_BYTES, MAX_REQUIREMENTS_OBJECT_BYTES,
         RequirementLine, Requirements,
     },
-    vocab::{Architecture, Installer, InvalidRequest, LayerName, MAX_LAYER_NAME, Runtime, S3Uri},
+    vocab::{
+        Architecture, Installer, InvalidRequest, LAMBDA_UNZIPPED_LIMIT, LayerName, LayerOptions,
+        MAX_BUDGET_MIB, MAX_LAYER_NAME, MIB, Runtime, S3Uri,
+    },
 };
 
 pub const MAX_DESCRIPTION: usize = 256;
@@ -30,6 +33,9 @@ pub const FIELDS: &[&str] = &[
     "license",
     "force",
     "installer",
+    "bytecode",
+    "slim",
+    "max_unzipped_mb",
     "vcpu",
     "memory_mib",
 ];
@@ -60,6 +66,8 @@ pub struct RequestDraft {
     pub license: Option<String>,
     pub force: bool,
     pub installer: Installer,
+    pub options: LayerOptions,
+    pub max_unzipped_bytes: u64,
     pub resources: Resources,
 }
 
@@ -77,6 +85,11 @@ pub struct BuildRequest {
     pub force: bool,
     /// Part of the fingerprint: uv and pip may resolve or lay out the same requirements differently.
     pub installer: Installer,
+    /// Bytecode and slim (part of the fingerprint).
+    pub options: LayerOptions,
+    /// The size budget (`max_unzipped_mb` in bytes): a build whose tree is larger fails. Not part of the
+    /// fingerprint: it decides whether an artifact is made, not what it holds.
+    pub max_unzipped_bytes: u64,
     pub resources: Resources,
 }
 
@@ -185,16 +198,26 @@ impl RequestDraft {
 
         let description = text_field(map, "description", MAX_DESCRIPTION)?;
         let license = text_field(map, "license", MAX_LICENSE)?;
-        let force = match present(map, "force") {
-            Some(Value::Bool(b)) => *b,
-            Some(other) => {
-                return Err(InvalidRequest::json(
-                    "force",
-                    "must be true or false",
-                    other,
-                ));
-            }
-            None => false,
+        let force = bool_field(map, "force", false)?;
+        let options = LayerOptions {
+            bytecode: bool_field(map, "bytecode", LayerOptions::default().bytecode)?,
+            slim: bool_field(map, "slim", LayerOptions::default().slim)?,
+        };
+        let max_unzipped_bytes = match present(map, "max_unzipped_mb") {
+            Some(value) => match value.as_u64() {
+                Some(n) if (1..=MAX_BUDGET_MIB).contains(&n) => n * MIB,
+                _ => {
+                    return Err(InvalidRequest::json(
+                        "max_unzipped_mb",
+                        format!(
+                            "must be a whole number of MiB from 1 to {MAX_BUDGET_MIB} (Lambda's limit for a \
+                             function and all its layers, {LAMBDA_UNZIPPED_LIMIT} bytes)"
+                        ),
+                        value,
+                    ));
+                }
+            },
+            None => LAMBDA_UNZIPPED_LIMIT,
         };
         let installer = match string_field(map, "installer")? {
             Some(s) => s
@@ -245,6 +268,8 @@ impl RequestDraft {
             license,
             force,
             installer,
+            options,
+            max_unzipped_bytes,
             resources: Resources { vcpu, memory_mib },
         })
     }
@@ -261,8 +286,23 @@ impl RequestDraft {
             license: self.license,
             force: self.force,
             installer: self.installer,
+            options: self.options,
+            max_unzipped_bytes: self.max_unzipped_bytes,
             resources: self.resources,
         }
+    }
+}
+
+/// A boolean field; `default` when absent or `null`.
+fn bool_field(
+    map: &Map<String, Value>,
+    field: &str,
+    default: bool,
+) -> Result<bool, InvalidRequest> {
+    match present(map, field) {
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(other) => Err(InvalidRequest::json(field, "must be true or false", other)),
+        None => Ok(default),
     }
 }
 

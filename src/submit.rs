@@ -130,6 +130,7 @@ pub fn plan_job(request: &BuildRequest, config: &Config) -> Result<JobPlan, Inva
         request.runtime,
         request.architecture,
         request.installer,
+        request.options,
     );
     let key = ArtifactKey::new(
         &config.artifact_prefix,
@@ -158,6 +159,18 @@ pub fn plan_job(request: &BuildRequest, config: &Config) -> Result<JobPlan, Inva
         format!("--bucket={}", config.artifact_bucket),
         format!("--key={key}"),
     ];
+    if !request.options.bytecode {
+        command.push("--no-bytecode".to_owned());
+    }
+    if request.options.slim {
+        command.push("--slim".to_owned());
+    }
+    if request.max_unzipped_bytes != crate::request::LAMBDA_UNZIPPED_LIMIT {
+        command.push(format!(
+            "--max-unzipped-mb={}",
+            request.max_unzipped_bytes / crate::request::MIB
+        ));
+    }
     // Batch refuses empty command elements: optional flags appear only with a value.
     for (flag, value) in [
         ("--license", &request.license),

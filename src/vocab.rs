@@ -201,6 +201,35 @@ impl FromStr for Installer {
     }
 }
 
+/// Lambda's limit on a function's code and all its layers, unzipped: 250 MiB. PublishLayerVersion refuses a
+/// layer above it too ("Unzipped size must be smaller than 262144000 bytes"; see `../shared/facts`, section A3,
+/// and https://docs.aws.amazon.com/lambda/latest/dg/gettingstarted-limits.html).
+pub const LAMBDA_UNZIPPED_LIMIT: u64 = 262_144_000;
+/// A mebibyte: the unit of `max_unzipped_mb`, as Lambda counts its 250 MB (262,144,000 = 250 x 1,048,576).
+pub const MIB: u64 = 1_048_576;
+/// The largest (and default) size budget, in MiB: Lambda's limit.
+pub const MAX_BUDGET_MIB: u64 = LAMBDA_UNZIPPED_LIMIT / MIB;
+
+/// What the zip holds besides the installed files (DESIGN section 13): both change its bytes, so both are part
+/// of the fingerprint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+pub struct LayerOptions {
+    /// Hash-based bytecode (PEP 552, unchecked) compiled by an interpreter of the runtime's version. Default on.
+    pub bytecode: bool,
+    /// Remove what can't break an import (console scripts in `bin/`, `*.pyi` stubs), and tests only where the
+    /// runtime's interpreter still imports every top-level module without them. Default off.
+    pub slim: bool,
+}
+
+impl Default for LayerOptions {
+    fn default() -> Self {
+        Self {
+            bytecode: true,
+            slim: false,
+        }
+    }
+}
+
 /// A layer name: `[A-Za-z0-9_-]{1,64}`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(transparent)]

@@ -18,14 +18,15 @@ Exit codes:
   2  bad arguments or environment: unknown option, invalid requirements, unreadable requirements file or
      object, no Python interpreter matching --runtime for a native build
   3  install failed (pip/uv error, shown with its last lines), or an ELF file of the wrong architecture
-  4  over a Lambda limit (262,144,000 bytes unzipped)
+  4  over a Lambda limit (262,144,000 bytes unzipped) or over --max-unzipped-mb
   5  upload to S3 failed
 
 Output: installer output and logs go to stderr; the summary (zip, artifact, sizes, sha256) to stdout as
 `key: value` lines.
 
 Environment:
-  LAYERFORGE_PYTHON   the interpreter to use (default: python3.X of --runtime, then python3, python on PATH)
+  LAYERFORGE_PYTHON   the interpreter to use (default: python3.X of --runtime, then python3, python on PATH);
+                      bytecode needs one of the runtime's version, whatever the platform mode
   LAYERFORGE_UV       the uv program (default: uv on PATH)
   ARTIFACT_PREFIX     default key prefix for uploads (default: layers)
   AWS_*               SDK settings; AWS_ENDPOINT_URL points at a local S3 such as moto
@@ -113,6 +114,24 @@ pub struct Args {
     /// cross: wheels only, for --architecture and --runtime, up to the runtime's manylinux level; any host.
     #[arg(long, value_enum, default_value_t = ModeArg::Auto)]
     pub platform_mode: ModeArg,
+
+    /// Leave bytecode out. By default every module is compiled to hash-based bytecode (PEP 552,
+    /// unchecked-hash) by an interpreter of the runtime's version ($LAYERFORGE_PYTHON, else python3.X on PATH),
+    /// so that a function doesn't compile the layer again on each cold start.
+    #[arg(long)]
+    pub no_bytecode: bool,
+
+    /// Remove what can't break an import: console scripts (bin/) and type stubs (*.pyi); and the tests folders
+    /// of a distribution only where the runtime's interpreter still imports each of its top-level modules
+    /// without them. The summary lists what was removed and saved.
+    #[arg(long)]
+    pub slim: bool,
+
+    /// The size budget: fail (exit 4, naming the largest distributions) when the layer is larger than this
+    /// many MiB unzipped, bytecode included [default and most: 250, Lambda's 262,144,000-byte limit for a
+    /// function and all its layers].
+    #[arg(long, value_name = "MIB", value_parser = clap::value_parser!(u64).range(1..=crate::request::MAX_BUDGET_MIB))]
+    pub max_unzipped_mb: Option<u64>,
 }
 
 /// `--platform-mode`: `auto` is resolved to native or cross before the install.
@@ -165,6 +184,22 @@ impl Args {
             ));
         }
         Ok(())
+    }
+
+    /// Bytecode and slim, as the fingerprint sees them.
+    pub fn options(&self) -> crate::request::LayerOptions {
+        crate::request::LayerOptions {
+            bytecode: !self.no_bytecode,
+            slim: self.slim,
+        }
+    }
+
+    /// The size budget in bytes.
+    pub fn budget_bytes(&self) -> u64 {
+        self.max_unzipped_mb
+            .map_or(crate::request::LAMBDA_UNZIPPED_LIMIT, |m| {
+                m * crate::request::MIB
+            })
     }
 
     /// The architecture asked for, or this machine's.

@@ -2,7 +2,10 @@
 //! arguments or environment, 3 install or ELF check, 4 over a Lambda limit, 5 upload).
 
 use super::{elf, install::InstallError, platform, python::InterpreterError, upload::UploadError};
-use crate::vocab::{Architecture, InvalidRequest, Runtime};
+use crate::{
+    size::SizeReport,
+    vocab::{Architecture, InvalidRequest, Runtime},
+};
 
 /// Most offending files listed in an architecture error.
 const LISTED_FILES: usize = 20;
@@ -46,16 +49,12 @@ pub enum BuildError {
     },
     #[error("{0}")]
     UnsupportedInterpreter(String),
-    #[error(
-        "the layer is {unzipped} bytes unzipped ({files} files), over Lambda's limit of {limit} bytes by {} bytes; \
-         nothing was uploaded",
-        unzipped - limit
-    )]
-    TooLarge {
-        unzipped: u64,
-        limit: u64,
-        files: usize,
-    },
+    /// Over the request's budget (by default Lambda's limit): the report names the largest distributions.
+    #[error("{}; nothing was uploaded", .0.budget_reason())]
+    TooLarge(Box<SizeReport>),
+    /// The bytecode step itself failed (a module that doesn't compile is not a failure).
+    #[error("compiling bytecode failed ({status}); its last lines:\n{}", tail.join("\n"))]
+    Bytecode { status: String, tail: Vec<String> },
     /// An upload grant that is malformed, writes elsewhere, or expired (exit 5: the job started too late).
     #[error(transparent)]
     Grant(#[from] crate::grant::GrantError),
@@ -83,12 +82,21 @@ impl BuildError {
             | BuildError::Interpreter(_)
             | BuildError::UnsupportedInterpreter(_) => 2,
             BuildError::Install(_)
+            | BuildError::Bytecode { .. }
             | BuildError::WrongArchitecture { .. }
             | BuildError::AboveCeiling { .. } => 3,
             BuildError::TooLarge { .. } => 4,
             BuildError::Grant(crate::grant::GrantError::Expired { .. }) => 5,
             BuildError::Grant(_) => 2,
             BuildError::Upload { .. } => 5,
+        }
+    }
+
+    /// The size report of a build over its budget.
+    pub fn size_report(&self) -> Option<&SizeReport> {
+        match self {
+            BuildError::TooLarge(report) => Some(report),
+            _ => None,
         }
     }
 

@@ -156,16 +156,12 @@ pub fn command(spec: &InstallSpec) -> Result<Command, InstallError> {
 /// whatever the install left running there ([`super::contain::end_leftovers`]), so a leftover that holds the
 /// pipes open can't keep the build waiting. Its error wins over the installer's.
 pub fn run(
-    installer: Installer,
+    installer: &'static str,
     mut cmd: Command,
     after_exit: impl FnOnce() -> Result<(), InstallError>,
 ) -> Result<(), InstallError> {
     let program = cmd.get_program().to_string_lossy().into_owned();
-    info!(
-        installer = installer.as_str(),
-        command = %render(&cmd),
-        "running installer"
-    );
+    info!(installer, command = %render(&cmd), "running installer");
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -198,12 +194,12 @@ pub fn run(
     match status {
         Ok(status) if status.success() => Ok(()),
         Ok(status) => Err(InstallError::Failed {
-            installer: installer.as_str(),
+            installer,
             status: status.to_string(),
             tail,
         }),
         Err(e) => Err(InstallError::Failed {
-            installer: installer.as_str(),
+            installer,
             status: format!("could not be waited for: {e}"),
             tail,
         }),
@@ -365,8 +361,7 @@ mod tests {
             "-c",
             "printf '\\033[2Jred\\n' >&2; head -c 200000 /dev/zero | tr '\\0' x >&2; exit 1",
         ]);
-        let InstallError::Failed { tail, .. } = run(Installer::Uv, cmd, || Ok(())).unwrap_err()
-        else {
+        let InstallError::Failed { tail, .. } = run("uv", cmd, || Ok(())).unwrap_err() else {
             panic!("expected Failed")
         };
         assert_eq!(
@@ -387,8 +382,7 @@ mod tests {
             "-c",
             "echo 'ERROR: boom' >&2; sleep 0.2; for i in $(seq 1 40); do echo out $i; done; exit 7",
         ]);
-        let InstallError::Failed { status, tail, .. } =
-            run(Installer::Pip, cmd, || Ok(())).unwrap_err()
+        let InstallError::Failed { status, tail, .. } = run("pip", cmd, || Ok(())).unwrap_err()
         else {
             panic!("expected Failed")
         };
@@ -404,7 +398,7 @@ mod tests {
 
     #[test]
     fn missing_program_is_a_spawn_error() {
-        let err = run(Installer::Uv, Command::new("/nonexistent/uv"), || Ok(())).unwrap_err();
+        let err = run("uv", Command::new("/nonexistent/uv"), || Ok(())).unwrap_err();
         assert!(matches!(err, InstallError::Spawn { .. }), "{err}");
     }
 

@@ -16,6 +16,7 @@
 //! passed. A failed build with a destination leaves a failure report instead ([`report`]).
 
 pub mod archive;
+pub mod bytecode;
 pub mod cli;
 pub mod contain;
 pub mod elf;
@@ -27,6 +28,7 @@ pub mod outcome;
 pub mod platform;
 pub mod python;
 pub mod report;
+pub mod shape;
 pub mod tree;
 pub mod upload;
 pub mod work;
@@ -53,7 +55,7 @@ use crate::{
 };
 
 /// Lambda's limit on a function's code plus its layers, unzipped; a layer alone can't exceed it.
-pub const MAX_UNZIPPED_BYTES: u64 = 262_144_000;
+pub const MAX_UNZIPPED_BYTES: u64 = crate::vocab::LAMBDA_UNZIPPED_LIMIT;
 /// The environment variable naming the uv program.
 pub const UV_ENV: &str = "LAYERFORGE_UV";
 
@@ -140,7 +142,24 @@ pub async fn run(args: Args) -> Result<Outcome, BuildError> {
     let sandbox = isolation::Sandbox::from_env().map_err(BuildError::Usage)?;
     let installer = args.installer.unwrap_or_else(default_installer);
     let (runtime, mode, interpreter) = resolve_target(&args, installer, architecture, &sandbox)?;
-    let fingerprint = Fingerprint::compute(&requirements, runtime, architecture, installer);
+    let options = args.options();
+    // Bytecode needs the runtime's own version, whatever the mode: found before the long install.
+    let compiler = if options.bytecode {
+        Some(bytecode_interpreter(
+            runtime,
+            interpreter.as_ref(),
+            &sandbox,
+        )?)
+    } else {
+        None
+    };
+    let fingerprint = Fingerprint::compute(
+        &requirements,
+        runtime,
+        architecture,
+        installer,
+        args.options(),
+    );
     info!(
         layer = %layer_name,
         %runtime,
@@ -230,27 +249,39 @@ pub async fn run(args: Args) -> Result<Outcome, BuildError> {
     // Whatever the install leaves behind is re-parented to this process, and killed when the installer exits.
     contain::become_subreaper().map_err(BuildError::io("becoming the install's subreaper"))?;
     // The install and the zip block this task: a build is the process's only work, nothing else waits.
-    install::run(installer, install::command(&spec)?, || {
+    install::run(installer.as_str(), install::command(&spec)?, || {
         contain::end_leftovers()
             .map(|_| ())
             .map_err(|e| InstallError::Survivors(e.to_string()))
     })?;
     let install_time = install_started.elapsed();
     info!(seconds = install_time.as_secs_f64(), "install finished");
+    let bytecode_seconds = match &compiler {
+        Some(compiler) => shape::compile(compiler, runtime, &target, &spec.sandbox)?,
+        None => 0.0,
+    };
 
     // Nothing of the build user runs any more; take the tree back before reading it. Its root and every parent
     // must be real folders (a linked site-packages is refused, never followed).
     contain::take_back(&tree, build_uid).map_err(BuildError::io("taking the install tree back"))?;
     contain::open_dir_no_links(&target).map_err(BuildError::io("opening the install tree"))?;
-    let collected = collect(&target, &install::layout_prefix(runtime))
+    let prefix = install::layout_prefix(runtime);
+    let keep = tree::Keep {
+        bytecode_tag: compiler.as_ref().map(|_| bytecode::cache_tag(runtime)),
+        slim: options.slim,
+    };
+    let collected = tree::collect_with(&target, &prefix, &keep)
         .map_err(BuildError::io(format!("reading {}", target.display())))?;
-    if collected.unzipped_bytes > MAX_UNZIPPED_BYTES {
-        return Err(BuildError::TooLarge {
-            unzipped: collected.unzipped_bytes,
-            limit: MAX_UNZIPPED_BYTES,
-            files: collected.files.len(),
-        });
+    let size = shape::size_report(&collected, &prefix, args.budget_bytes(), options.slim)?;
+    info!(
+        size = size.headline(),
+        largest = size.top_lines(crate::size::TOP).join("; "),
+        "size"
+    );
+    if let Some(slim) = &size.slim {
+        info!(slim = slim.describe(), "slim");
     }
+    shape::check_budget(&size)?;
     let check_started = Instant::now();
     let elf_files = check_elf(&collected.files, architecture, runtime)?;
     let check_time = check_started.elapsed();
@@ -330,12 +361,24 @@ pub async fn run(args: Args) -> Result<Outcome, BuildError> {
         install_time,
         zip_time,
         check_time,
+        bytecode: compiler.as_ref().map(|c| c.version.clone()),
+        bytecode_time: Duration::from_secs_f64(bytecode_seconds),
         upload_time: Duration::ZERO,
         total_time: Duration::ZERO,
+        size,
     };
 
     if let Some((bucket, key)) = destination {
         let upload_started = Instant::now();
+        // The size goes where build-status and publish-layer read it, before the zip whose upload triggers the
+        // publish (a failed upload replaces it with the failure report).
+        report::upload_success(
+            &outcome.size,
+            &bucket,
+            &key,
+            grants.as_ref().map(|g| &g.report),
+        )
+        .await;
         let uploaded = match (&grants, &s3) {
             // The metadata is in the grant, signed by submit-build.
             (Some(grants), _) => {
@@ -580,6 +623,26 @@ fn resolve_target(
     Ok((runtime, mode, interpreter))
 }
 
+/// The interpreter that compiles the bytecode: the install's when it is of the runtime's version, else one found
+/// here (`LAYERFORGE_PYTHON`, `python3.X`, `python3`, `python`) of that version, of any platform.
+fn bytecode_interpreter(
+    runtime: Runtime,
+    install: Option<&python::Interpreter>,
+    sandbox: &isolation::Sandbox,
+) -> Result<python::Interpreter, BuildError> {
+    if let Some(interpreter) = install.filter(|i| i.matches(runtime)) {
+        return Ok(interpreter.clone());
+    }
+    python::find(runtime, std::env::var_os(PYTHON_ENV), true, sandbox)
+        .map_err(|e| {
+            BuildError::Interpreter(python::InterpreterError {
+                for_bytecode: true,
+                ..e
+            })
+        })
+        .inspect(|i| info!(python = %i.path.display(), version = i.version, "bytecode interpreter"))
+}
+
 /// The uv program: `LAYERFORGE_UV`, else `uv` (looked up on PATH).
 fn uv_program() -> OsString {
     std::env::var_os(UV_ENV)
@@ -760,13 +823,19 @@ mod tests {
     #[test]
     fn exit_codes() {
         assert_eq!(BuildError::Usage("x".into()).exit_code(), 2);
-        let too_large = BuildError::TooLarge {
-            unzipped: MAX_UNZIPPED_BYTES + 5,
-            limit: MAX_UNZIPPED_BYTES,
-            files: 3,
-        };
+        let too_large = BuildError::TooLarge(Box::new(crate::size::SizeReport::tally(
+            &[("big/a.so".into(), MAX_UNZIPPED_BYTES + 5)],
+            &[crate::size::Distribution::from_record(
+                "big-1.0.dist-info",
+                "big/a.so,,\n",
+            )],
+            MAX_UNZIPPED_BYTES,
+        )));
         assert_eq!(too_large.exit_code(), 4);
-        assert!(too_large.to_string().contains("262144005 bytes unzipped"));
-        assert!(too_large.to_string().contains("by 5 bytes"));
+        let text = too_large.to_string();
+        assert!(text.contains("(262144005 bytes)"), "{text}");
+        assert!(text.contains("Lambda's limit"), "{text}");
+        assert!(text.contains("big 1.0: 250.0 MiB"), "{text}");
+        assert!(text.ends_with("nothing was uploaded"), "{text}");
     }
 }

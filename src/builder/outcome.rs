@@ -5,7 +5,11 @@ use std::{fmt::Write as _, path::PathBuf, time::Duration};
 use base64::Engine as _;
 
 use super::{archive::ZipSummary, install::PlatformMode};
-use crate::{artifact::Fingerprint, vocab::Runtime};
+use crate::{
+    artifact::Fingerprint,
+    size::{SizeReport, TOP},
+    vocab::Runtime,
+};
 
 /// What a successful build produced.
 #[derive(Debug, Clone)]
@@ -26,8 +30,13 @@ pub struct Outcome {
     pub install_time: Duration,
     pub zip_time: Duration,
     pub check_time: Duration,
+    /// The version of the interpreter that compiled the bytecode; `None` without bytecode.
+    pub bytecode: Option<String>,
+    pub bytecode_time: Duration,
     pub upload_time: Duration,
     pub total_time: Duration,
+    /// Bytes by distribution, bytecode's share, the budget, what slim removed.
+    pub size: SizeReport,
 }
 
 impl Outcome {
@@ -56,8 +65,24 @@ impl Outcome {
         let _ = writeln!(out, "zipped_bytes: {}", self.summary.zipped_bytes);
         let _ = writeln!(out, "content_sha256: {}", self.content_sha256());
         let _ = writeln!(out, "sha256_hex: {}", hex::encode(self.summary.sha256));
+        let _ = match &self.bytecode {
+            Some(version) => writeln!(
+                out,
+                "bytecode: {} (Python {version})",
+                super::bytecode::INVALIDATION_MODE
+            ),
+            None => writeln!(out, "bytecode: off"),
+        };
+        let _ = writeln!(out, "bytecode_bytes: {}", self.size.bytecode_bytes);
+        let _ = writeln!(out, "budget_bytes: {}", self.size.budget_bytes);
+        let _ = writeln!(out, "size: {}", self.size.headline());
+        let _ = writeln!(out, "largest: {}", self.size.top_lines(TOP).join("; "));
+        if let Some(slim) = &self.size.slim {
+            let _ = writeln!(out, "slim: {}", slim.describe());
+        }
         for (name, time) in [
             ("install", self.install_time),
+            ("bytecode", self.bytecode_time),
             ("zip", self.zip_time),
             ("check", self.check_time),
             ("upload", self.upload_time),

@@ -61,11 +61,20 @@ pub struct InterpreterError {
     /// Whether the runtime's version was required (native builds) or any Python would do (cross builds).
     pub exact: bool,
     pub probes: Vec<Probe>,
+    /// The interpreter was wanted to compile bytecode (any platform, the runtime's version).
+    #[doc(hidden)]
+    pub for_bytecode: bool,
 }
 
 impl fmt::Display for InterpreterError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if let (true, Some(runtime)) = (self.exact, self.runtime) {
+        if let (true, Some(runtime)) = (self.for_bytecode, self.runtime) {
+            write!(
+                f,
+                "no Python {} interpreter to compile the layer's bytecode",
+                runtime.python_version()
+            )?;
+        } else if let (true, Some(runtime)) = (self.exact, self.runtime) {
             write!(
                 f,
                 "no Python {} interpreter for a native {} build",
@@ -85,6 +94,14 @@ impl fmt::Display for InterpreterError {
             .collect();
         write!(f, " (tried: {})", tried.join("; "))?;
         match (self.exact, self.runtime) {
+            (true, Some(runtime)) if self.for_bytecode => write!(
+                f,
+                "; bytecode must come from the runtime's own version (its magic number is per X.Y, whatever the \
+                 architecture): set {PYTHON_ENV} to a Python {v} interpreter or put python{v} on PATH (for \
+                 example `uv python install {v}`; the Lambda build image of {runtime} has it), or build without \
+                 bytecode (--no-bytecode, \"bytecode\": false)",
+                v = runtime.python_version()
+            )?,
             (true, Some(runtime)) => write!(
                 f,
                 "; run in the Lambda build image of the runtime (public.ecr.aws/sam/build-{runtime}), set \
@@ -177,6 +194,7 @@ pub fn find(
         runtime: Some(runtime),
         exact,
         probes,
+        for_bytecode: false,
     })
 }
 
@@ -205,6 +223,7 @@ pub fn find_default(
         runtime: None,
         exact: false,
         probes,
+        for_bytecode: false,
     })
 }
 

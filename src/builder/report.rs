@@ -29,9 +29,10 @@ pub fn stage(err: &BuildError) -> &'static str {
         }
         BuildError::Interpreter(_) | BuildError::UnsupportedInterpreter(_) => "interpreter",
         BuildError::Install(_) => "install",
+        BuildError::Bytecode { .. } => "bytecode",
         BuildError::WrongArchitecture { .. }
         | BuildError::AboveCeiling { .. }
-        | BuildError::TooLarge { .. } => "check",
+        | BuildError::TooLarge(_) => "check",
         BuildError::Upload { .. } | BuildError::Grant(crate::grant::GrantError::Expired { .. }) => {
             "upload"
         }
@@ -46,21 +47,47 @@ pub fn report(err: &BuildError, key: &str, job_id: Option<String>) -> FailureRep
         BuildError::Install(InstallError::Failed { tail, .. }) => tail,
         _ => &[],
     };
-    FailureReport::new(
+    let mut report = FailureReport::new(
         job_id,
         err.exit_code(),
         stage(err),
         &err.to_string(),
         last_lines,
         key,
-    )
+    );
+    report.size = err.size_report().cloned();
+    report
 }
 
 /// Uploads the report of `err` next to where the zip would have gone: with `grant` when the job has one, else
 /// with the SDK's credentials.
 pub async fn upload(err: &BuildError, bucket: &str, key: &str, grant: Option<&Grant>) {
-    let job_id = std::env::var(JOB_ID_ENV).ok().filter(|v| !v.is_empty());
-    let report = report(err, key, job_id);
+    let report = report(err, key, job_id());
+    put(&report, bucket, key, grant).await
+}
+
+/// Uploads a successful build's report (its size report) where a failure report would go, so that
+/// build-status and the build record have the size. A failed upload is logged: the layer is built all the same.
+pub async fn upload_success(
+    size: &crate::size::SizeReport,
+    bucket: &str,
+    key: &str,
+    grant: Option<&Grant>,
+) {
+    let report = FailureReport::success(job_id(), key, size.clone());
+    put(&report, bucket, key, grant).await
+}
+
+fn job_id() -> Option<String> {
+    std::env::var(JOB_ID_ENV).ok().filter(|v| !v.is_empty())
+}
+
+async fn put(report: &FailureReport, bucket: &str, key: &str, grant: Option<&Grant>) {
+    let what = if report.succeeded() {
+        "build report"
+    } else {
+        "failure report"
+    };
     let report_key = records::report_key(key);
     if let Some(grant) = grant {
         let usable = grant
@@ -73,27 +100,28 @@ pub async fn upload(err: &BuildError, bucket: &str, key: &str, grant: Option<&Gr
                 )
             });
         if let Err(e) = usable {
-            warn!(bucket, key = report_key, error = %e, "no failure report: the report grant can't be used");
+            warn!(bucket, key = report_key, error = %e, what, "no report: the report grant can't be used");
             return;
         }
-        let body = serde_json::to_vec(&report).unwrap_or_default();
+        let body = serde_json::to_vec(report).unwrap_or_default();
         match super::grant::put_bytes_with_grant(grant, body.into()).await {
             Ok(()) => info!(
                 bucket,
                 key = report_key,
-                "failure report uploaded with the report grant"
+                what,
+                "report uploaded with the report grant"
             ),
             Err(e) => {
-                warn!(bucket, key = report_key, error = %e, "uploading the failure report failed")
+                warn!(bucket, key = report_key, error = %e, what, "uploading the report failed")
             }
         }
         return;
     }
     let s3 = aws::s3_client(&aws::sdk_config().await);
-    match records::write_json(&s3, bucket, &report_key, &report, None).await {
-        Ok(_) => info!(bucket, key = report_key, "failure report uploaded"),
+    match records::write_json(&s3, bucket, &report_key, report, None).await {
+        Ok(_) => info!(bucket, key = report_key, what, "report uploaded"),
         Err(e) => {
-            warn!(bucket, key = report_key, error = %e, "uploading the failure report failed")
+            warn!(bucket, key = report_key, error = %e, what, "uploading the report failed")
         }
     }
 }
@@ -126,11 +154,11 @@ mod tests {
             "layers/a/python3.12-arm64/0123456789abcdef.zip"
         );
 
-        let too_large = BuildError::TooLarge {
-            unzipped: 300_000_000,
-            limit: 262_144_000,
-            files: 10,
-        };
+        let too_large = BuildError::TooLarge(Box::new(crate::size::SizeReport::tally(
+            &[("a.py".into(), 300_000_000)],
+            &[],
+            262_144_000,
+        )));
         let r = report(&too_large, "k", None);
         assert_eq!((r.exit_code, r.stage.as_str()), (4, "check"));
         assert!(

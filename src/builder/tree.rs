@@ -12,7 +12,10 @@ use super::{
     error::BuildError,
     platform,
 };
-use crate::vocab::{Architecture, Runtime};
+use crate::{
+    size::SlimItem,
+    vocab::{Architecture, Runtime},
+};
 
 /// The files of a tree, ready to zip.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,13 +25,35 @@ pub struct Collected {
     pub unzipped_bytes: u64,
     /// `__pycache__` folders and `.pyc`/`.pyo` files left out.
     pub skipped: usize,
+    /// What [`Keep::slim`] left out, by kind (only kinds that removed something).
+    pub slimmed: Vec<SlimItem>,
+}
+
+/// What [`collect_with`] keeps besides the installed files.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Keep {
+    /// Keep the bytecode the build compiled: `__pycache__/NAME.{tag}.pyc` (tag `cpython-312`). Every other
+    /// bytecode file (other interpreters', optimized levels, `.pyc` outside `__pycache__`) is left out.
+    pub bytecode_tag: Option<String>,
+    /// Leave out what can't break an import: `bin/` at the top of site-packages (console scripts, whose
+    /// shebang names the build host's interpreter) and `*.pyi` type stubs.
+    pub slim: bool,
+}
+
+/// The slim kinds, as the report names them.
+pub const SLIM_BIN: &str = "bin/ (console scripts)";
+pub const SLIM_STUBS: &str = "*.pyi (type stubs)";
+
+/// [`collect_with`] without bytecode and without slimming.
+pub fn collect(root: &Path, prefix: &str) -> std::io::Result<Collected> {
+    collect_with(root, prefix, &Keep::default())
 }
 
 /// Lists the regular files under `root` as zip entries named `prefix/relative/path`, sorted, without
-/// `__pycache__` folders and `.pyc`/`.pyo` files. A symbolic link that stays inside `root` is stored as the
-/// file it points to (links to folders are left out, so a link cycle can't loop); one that leads out is an
-/// error naming it ([`archive::resolve_link`]).
-pub fn collect(root: &Path, prefix: &str) -> std::io::Result<Collected> {
+/// bytecode other than `keep`'s, and without what `keep.slim` removes. A symbolic link that stays inside `root`
+/// is stored as the file it points to (links to folders are left out, so a link cycle can't loop); one that
+/// leads out is an error naming it ([`archive::resolve_link`]).
+pub fn collect_with(root: &Path, prefix: &str, keep: &Keep) -> std::io::Result<Collected> {
     // The root is taken as given, never through a link: its canonical form must be itself.
     if std::fs::canonicalize(root)? != root {
         return Err(std::io::Error::new(
@@ -43,9 +68,13 @@ pub fn collect(root: &Path, prefix: &str) -> std::io::Result<Collected> {
         files: Vec::new(),
         unzipped_bytes: 0,
         skipped: 0,
+        slimmed: Vec::new(),
     };
-    let mut pending = vec![(root.to_path_buf(), prefix.trim_end_matches('/').to_owned())];
-    while let Some((dir, name)) = pending.pop() {
+    let mut slimmed: std::collections::BTreeMap<&'static str, (usize, u64)> = Default::default();
+    let bytecode_suffix = keep.bytecode_tag.as_ref().map(|tag| format!(".{tag}.pyc"));
+    let top = prefix.trim_end_matches('/').to_owned();
+    let mut pending = vec![(root.to_path_buf(), top.clone(), false)];
+    while let Some((dir, name, in_pycache)) = pending.pop() {
         for entry in std::fs::read_dir(&dir)? {
             let entry = entry?;
             let file_name = entry.file_name();
@@ -58,17 +87,40 @@ pub fn collect(root: &Path, prefix: &str) -> std::io::Result<Collected> {
             let entry_name = format!("{name}/{file_name}");
             let file_type = entry.file_type()?;
             if file_type.is_dir() {
-                if file_name == "__pycache__" {
+                if file_name == "__pycache__" && (bytecode_suffix.is_none() || in_pycache) {
                     collected.skipped += 1;
                 } else {
-                    pending.push((entry.path(), entry_name));
+                    let pycache = file_name == "__pycache__";
+                    pending.push((entry.path(), entry_name, pycache));
                 }
                 continue;
             }
             if file_name.ends_with(".pyc") || file_name.ends_with(".pyo") {
+                let ours = in_pycache
+                    && file_type.is_file()
+                    && bytecode_suffix.as_deref().is_some_and(|suffix| {
+                        file_name
+                            .strip_suffix(suffix)
+                            .is_some_and(|stem| !stem.is_empty() && !stem.contains('.'))
+                    });
+                if !ours {
+                    collected.skipped += 1;
+                    continue;
+                }
+            } else if in_pycache {
+                // Nothing but bytecode belongs in __pycache__.
                 collected.skipped += 1;
                 continue;
             }
+            let slim_kind = if !keep.slim {
+                None
+            } else if entry_name.starts_with(&format!("{top}/bin/")) {
+                Some(SLIM_BIN)
+            } else if file_name.ends_with(".pyi") {
+                Some(SLIM_STUBS)
+            } else {
+                None
+            };
             let path = if file_type.is_symlink() {
                 let relative = entry.path().strip_prefix(root).map(Path::to_path_buf);
                 archive::resolve_link(root, &relative.unwrap_or_else(|_| entry.path()))?
@@ -78,6 +130,12 @@ pub fn collect(root: &Path, prefix: &str) -> std::io::Result<Collected> {
             let metadata = std::fs::symlink_metadata(&path)?;
             if !metadata.is_file() {
                 warn!(path = %entry.path().display(), "left out: not a regular file");
+                continue;
+            }
+            if let Some(kind) = slim_kind {
+                let entry = slimmed.entry(kind).or_default();
+                entry.0 += 1;
+                entry.1 += metadata.len();
                 continue;
             }
             collected.unzipped_bytes += metadata.len();
@@ -92,6 +150,14 @@ pub fn collect(root: &Path, prefix: &str) -> std::io::Result<Collected> {
     collected
         .files
         .sort_by(|a, b| a.name.as_bytes().cmp(b.name.as_bytes()));
+    collected.slimmed = slimmed
+        .into_iter()
+        .map(|(what, (files, bytes))| SlimItem {
+            what: what.to_owned(),
+            files,
+            bytes,
+        })
+        .collect();
     Ok(collected)
 }
 

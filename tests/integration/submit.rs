@@ -8,7 +8,7 @@ use aws_sdk_s3::primitives::ByteStream;
 use clap::Parser as _;
 use layerforge::{
     artifact::{ArtifactKey, Fingerprint},
-    request::{Architecture, Installer, LayerName, Requirements, Runtime},
+    request::{Architecture, Installer, LayerName, LayerOptions, Requirements, Runtime},
     submit::{self, Status, SubmitError, SubmitState},
 };
 use serde_json::{Value, json};
@@ -80,7 +80,7 @@ fn expected_key(
     installer: Installer,
 ) -> ArtifactKey {
     let reqs = Requirements::parse(text).unwrap();
-    let fp = Fingerprint::compute(&reqs, runtime, arch, installer);
+    let fp = Fingerprint::compute(&reqs, runtime, arch, installer, LayerOptions::default());
     ArtifactKey::new(
         &fx.state.config.artifact_prefix,
         &LayerName::parse(name).unwrap(),

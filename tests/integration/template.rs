@@ -587,6 +587,7 @@ fn sample_key(prefix: &str) -> ArtifactKey {
         Runtime::Python312,
         Architecture::Arm64,
         Installer::Uv,
+        layerforge::request::LayerOptions::default(),
     );
     let name = LayerName::parse("http-clients").expect("valid layer name");
     ArtifactKey::new(
