@@ -29,6 +29,7 @@ pub mod platform;
 pub mod python;
 pub mod report;
 pub mod shape;
+pub mod slim;
 pub mod target;
 pub mod tree;
 pub mod upload;
@@ -272,9 +273,31 @@ pub async fn run(args: Args) -> Result<Outcome, BuildError> {
         bytecode_tag: compiler.as_ref().map(|_| bytecode::cache_tag(runtime)),
         slim: options.slim,
     };
-    let collected = tree::collect_with(&target, &prefix, &keep)
+    let mut collected = tree::collect_with(&target, &prefix, &keep)
         .map_err(BuildError::io(format!("reading {}", target.display())))?;
-    let size = shape::size_report(&collected, &prefix, args.budget_bytes(), options.slim)?;
+    let distributions = shape::distributions(&collected, &prefix)?;
+    let slim_kept = if options.slim {
+        let verifier = compiler
+            .clone()
+            .or_else(|| spec.interpreter.clone().filter(|i| i.matches(runtime)));
+        Some(shape::slim_tests(
+            &mut collected,
+            &target,
+            &prefix,
+            &distributions,
+            verifier.filter(|_| cli::host_architecture() == architecture),
+            &spec.sandbox,
+        ))
+    } else {
+        None
+    };
+    let size = shape::size_report(
+        &collected,
+        &prefix,
+        &distributions,
+        args.budget_bytes(),
+        slim_kept,
+    )?;
     info!(
         size = size.headline(),
         largest = size.top_lines(crate::size::TOP).join("; "),

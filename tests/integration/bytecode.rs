@@ -338,3 +338,99 @@ fn slim_removes_scripts_and_stubs_and_every_distribution_still_imports() {
     assert_eq!(stdout.trim(), "0.27.2 24.2.0");
     eprintln!("FIGURES slim {set}: {line}; {saved} bytes fewer unzipped");
 }
+
+/// A stand-in uv that installs two pure packages: `keeper`, whose import needs its own tests folder, and
+/// `loose`, whose tests nothing imports; each with a RECORD.
+fn two_packages_uv(dir: &Path) -> std::path::PathBuf {
+    let uv = dir.join("uv");
+    std::fs::write(
+        &uv,
+        "#!/bin/sh\n\
+         [ \"$1\" = --version ] && { echo 'uv 0.0.0 (stand-in)'; exit 0; }\n\
+         while [ $# -gt 0 ]; do case \"$1\" in --target) shift; t=\"$1\";; esac; shift; done\n\
+         mkdir -p \"$t/keeper/tests\" \"$t/loose/tests\" \"$t/keeper-1.0.dist-info\" \"$t/loose-2.0.dist-info\"\n\
+         echo 'from .tests import fixture' > \"$t/keeper/__init__.py\"\n\
+         echo '' > \"$t/keeper/tests/__init__.py\"\n\
+         echo 'VALUE = 1' > \"$t/keeper/tests/fixture.py\"\n\
+         echo 'X = 2' > \"$t/loose/__init__.py\"\n\
+         echo 'def test_x(): pass' > \"$t/loose/tests/test_x.py\"\n\
+         printf 'keeper/__init__.py,,\\nkeeper/tests/__init__.py,,\\nkeeper/tests/fixture.py,,\\n' > \"$t/keeper-1.0.dist-info/RECORD\"\n\
+         printf 'loose/__init__.py,,\\nloose/tests/test_x.py,,\\n' > \"$t/loose-2.0.dist-info/RECORD\"\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&uv, std::fs::Permissions::from_mode(0o755)).unwrap();
+    uv
+}
+
+fn slim_build(uv: &Path, zip: &Path, architecture: &str) -> std::process::Output {
+    builder(
+        &[
+            "--name",
+            "slim",
+            "--requirements",
+            "keeper==1.0|loose==2.0",
+            "--runtime",
+            RUNTIME,
+            "--architecture",
+            architecture,
+            "--platform-mode",
+            "cross",
+            "--installer",
+            "uv",
+            "--slim",
+            "--out",
+            zip.to_str().unwrap(),
+        ],
+        &[("LAYERFORGE_UV", uv.to_str().unwrap())],
+    )
+}
+
+#[test]
+fn slim_removes_tests_only_where_every_import_still_works() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let uv = two_packages_uv(dir.path());
+    let zip = dir.path().join("slim.zip");
+    let sums = summary(&slim_build(&uv, &zip, host()));
+    let entries = names(&zip);
+    assert!(
+        !entries.iter().any(|n| n.contains("/loose/tests/")),
+        "loose's tests go: {entries:?}"
+    );
+    assert!(
+        entries.contains(&format!("{SITE}/keeper/tests/fixture.py")),
+        "keeper's import needs its tests: {entries:?}"
+    );
+    let line = &sums["slim"];
+    assert!(
+        line.contains("tests folders (imports verified) (2 files"),
+        "{line}"
+    );
+    assert!(
+        line.contains("kept keeper tests: import keeper needs them"),
+        "{line}"
+    );
+    let unpacked = dir.path().join("layer");
+    unpack(&zip, &unpacked);
+    let (stdout, _) = import_from(
+        &unpacked.join(SITE),
+        "import keeper, loose; print(keeper.fixture.VALUE, loose.X)",
+    );
+    assert_eq!(stdout.trim(), "1 2");
+
+    // For another architecture than this host's, nothing can be verified: the tests stay, and the report says why.
+    let other = if host() == "x86_64" {
+        "arm64"
+    } else {
+        "x86_64"
+    };
+    let zip = dir.path().join("other.zip");
+    let sums = summary(&slim_build(&uv, &zip, other));
+    assert!(names(&zip).iter().any(|n| n.contains("/loose/tests/")));
+    assert!(
+        sums["slim"]
+            .contains("tests folders of keeper, loose: their imports can't be verified here"),
+        "{}",
+        sums["slim"]
+    );
+}
