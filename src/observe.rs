@@ -1,9 +1,10 @@
 //! A build's observed state (DESIGN section 9), in one place for the two functions that read it: build-status
 //! answers with it, and submit-build reads it before submitting (a build in flight is not submitted twice).
 //!
-//! [`observe`] gathers what is known about a build: its build record, the builder's failure report, the artifact
-//! and its tags, and the Batch job ([`describe_job`]); [`derive`] (pure) turns that into one [`State`]. The order
-//! of the evidence, and why, is in build-status's module docs ([`crate::status`]).
+//! [`observe`] gathers what is known about a build: its build record, the builder's report (of a failure, or of a
+//! success with its size), the artifact and its tags, and the Batch job ([`describe_job`]); [`derive`] (pure)
+//! turns that into one [`State`]. The order of the evidence, and why, is in build-status's module docs
+//! ([`crate::status`]).
 
 use serde::Serialize;
 use tracing::warn;
@@ -12,6 +13,7 @@ use crate::{
     artifact::{ArtifactKey, LAYER_VERSION_ARN_TAG, REASON_TAG, STATUS_TAG},
     aws::{AwsFault, error_chain},
     records::{self, BuildRecord, FailureReport, RecordOutcome},
+    size::SizeReport,
 };
 
 /// Batch's log group when a job definition names none.
@@ -86,6 +88,30 @@ pub struct Observed {
     pub now: i64,
 }
 
+impl Observed {
+    /// When the build asked about was submitted: Batch's creation time of its job, else its record's.
+    fn submitted_at(&self) -> Option<i64> {
+        self.job
+            .as_ref()
+            .and_then(|j| j.created_at)
+            .or(self.record.as_ref().map(|r| r.submitted_at))
+    }
+
+    /// The builder's report when it is about this build (its job, or written after its submission): a failure
+    /// report or a success report. A report an older job left at the same key is not.
+    pub fn report_of_this_build(&self) -> Option<&FailureReport> {
+        self.report
+            .as_ref()
+            .filter(|r| r.is_about(self.job_id.as_deref(), self.submitted_at()))
+    }
+
+    /// This build's size report (DESIGN section 13), when the builder's report about it has one: every
+    /// successful build's, and a build's that failed over its budget.
+    pub fn size(&self) -> Option<&SizeReport> {
+        self.report_of_this_build().and_then(|r| r.size.as_ref())
+    }
+}
+
 /// The state and what explains it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verdict {
@@ -151,14 +177,8 @@ pub fn derive(o: &Observed) -> Option<Verdict> {
 
     // 2. The builder's own account of this job's failure (a success report, its size, is not one).
     let job_id = o.job_id.as_deref();
-    let submitted_at = o
-        .job
-        .as_ref()
-        .and_then(|j| j.created_at)
-        .or(record.map(|r| r.submitted_at));
-    if let Some(report) = &o.report
+    if let Some(report) = o.report_of_this_build()
         && !report.succeeded()
-        && report.is_about(job_id, submitted_at)
     {
         return Some(Verdict {
             report_lines: report.last_lines.clone(),
@@ -365,7 +385,8 @@ pub async fn describe_job(
     }))
 }
 
-/// The failure report of an artifact key, if the builder wrote one.
+/// The builder's report of an artifact key (a failure report, or a successful build's with its size), if it
+/// wrote one.
 pub async fn read_report(
     s3: &aws_sdk_s3::Client,
     bucket: &str,
