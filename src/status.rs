@@ -362,6 +362,7 @@ mod tests {
             submitted_at,
             updated_at: submitted_at,
             outcome: None,
+            size: None,
         }
     }
 
