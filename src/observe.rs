@@ -4,7 +4,8 @@
 //! [`observe`] gathers what is known about a build: its build record, the builder's report (of a failure, or of a
 //! success with its size), the artifact and its tags, and the Batch job ([`describe_job`]); [`derive`] (pure)
 //! turns that into one [`State`]. The order of the evidence, and why, is in build-status's module docs
-//! ([`crate::status`]).
+//! ([`crate::status`]). [`check_budget`] (pure) is submit-build's refusal of an existing build larger than a
+//! request's budget.
 
 use serde::Serialize;
 use tracing::warn;
@@ -13,6 +14,7 @@ use crate::{
     artifact::{ArtifactKey, LAYER_VERSION_ARN_TAG, REASON_TAG, STATUS_TAG},
     aws::{AwsFault, error_chain},
     records::{self, BuildRecord, FailureReport, RecordOutcome},
+    request::{BuildRequest, InvalidRequest, MIB},
     size::SizeReport,
 };
 
@@ -109,6 +111,20 @@ impl Observed {
     /// successful build's, and a build's that failed over its budget.
     pub fn size(&self) -> Option<&SizeReport> {
         self.report_of_this_build().and_then(|r| r.size.as_ref())
+    }
+
+    /// The size of what a request for this build would be given (submit-build's `cached` and `building`): the
+    /// builder's success report, any for pinned requirements (the fingerprint fixes the bytes), else only this
+    /// build's own (loose requirements may resolve to other bytes).
+    pub fn built_size(&self, pinned: bool) -> Option<&SizeReport> {
+        let report = if pinned {
+            self.report.as_ref()
+        } else {
+            self.report_of_this_build()
+        };
+        report
+            .filter(|r| r.succeeded())
+            .and_then(|r| r.size.as_ref())
     }
 }
 
@@ -237,6 +253,34 @@ pub fn derive(o: &Observed) -> Option<Verdict> {
             "the submission never reached Batch".to_owned(),
             None,
         )),
+    }
+}
+
+/// Refuses a request whose budget is below the size of the build it would be answered with (`cached`, or
+/// `building`), naming `max_unzipped_mb` with that build's size and largest distributions: the layer it would get
+/// is over its budget, and building it again would give the same bytes. The size is the builder's success
+/// report ([`Observed::built_size`]); without one (an artifact older than reports, a report that could
+/// not be written), nothing is refused.
+pub fn check_budget(
+    request: &BuildRequest,
+    observed: &Observed,
+    artifact: &str,
+) -> Result<(), InvalidRequest> {
+    let budget = request.max_unzipped_bytes;
+    match observed.built_size(request.requirements.all_pinned()) {
+        Some(size) if size.unzipped_bytes > budget => Err(InvalidRequest::json(
+            "max_unzipped_mb",
+            format!(
+                "the existing build of this request ({artifact}) is over the budget, nothing was submitted: {}",
+                SizeReport {
+                    budget_bytes: budget,
+                    ..size.clone()
+                }
+                .budget_reason()
+            ),
+            &serde_json::json!(budget / MIB),
+        )),
+        _ => Ok(()),
     }
 }
 

@@ -25,7 +25,7 @@ use crate::{
     config::Config,
     function_error::HandlerError,
     grant::{self, Grants},
-    observe::{self as status, State},
+    observe::{self as status, State, check_budget},
     records::{self, BuildRecord, Condition, WriteError},
     request::{
         BuildRequest, InvalidRequest, MAX_REQUIREMENTS_OBJECT_BYTES, RequestDraft, Requirements,
@@ -380,49 +380,6 @@ pub async fn handle(state: &SubmitState, event: Value) -> Result<SubmitResponse,
         job_queue: Some(plan.job_queue),
         ..response(Status::Submitted)
     })
-}
-
-/// Refuses a request whose budget is below the size of the build it would be answered with (`cached`, or
-/// `building`), naming `max_unzipped_mb` with that build's size and largest distributions: the layer it would get
-/// is over its budget, and building it again would give the same bytes. The size is the builder's success
-/// report at the artifact's report key: any for pinned requirements (the fingerprint fixes the bytes), else only
-/// the one about the build in flight. Without a report (an artifact older than reports, a report that could not
-/// be written), nothing is refused.
-pub fn check_budget(
-    request: &BuildRequest,
-    observed: &status::Observed,
-    artifact: &str,
-) -> Result<(), InvalidRequest> {
-    let report = if request.requirements.all_pinned() {
-        observed.report.as_ref()
-    } else {
-        observed.report_of_this_build()
-    };
-    let Some(size) = report
-        .filter(|r| r.succeeded())
-        .and_then(|r| r.size.as_ref())
-    else {
-        return Ok(());
-    };
-    if size.unzipped_bytes <= request.max_unzipped_bytes {
-        return Ok(());
-    }
-    let mut against = size.clone();
-    against.budget_bytes = request.max_unzipped_bytes;
-    info!(
-        artifact,
-        unzipped_bytes = size.unzipped_bytes,
-        budget_bytes = request.max_unzipped_bytes,
-        "the existing build is over the request's budget; nothing submitted"
-    );
-    Err(InvalidRequest::json(
-        "max_unzipped_mb",
-        format!(
-            "the existing build of this request ({artifact}) is over the budget, nothing was submitted: {}",
-            against.budget_reason()
-        ),
-        &serde_json::json!(request.max_unzipped_bytes / crate::request::MIB),
-    ))
 }
 
 /// Completes our claimed record (the version `etag`, now). A failed write is logged, never fatal: what happened
