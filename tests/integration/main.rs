@@ -16,6 +16,7 @@ mod layout;
 mod pipeline;
 mod publish;
 mod robustness;
+mod size;
 mod status;
 mod submit;
 mod template;
