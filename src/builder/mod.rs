@@ -29,6 +29,8 @@ pub mod platform;
 pub mod python;
 pub mod report;
 pub mod shape;
+pub mod slim;
+pub mod target;
 pub mod tree;
 pub mod upload;
 pub mod work;
@@ -40,30 +42,31 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
-use tracing::{info, warn};
+use tracing::info;
 
 use self::{
-    cli::{Args, DEFAULT_KEY_PREFIX, ModeArg, usage_error},
+    cli::{Args, DEFAULT_KEY_PREFIX, usage_error},
     install::{InstallError, InstallSpec, PlatformMode},
-    python::PYTHON_ENV,
     upload::UploadError,
 };
 use crate::{
     artifact::{ArtifactKey, ArtifactMetadata, Fingerprint},
     aws::{self, AwsFault},
-    request::{Architecture, MAX_REQUIREMENTS_OBJECT_BYTES, Requirements, Runtime, S3Uri},
+    request::{MAX_REQUIREMENTS_OBJECT_BYTES, Requirements, S3Uri},
 };
 
 /// Lambda's limit on a function's code plus its layers, unzipped; a layer alone can't exceed it.
 pub const MAX_UNZIPPED_BYTES: u64 = crate::vocab::LAMBDA_UNZIPPED_LIMIT;
-/// The environment variable naming the uv program.
-pub const UV_ENV: &str = "LAYERFORGE_UV";
 
-use self::work::{WorkDir, set_mode};
 pub use self::{
     error::BuildError,
     outcome::Outcome,
+    target::{UV_ENV, default_installer},
     tree::{Collected, check_elf, collect},
+};
+use self::{
+    target::{bytecode_interpreter, resolve_target, uv_program},
+    work::{WorkDir, set_mode},
 };
 /// Human-readable logs on stderr (stdout carries only the summary); level from `RUST_LOG`, default `info`.
 pub fn init_tracing() {
@@ -270,9 +273,31 @@ pub async fn run(args: Args) -> Result<Outcome, BuildError> {
         bytecode_tag: compiler.as_ref().map(|_| bytecode::cache_tag(runtime)),
         slim: options.slim,
     };
-    let collected = tree::collect_with(&target, &prefix, &keep)
+    let mut collected = tree::collect_with(&target, &prefix, &keep)
         .map_err(BuildError::io(format!("reading {}", target.display())))?;
-    let size = shape::size_report(&collected, &prefix, args.budget_bytes(), options.slim)?;
+    let distributions = shape::distributions(&collected, &prefix)?;
+    let slim_kept = if options.slim {
+        let verifier = compiler
+            .clone()
+            .or_else(|| spec.interpreter.clone().filter(|i| i.matches(runtime)));
+        Some(shape::slim_tests(
+            &mut collected,
+            &target,
+            &prefix,
+            &distributions,
+            verifier.filter(|_| cli::host_architecture() == architecture),
+            &spec.sandbox,
+        ))
+    } else {
+        None
+    };
+    let size = shape::size_report(
+        &collected,
+        &prefix,
+        &distributions,
+        args.budget_bytes(),
+        slim_kept,
+    )?;
     info!(
         size = size.headline(),
         largest = size.top_lines(crate::size::TOP).join("; "),
@@ -554,120 +579,6 @@ async fn read_s3_requirements(s3: &aws_sdk_s3::Client, uri: &S3Uri) -> Result<Ve
     Ok(body.into_bytes().to_vec())
 }
 
-/// The runtime, the platform mode and the interpreter of this build (DESIGN section 4).
-///
-/// Without `--runtime` the target is the Python found here (`LAYERFORGE_PYTHON`, else `python3`, `python`), as
-/// the original tool built. `auto` is native when a Python of the runtime's version runs here and this machine
-/// is of the target architecture, else cross. The interpreter is required and exact for native builds, any
-/// Python 3 for pip cross builds, none for uv cross builds (uv resolves for the target by itself).
-fn resolve_target(
-    args: &Args,
-    installer: install::Installer,
-    architecture: Architecture,
-    sandbox: &isolation::Sandbox,
-) -> Result<(Runtime, PlatformMode, Option<python::Interpreter>), BuildError> {
-    let override_path = std::env::var_os(PYTHON_ENV);
-    let host = cli::host_architecture();
-    let (runtime, found) = match args.runtime {
-        Some(runtime) => (runtime, None),
-        None => {
-            let interpreter = python::find_default(override_path.clone(), sandbox)?;
-            let runtime = format!("python{}", interpreter.major_minor())
-                .parse::<Runtime>()
-                .map_err(|_| {
-                    BuildError::UnsupportedInterpreter(format!(
-                        "--runtime: not given, and the Python found here ({}, {}) is not a Lambda runtime \
-                         (python3.10 … python3.14); give --runtime",
-                        interpreter.path.display(),
-                        interpreter.version
-                    ))
-                })?;
-            (runtime, Some(interpreter))
-        }
-    };
-    let exact = |override_path| -> Result<python::Interpreter, BuildError> {
-        match &found {
-            Some(interpreter) => Ok(interpreter.clone()),
-            None => Ok(python::find(runtime, override_path, true, sandbox)?),
-        }
-    };
-    let (mode, interpreter) = match args.platform_mode {
-        ModeArg::Native => (PlatformMode::Native, Some(exact(override_path.clone())?)),
-        ModeArg::Auto if host == architecture => match exact(override_path.clone()) {
-            Ok(interpreter) => (PlatformMode::Native, Some(interpreter)),
-            Err(_) => (PlatformMode::Cross, None),
-        },
-        ModeArg::Auto | ModeArg::Cross => (PlatformMode::Cross, None),
-    };
-    let interpreter = match (mode, installer, interpreter) {
-        (PlatformMode::Native, _, Some(interpreter)) => {
-            if host != architecture {
-                warn!(
-                    host = host.as_str(),
-                    %architecture,
-                    "native build on a host of another architecture: only pure-Python packages can be right; \
-                     every ELF file is checked after the install"
-                );
-            }
-            info!(python = %interpreter.path.display(), version = interpreter.version, "interpreter");
-            Some(interpreter)
-        }
-        (_, install::Installer::Pip, _) => Some(
-            found
-                .clone()
-                .map_or_else(|| python::find(runtime, override_path, false, sandbox), Ok)?,
-        ),
-        (_, install::Installer::Uv, _) => None,
-    };
-    info!(%runtime, %architecture, mode = mode.as_str(), requested = ?args.platform_mode, "build target");
-    Ok((runtime, mode, interpreter))
-}
-
-/// The interpreter that compiles the bytecode: the install's when it is of the runtime's version, else one found
-/// here (`LAYERFORGE_PYTHON`, `python3.X`, `python3`, `python`) of that version, of any platform.
-fn bytecode_interpreter(
-    runtime: Runtime,
-    install: Option<&python::Interpreter>,
-    sandbox: &isolation::Sandbox,
-) -> Result<python::Interpreter, BuildError> {
-    if let Some(interpreter) = install.filter(|i| i.matches(runtime)) {
-        return Ok(interpreter.clone());
-    }
-    python::find(runtime, std::env::var_os(PYTHON_ENV), true, sandbox)
-        .map_err(|e| {
-            BuildError::Interpreter(python::InterpreterError {
-                for_bytecode: true,
-                ..e
-            })
-        })
-        .inspect(|i| info!(python = %i.path.display(), version = i.version, "bytecode interpreter"))
-}
-
-/// The uv program: `LAYERFORGE_UV`, else `uv` (looked up on PATH).
-fn uv_program() -> OsString {
-    std::env::var_os(UV_ENV)
-        .filter(|v| !v.is_empty())
-        .unwrap_or_else(|| OsString::from("uv"))
-}
-
-/// The installer when none is named: uv when it runs here (`LAYERFORGE_UV`, else `uv` on PATH, as in the
-/// image), else pip. Whether the build user can run it too is checked before the install
-/// ([`isolation::probe_program`]): a uv only root can run is an error naming it, not a silent switch to pip.
-pub fn default_installer() -> install::Installer {
-    let runs = std::process::Command::new(uv_program())
-        .arg("--version")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if runs {
-        install::Installer::Uv
-    } else {
-        install::Installer::Pip
-    }
-}
-
 /// The zip stage alone, for the benchmark (scripts/bench.sh): `layer-builder --bench-zip-tree DIR OUT.zip` zips
 /// `DIR/python` as the builder does (collect, then the parallel deterministic deflate: what the summary's
 /// `zip_seconds` times), entries named `python/…` as `zip -r OUT.zip python` in `DIR` names them. Prints
@@ -735,7 +646,10 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
 
     use super::*;
-    use crate::builder::archive::ZipSource;
+    use crate::{
+        builder::archive::ZipSource,
+        request::{Architecture, Runtime},
+    };
 
     #[test]
     fn create_date_is_utc_with_milliseconds() {

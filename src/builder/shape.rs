@@ -2,7 +2,7 @@
 //! ([`compile`], see [`super::bytecode`]), the size report of what is zipped ([`size_report`]) and the budget
 //! a build must fit ([`check_budget`]).
 
-use std::{io::Read as _, path::Path, time::Instant};
+use std::{collections::BTreeMap, io::Read as _, path::Path, time::Instant};
 
 use tracing::info;
 
@@ -12,6 +12,7 @@ use super::{
     install::{self, InstallError},
     isolation::Sandbox,
     python::Interpreter,
+    slim,
     tree::Collected,
 };
 use crate::{
@@ -52,25 +53,12 @@ pub fn compile(
     Ok(seconds)
 }
 
-/// The size report of `collected` (entries named `prefix/…`), by the distributions whose `RECORD` it holds.
-pub fn size_report(
-    collected: &Collected,
-    prefix: &str,
-    budget_bytes: u64,
-    slim: bool,
-) -> Result<SizeReport, BuildError> {
+/// The distributions whose `*.dist-info/RECORD` `collected` holds (entries named `prefix/…`).
+pub fn distributions(collected: &Collected, prefix: &str) -> Result<Vec<Distribution>, BuildError> {
     let prefix = format!("{}/", prefix.trim_end_matches('/'));
-    let mut files = Vec::with_capacity(collected.files.len());
     let mut distributions = Vec::new();
     for file in &collected.files {
         let relative = file.name.strip_prefix(&prefix).unwrap_or(&file.name);
-        let len = match file.expect {
-            Some(id) => id.len,
-            None => std::fs::metadata(&file.path)
-                .map_err(BuildError::io(format!("reading {}", file.path.display())))?
-                .len(),
-        };
-        files.push((relative.to_owned(), len));
         if let Some(dist_info) = relative.strip_suffix("/RECORD")
             && dist_info.ends_with(".dist-info")
             && !dist_info.contains('/')
@@ -82,15 +70,73 @@ pub fn size_report(
             distributions.push(Distribution::from_record(dist_info, &text));
         }
     }
-    let mut report = SizeReport::tally(&files, &distributions, budget_bytes);
-    if slim {
+    Ok(distributions)
+}
+
+/// The size report of `collected` (entries named `prefix/…`) by `distributions`. With `slim` (the parts kept
+/// and why), it says what slim removed.
+pub fn size_report(
+    collected: &Collected,
+    prefix: &str,
+    distributions: &[Distribution],
+    budget_bytes: u64,
+    slim: Option<Vec<String>>,
+) -> Result<SizeReport, BuildError> {
+    let prefix = format!("{}/", prefix.trim_end_matches('/'));
+    let mut files = Vec::with_capacity(collected.files.len());
+    for file in &collected.files {
+        let relative = file.name.strip_prefix(&prefix).unwrap_or(&file.name);
+        let len = match file.expect {
+            Some(id) => id.len,
+            None => std::fs::metadata(&file.path)
+                .map_err(BuildError::io(format!("reading {}", file.path.display())))?
+                .len(),
+        };
+        files.push((relative.to_owned(), len));
+    }
+    let mut report = SizeReport::tally(&files, distributions, budget_bytes);
+    if let Some(kept) = slim {
         report.slim = Some(SlimReport {
             saved_bytes: collected.slimmed.iter().map(|i| i.bytes).sum(),
             removed: collected.slimmed.clone(),
-            kept: Vec::new(),
+            kept,
         });
     }
     Ok(report)
+}
+
+/// `slim`'s test folders ([`super::slim`]): left out of `collected` where `verifier` (the runtime's interpreter
+/// on a host of the layer's architecture; `None` elsewhere) finds every import still working. Returns what was
+/// kept, and why.
+pub fn slim_tests(
+    collected: &mut Collected,
+    site: &Path,
+    prefix: &str,
+    distributions: &[Distribution],
+    verifier: Option<Interpreter>,
+    sandbox: &Sandbox,
+) -> Vec<String> {
+    let records: BTreeMap<String, Vec<String>> = distributions
+        .iter()
+        .map(|d| (d.name.clone(), d.paths.clone()))
+        .collect();
+    let (candidates, modules) = slim::candidates(collected, prefix, &records);
+    if candidates.is_empty() {
+        return Vec::new();
+    }
+    let Some(verifier) = verifier else {
+        let names: Vec<&str> = candidates.iter().map(|c| c.distribution.as_str()).collect();
+        return vec![format!(
+            "tests folders of {}: their imports can't be verified here (it takes an interpreter of the \
+             runtime's version on a host of the layer's architecture)",
+            names.join(", ")
+        )];
+    };
+    let decision = slim::decide(&verifier, site, &candidates, &modules, sandbox);
+    if let Some(item) = slim::apply(collected, prefix, &decision.removed) {
+        collected.slimmed.push(item);
+    }
+    decision.kept
 }
 
 /// Fails a build over its budget (exit 4), with the report's largest entries in the reason.

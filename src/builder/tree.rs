@@ -245,3 +245,86 @@ pub fn check_elf(
     }
     Ok(elf_files)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_builds_own_bytecode_is_kept_and_slim_leaves_out_scripts_and_stubs() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = std::fs::canonicalize(dir.path()).unwrap();
+        for (path, body) in [
+            ("pkg/__init__.py", "x = 1\n"),
+            ("pkg/__init__.pyi", "x: int\n"),
+            ("pkg/__pycache__/__init__.cpython-312.pyc", "ours"),
+            (
+                "pkg/__pycache__/__init__.cpython-311.pyc",
+                "another interpreter's",
+            ),
+            (
+                "pkg/__pycache__/__init__.cpython-312.opt-1.pyc",
+                "optimized",
+            ),
+            ("pkg/__pycache__/notes.txt", "not bytecode"),
+            ("pkg/__pycache__/__pycache__/x.cpython-312.pyc", "nested"),
+            ("pkg/stray.pyc", "outside __pycache__"),
+            ("bin/tool", "#!/usr/bin/python3\n"),
+            ("pkg/bin/data", "a package's own bin/ stays"),
+            ("pkg-1.0.dist-info/RECORD", "pkg/__init__.py,,\n"),
+        ] {
+            let path = root.join(path);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, body).unwrap();
+        }
+        let names = |keep: &Keep| -> (Vec<String>, Vec<SlimItem>) {
+            let c = collect_with(&root, "p", keep).unwrap();
+            (c.files.into_iter().map(|f| f.name).collect(), c.slimmed)
+        };
+        let (plain, _) = names(&Keep::default());
+        assert!(!plain.iter().any(|n| n.ends_with(".pyc")), "{plain:?}");
+
+        let (with_bytecode, slimmed) = names(&Keep {
+            bytecode_tag: Some("cpython-312".into()),
+            slim: false,
+        });
+        let pycs: Vec<&String> = with_bytecode
+            .iter()
+            .filter(|n| n.contains("__pycache__"))
+            .collect();
+        assert_eq!(pycs, ["p/pkg/__pycache__/__init__.cpython-312.pyc"]);
+        assert!(with_bytecode.contains(&"p/bin/tool".to_owned()));
+        assert!(slimmed.is_empty());
+
+        let (slim, slimmed) = names(&Keep {
+            bytecode_tag: Some("cpython-312".into()),
+            slim: true,
+        });
+        assert!(
+            !slim
+                .iter()
+                .any(|n| n.starts_with("p/bin/") || n.ends_with(".pyi")),
+            "{slim:?}"
+        );
+        assert!(slim.contains(&"p/pkg/bin/data".to_owned()), "{slim:?}");
+        assert!(
+            slim.contains(&"p/pkg-1.0.dist-info/RECORD".to_owned()),
+            "dist-info stays"
+        );
+        assert_eq!(
+            slimmed,
+            [
+                SlimItem {
+                    what: SLIM_STUBS.into(),
+                    files: 1,
+                    bytes: 7
+                },
+                SlimItem {
+                    what: SLIM_BIN.into(),
+                    files: 1,
+                    bytes: 19
+                },
+            ]
+        );
+    }
+}

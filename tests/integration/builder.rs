@@ -27,7 +27,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_layer-builder");
 const COMPILED: &str = "orjson==3.10.7\ncharset-normalizer==3.3.2";
 
 /// Runs layer-builder with `args`; the AWS settings point at moto when `MOTO_ENDPOINT` is set.
-fn builder(args: &[&str], env: &[(&str, &str)]) -> Output {
+pub(crate) fn builder(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(BIN);
     cmd.args(args)
         .env("RUST_LOG", "info")
@@ -54,13 +54,13 @@ fn builder(args: &[&str], env: &[(&str, &str)]) -> Output {
     output
 }
 
-fn tail(text: &str, n: usize) -> String {
+pub(crate) fn tail(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 /// The `key: value` summary lines of a successful run.
-fn summary(output: &Output) -> HashMap<String, String> {
+pub(crate) fn summary(output: &Output) -> HashMap<String, String> {
     assert!(
         output.status.success(),
         "layer-builder failed: {}",
@@ -102,6 +102,21 @@ fn machine_runtime() -> String {
     runtime
 }
 
+/// Whether an interpreter of `runtime`'s version runs here as the user layer-builder installs as (65534 when
+/// the tests run as root): the builder can compile that runtime's bytecode.
+pub(crate) fn has_interpreter(runtime: &str) -> bool {
+    use std::os::unix::process::CommandExt as _;
+    let mut cmd = Command::new(runtime);
+    cmd.args(["-c", "pass"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        cmd.uid(65_534).gid(65_534);
+    }
+    cmd.status().is_ok_and(|s| s.success())
+}
+
 fn host_architecture() -> &'static str {
     if cfg!(target_arch = "aarch64") {
         "arm64"
@@ -110,11 +125,11 @@ fn host_architecture() -> &'static str {
     }
 }
 
-fn open_zip(path: &Path) -> zip::ZipArchive<std::fs::File> {
+pub(crate) fn open_zip(path: &Path) -> zip::ZipArchive<std::fs::File> {
     zip::ZipArchive::new(std::fs::File::open(path).unwrap()).unwrap()
 }
 
-fn names(path: &Path) -> Vec<String> {
+pub(crate) fn names(path: &Path) -> Vec<String> {
     let archive = open_zip(path);
     archive.file_names().map(str::to_owned).collect()
 }
@@ -134,7 +149,7 @@ fn elf_entries(path: &Path) -> Vec<(String, u16)> {
     out
 }
 
-fn sha256_hex(path: &Path) -> String {
+pub(crate) fn sha256_hex(path: &Path) -> String {
     hex::encode(Sha256::digest(std::fs::read(path).unwrap()))
 }
 
@@ -176,11 +191,22 @@ fn native_pure_python_layer_imports_and_rebuilds_byte_identical() {
         entries.iter().all(|n| n.starts_with(&format!("{site}/"))),
         "{entries:?}"
     );
-    assert!(
-        !entries
-            .iter()
-            .any(|n| n.contains("__pycache__") || n.ends_with(".pyc")),
-        "{entries:?}"
+    // Bytecode of the runtime's version, hash-based (PEP 552 flags 0b01: unchecked-hash), beside its source,
+    // and nothing else of the kind.
+    let tag = format!("cpython-3{}", &runtime[8..]);
+    let pyc_name = format!("{site}/__pycache__/six.{tag}.pyc");
+    let pycs: Vec<&String> = entries.iter().filter(|n| n.ends_with(".pyc")).collect();
+    assert_eq!(pycs, [&pyc_name], "{entries:?}");
+    let mut pyc = Vec::new();
+    open_zip(&zips[0])
+        .by_name(&pyc_name)
+        .unwrap()
+        .read_to_end(&mut pyc)
+        .unwrap();
+    assert_eq!(
+        u32::from_le_bytes(pyc[4..8].try_into().unwrap()),
+        0b01,
+        "unchecked-hash"
     );
     let mut sorted = entries.clone();
     sorted.sort();
@@ -202,11 +228,13 @@ fn native_pure_python_layer_imports_and_rebuilds_byte_identical() {
     archive.extract(&extracted).unwrap();
     let out = Command::new("python3")
         .args([
+            "-v",
             "-c",
             "import six; print(six.__version__); print(six.__file__)",
         ])
         .env("PYTHONPATH", extracted.join(&site))
         .env("PYTHONNOUSERSITE", "1")
+        .env("PYTHONDONTWRITEBYTECODE", "1")
         .output()
         .unwrap();
     assert!(
@@ -219,6 +247,14 @@ fn native_pure_python_layer_imports_and_rebuilds_byte_identical() {
     assert!(
         stdout.contains(extracted.to_str().unwrap()),
         "six came from the layer: {stdout}"
+    );
+    // Python loaded six from the layer's bytecode, whatever the dates of the unpacked files (1980).
+    let verbose = String::from_utf8_lossy(&out.stderr);
+    let loaded = format!("code object from '{}'", extracted.join(&pyc_name).display());
+    assert!(
+        verbose.contains(&loaded),
+        "{loaded} not in:\n{}",
+        tail(&verbose, 40)
     );
 
     // Byte-identical rebuild.
@@ -255,6 +291,8 @@ fn cross_build(installer: &str, architecture: &str, expected: u16) {
             "cross",
             "--installer",
             installer,
+            // No Python 3.12 here to compile bytecode with: the ELF checks are what this test is about.
+            "--no-bytecode",
             "--out",
             zip.to_str().unwrap(),
         ],
@@ -816,6 +854,7 @@ fn a_wheel_above_glibc_2_26_is_refused_for_python311_and_accepted_for_python312(
                 "x86_64",
                 "--installer",
                 installer,
+                "--no-bytecode",
                 "--out",
                 zip.to_str().unwrap(),
             ],
@@ -861,26 +900,39 @@ fn cross_builds_for_every_runtime_and_architecture() {
             ("x86_64", "x86_64", EM_X86_64),
         ] {
             let zip = dir.path().join(format!("ms-{runtime}-{architecture}.zip"));
-            let output = builder(
-                &[
-                    "-n",
-                    "markupsafe",
-                    "-r",
-                    "markupsafe==3.0.3",
-                    "--runtime",
-                    runtime,
-                    "--architecture",
-                    architecture,
-                    "--platform-mode",
-                    "cross",
-                    "--installer",
-                    "uv",
-                    "--out",
-                    zip.to_str().unwrap(),
-                ],
-                &[],
-            );
+            // Bytecode where an interpreter of the runtime's version runs here (any architecture: bytecode
+            // doesn't depend on it), none elsewhere.
+            let bytecode = has_interpreter(runtime);
+            let mut args = vec![
+                "-n",
+                "markupsafe",
+                "-r",
+                "markupsafe==3.0.3",
+                "--runtime",
+                runtime,
+                "--architecture",
+                architecture,
+                "--platform-mode",
+                "cross",
+                "--installer",
+                "uv",
+                "--out",
+                zip.to_str().unwrap(),
+            ];
+            if !bytecode {
+                args.push("--no-bytecode");
+            }
+            let output = builder(&args, &[]);
             let sums = summary(&output);
+            let tag = format!("cpython-3{}", &runtime[8..]);
+            let pyc = format!(
+                "python/lib/{runtime}/site-packages/markupsafe/__pycache__/__init__.{tag}.pyc"
+            );
+            assert_eq!(
+                names(&zip).contains(&pyc),
+                bytecode,
+                "{runtime}/{architecture}: bytecode {bytecode}"
+            );
             assert_eq!(sums["runtime"], runtime);
             let site = format!("python/lib/{runtime}/site-packages/");
             let entries = names(&zip);
@@ -895,7 +947,11 @@ fn cross_builds_for_every_runtime_and_architecture() {
                         .all(|(n, m)| n.ends_with(&abi) && *m == expected),
                 "{runtime}/{architecture}: {elves:?}"
             );
-            built.push(format!("{runtime}/{architecture}: {} ELF", elves.len()));
+            built.push(format!(
+                "{runtime}/{architecture}: {} ELF, bytecode {}",
+                elves.len(),
+                sums["bytecode"]
+            ));
         }
     }
     eprintln!("FIGURES cross builds: {}", built.join(", "));

@@ -180,7 +180,7 @@ impl Scene {
             "-r",
             "good==1.0",
             "--runtime",
-            "python3.12",
+            "python3.11",
             "--architecture",
             host,
             "--platform-mode",
@@ -310,7 +310,7 @@ async fn a_leftover_process_and_planted_links_change_nothing_that_is_uploaded() 
     let sdk = helpers::sdk().await;
     let s3 = layerforge::aws::s3_client(&sdk);
     let bucket = helpers::bucket(&sdk, "lf-contain").await;
-    let key = "layers/contained/python3.12-x86_64/0123456789abcdef.zip";
+    let key = "layers/contained/python3.11-x86_64/0123456789abcdef.zip";
     for attack in ["leftover", "plant"] {
         let scene = Scene::new();
         let output = tokio::task::block_in_place(|| {
@@ -394,9 +394,16 @@ async fn a_leftover_process_and_planted_links_change_nothing_that_is_uploaded() 
             .find(|(n, _)| n.ends_with("site-packages/good/__init__.py"))
             .expect("the legitimate module is in the zip");
         assert_eq!(init.1, b"VALUE = 1\n", "{attack}");
+        // The package's four files and the builder's own bytecode of its module.
+        assert!(
+            files
+                .iter()
+                .any(|(n, _)| n.ends_with("good/__pycache__/__init__.cpython-311.pyc")),
+            "{attack}"
+        );
         assert_eq!(
             files.len(),
-            4,
+            5,
             "{attack}: {:?}",
             files.iter().map(|f| &f.0).collect::<Vec<_>>()
         );
@@ -464,7 +471,7 @@ fn an_installer_the_build_user_cannot_run_is_named_before_the_install() {
             "-r",
             "good==1.0",
             "--runtime",
-            "python3.12",
+            "python3.11",
             "--platform-mode",
             "cross",
             "--installer",

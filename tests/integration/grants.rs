@@ -47,7 +47,10 @@ fn stand_in_uv() -> (tempfile::TempDir, PathBuf) {
                case \"$1\" in --target) shift; target=\"$1\";; esac\n\
                shift\n\
              done\n\
-             mkdir -p \"$target/grantdemo\" && echo 'VALUE = 42' > \"$target/grantdemo/__init__.py\"\n",
+             mkdir -p \"$target/grantdemo\" \"$target/grantdemo-1.0.dist-info\"\n\
+             echo 'VALUE = 42' > \"$target/grantdemo/__init__.py\"\n\
+             printf 'grantdemo/__init__.py,,\\ngrantdemo-1.0.dist-info/RECORD,,\\n' \
+               > \"$target/grantdemo-1.0.dist-info/RECORD\"\n",
             marks = marker_dir.display()
         ),
     )
@@ -112,7 +115,7 @@ async fn a_job_uploads_through_its_grants_with_no_aws_credential_and_publishes()
     let submitted = submit::handle(
         &submit_state,
         json!({"layer_name": "grant-demo", "requirements": "grantdemo==1.0", "license": "MIT",
-               "description": "through a grant"}),
+               "description": "through a grant", "runtime": "python3.11"}),
     )
     .await
     .unwrap();
@@ -194,7 +197,7 @@ async fn a_job_uploads_through_its_grants_with_no_aws_credential_and_publishes()
     );
     assert_eq!(
         metadata.get("python-version").map(String::as_str),
-        Some("3.12")
+        Some("3.11")
     );
     assert_eq!(
         metadata.get("content-sha256"),
@@ -207,6 +210,23 @@ async fn a_job_uploads_through_its_grants_with_no_aws_credential_and_publishes()
         }
     }
 
+    // The build's report (its size, bytecode included) went up through the report grant, at the report key.
+    let report = s3
+        .get_object()
+        .bucket(&bucket)
+        .key(layerforge::records::report_key(&key))
+        .send()
+        .await
+        .expect("the success report is at the report key");
+    let report: layerforge::records::FailureReport =
+        serde_json::from_slice(&report.body.collect().await.unwrap().into_bytes()).unwrap();
+    assert!(report.succeeded(), "{report:?}");
+    let size = report.size.expect("a success report carries the size");
+    assert!(
+        size.unzipped_bytes > 0 && size.bytecode_bytes > 0,
+        "{size:?}"
+    );
+    assert_eq!(size.distributions[0].name, "grantdemo", "{size:?}");
     let event = crate::pipeline::event_for(&aws_sdk_sqs::Client::new(&sdk), &queue_url, &key).await;
     let published = publish::handle(&publish_state, event).await.unwrap();
     let arn = published
@@ -261,7 +281,7 @@ fn job_command(bucket: &str, key: &str) -> Vec<String> {
     [
         "--name=late",
         "--requirements=grantdemo==1.0",
-        "--runtime=python3.12",
+        "--runtime=python3.11",
         "--architecture=arm64",
         "--installer=uv",
         &format!("--bucket={bucket}"),
@@ -311,7 +331,7 @@ fn a_job_that_starts_after_its_grants_expired_installs_nothing_and_exits_5() {
         "{stderr}"
     );
     assert!(
-        stderr.contains("no failure report"),
+        stderr.contains("no report: the report grant can't be used"),
         "an expired report grant isn't tried: {stderr}"
     );
 }
@@ -396,7 +416,7 @@ async fn a_grant_refused_at_upload_time_exits_5_and_says_to_run_again() {
                 )
                 .await;
             requests.push(head);
-            if requests.len() == 2 {
+            if requests.len() == 3 {
                 break;
             }
         }
@@ -439,18 +459,24 @@ async fn a_grant_refused_at_upload_time_exits_5_and_says_to_run_again() {
         "{stderr}"
     );
     let requests = server.await.unwrap();
+    let report_put = format!("PUT /{bucket}/.layerforge/reports/{key}.json?");
     assert!(
-        requests[0].starts_with(&format!("PUT /{bucket}/{key}?")),
-        "{}",
+        requests[0].starts_with(&report_put),
+        "first the build's size report, before the zip whose upload triggers publishing: {}",
         requests[0]
     );
     assert!(
-        requests[0].contains("content-type: application/zip"),
+        requests[1].starts_with(&format!("PUT /{bucket}/{key}?")),
+        "{}",
+        requests[1]
+    );
+    assert!(
+        requests[1].contains("content-type: application/zip"),
         "the grant's headers, verbatim"
     );
     assert!(
-        requests[1].starts_with(&format!("PUT /{bucket}/.layerforge/reports/{key}.json?")),
+        requests[2].starts_with(&report_put),
         "then the failure report through its grant: {}",
-        requests[1]
+        requests[2]
     );
 }

@@ -1,6 +1,7 @@
 //! The one integration-test binary: every test talks to moto's server over HTTP (see `helpers`).
 
 mod builder;
+mod bytecode;
 mod cli;
 mod containment;
 mod docs;
