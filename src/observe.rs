@@ -1,9 +1,11 @@
 //! A build's observed state (DESIGN section 9), in one place for the two functions that read it: build-status
 //! answers with it, and submit-build reads it before submitting (a build in flight is not submitted twice).
 //!
-//! [`observe`] gathers what is known about a build: its build record, the builder's failure report, the artifact
-//! and its tags, and the Batch job ([`describe_job`]); [`derive`] (pure) turns that into one [`State`]. The order
-//! of the evidence, and why, is in build-status's module docs ([`crate::status`]).
+//! [`observe`] gathers what is known about a build: its build record, the builder's report (of a failure, or of a
+//! success with its size), the artifact and its tags, and the Batch job ([`describe_job`]); [`derive`] (pure)
+//! turns that into one [`State`]. The order of the evidence, and why, is in build-status's module docs
+//! ([`crate::status`]). [`check_budget`] (pure) is submit-build's refusal of an existing build larger than a
+//! request's budget.
 
 use serde::Serialize;
 use tracing::warn;
@@ -12,6 +14,8 @@ use crate::{
     artifact::{ArtifactKey, LAYER_VERSION_ARN_TAG, REASON_TAG, STATUS_TAG},
     aws::{AwsFault, error_chain},
     records::{self, BuildRecord, FailureReport, RecordOutcome},
+    request::{BuildRequest, InvalidRequest, MIB},
+    size::SizeReport,
 };
 
 /// Batch's log group when a job definition names none.
@@ -86,6 +90,44 @@ pub struct Observed {
     pub now: i64,
 }
 
+impl Observed {
+    /// When the build asked about was submitted: Batch's creation time of its job, else its record's.
+    fn submitted_at(&self) -> Option<i64> {
+        self.job
+            .as_ref()
+            .and_then(|j| j.created_at)
+            .or(self.record.as_ref().map(|r| r.submitted_at))
+    }
+
+    /// The builder's report when it is about this build (its job, or written after its submission): a failure
+    /// report or a success report. A report an older job left at the same key is not.
+    pub fn report_of_this_build(&self) -> Option<&FailureReport> {
+        self.report
+            .as_ref()
+            .filter(|r| r.is_about(self.job_id.as_deref(), self.submitted_at()))
+    }
+
+    /// This build's size report (DESIGN section 13), when the builder's report about it has one: every
+    /// successful build's, and a build's that failed over its budget.
+    pub fn size(&self) -> Option<&SizeReport> {
+        self.report_of_this_build().and_then(|r| r.size.as_ref())
+    }
+
+    /// The size of what a request for this build would be given (submit-build's `cached` and `building`): the
+    /// builder's success report, any for pinned requirements (the fingerprint fixes the bytes), else only this
+    /// build's own (loose requirements may resolve to other bytes).
+    pub fn built_size(&self, pinned: bool) -> Option<&SizeReport> {
+        let report = if pinned {
+            self.report.as_ref()
+        } else {
+            self.report_of_this_build()
+        };
+        report
+            .filter(|r| r.succeeded())
+            .and_then(|r| r.size.as_ref())
+    }
+}
+
 /// The state and what explains it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verdict {
@@ -151,14 +193,8 @@ pub fn derive(o: &Observed) -> Option<Verdict> {
 
     // 2. The builder's own account of this job's failure (a success report, its size, is not one).
     let job_id = o.job_id.as_deref();
-    let submitted_at = o
-        .job
-        .as_ref()
-        .and_then(|j| j.created_at)
-        .or(record.map(|r| r.submitted_at));
-    if let Some(report) = &o.report
+    if let Some(report) = o.report_of_this_build()
         && !report.succeeded()
-        && report.is_about(job_id, submitted_at)
     {
         return Some(Verdict {
             report_lines: report.last_lines.clone(),
@@ -217,6 +253,34 @@ pub fn derive(o: &Observed) -> Option<Verdict> {
             "the submission never reached Batch".to_owned(),
             None,
         )),
+    }
+}
+
+/// Refuses a request whose budget is below the size of the build it would be answered with (`cached`, or
+/// `building`), naming `max_unzipped_mb` with that build's size and largest distributions: the layer it would get
+/// is over its budget, and building it again would give the same bytes. The size is the builder's success
+/// report ([`Observed::built_size`]); without one (an artifact older than reports, a report that could
+/// not be written), nothing is refused.
+pub fn check_budget(
+    request: &BuildRequest,
+    observed: &Observed,
+    artifact: &str,
+) -> Result<(), InvalidRequest> {
+    let budget = request.max_unzipped_bytes;
+    match observed.built_size(request.requirements.all_pinned()) {
+        Some(size) if size.unzipped_bytes > budget => Err(InvalidRequest::json(
+            "max_unzipped_mb",
+            format!(
+                "the existing build of this request ({artifact}) is over the budget, nothing was submitted: {}",
+                SizeReport {
+                    budget_bytes: budget,
+                    ..size.clone()
+                }
+                .budget_reason()
+            ),
+            &serde_json::json!(budget / MIB),
+        )),
+        _ => Ok(()),
     }
 }
 
@@ -365,7 +429,8 @@ pub async fn describe_job(
     }))
 }
 
-/// The failure report of an artifact key, if the builder wrote one.
+/// The builder's report of an artifact key (a failure report, or a successful build's with its size), if it
+/// wrote one.
 pub async fn read_report(
     s3: &aws_sdk_s3::Client,
     bucket: &str,

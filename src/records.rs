@@ -3,13 +3,15 @@
 //!
 //! - A *build record*, `.layerforge/builds/<layer>/<runtime>-<arch>/<fingerprint>.json`, one per fingerprint,
 //!   holding its latest build: the validated request, the fingerprint, the artifact key, the Batch job, the
-//!   times and, once publish-layer has decided, the outcome. submit-build writes it with conditional writes
+//!   times and, once publish-layer has decided, the outcome and the layer's size (from the builder's report).
+//!   submit-build writes it with conditional writes
 //!   (`If-None-Match: *` for the first build, `If-Match: <ETag read>` to replace it), so that of two identical
 //!   requests at the same moment only one submits a job; publish-layer completes it. The build job's role can't
 //!   write it.
 //! - A *failure report*, `.layerforge/reports/<artifact key>.json`, written by layer-builder on any failure
 //!   after it started (exit code, stage, message, the installer's last lines), where the build job's role may
-//!   write. It never ends in `.zip` and is outside the artifact prefix, so it triggers nothing.
+//!   write. It never ends in `.zip` and is outside the artifact prefix, so it triggers nothing. A successful
+//!   build leaves its *success report* (exit code 0, its size report) at the same key before it uploads the zip.
 //!
 //! Neither is the source of truth for publishing: the zip's tags are. The record is the history a caller asks
 //! build-status about; when completing it fails, build-status still reads the outcome from the tags.
@@ -26,6 +28,7 @@ use crate::{
     config::Config,
     publish::outcome,
     request::BuildRequest,
+    size::SizeReport,
 };
 
 /// Where build records live, relative to the artifact bucket's root.
@@ -154,6 +157,10 @@ pub struct BuildRecord {
     pub updated_at: i64,
     #[serde(default)]
     pub outcome: Option<RecordOutcome>,
+    /// The layer's size (DESIGN section 13), from the builder's success report, filled by publish-layer when it
+    /// completes the record; absent in older records and when the report could not be read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<SizeReport>,
 }
 
 impl BuildRecord {
@@ -175,6 +182,7 @@ impl BuildRecord {
             submitted_at: now,
             updated_at: now,
             outcome: None,
+            size: None,
         }
     }
 }
@@ -199,7 +207,7 @@ pub struct FailureReport {
     pub failed_at: i64,
     /// The size report (DESIGN section 13): on every successful build, and on a build over its budget.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub size: Option<crate::size::SizeReport>,
+    pub size: Option<SizeReport>,
 }
 
 impl FailureReport {
@@ -227,11 +235,7 @@ impl FailureReport {
 
     /// The report a successful build leaves at the same key (its report grant writes only that key): exit code
     /// 0, stage [`SUCCESS_STAGE`], and the size report. Readers tell it from a failure by [`Self::succeeded`].
-    pub fn success(
-        job_id: Option<String>,
-        artifact_key: &str,
-        size: crate::size::SizeReport,
-    ) -> Self {
+    pub fn success(job_id: Option<String>, artifact_key: &str, size: SizeReport) -> Self {
         let mut report = Self::new(job_id, 0, SUCCESS_STAGE, "built", &[], artifact_key);
         report.size = Some(size);
         report
@@ -375,9 +379,11 @@ pub async fn read_record(
     read_json(s3, bucket, &record_key(key)).await
 }
 
-/// publish-layer's half: records the outcome of `artifact_key` in its build record. Never fails the
-/// invocation: the zip's tags already carry the outcome, and build-status reads them first. A key outside
-/// the layerforge scheme (the original tool's zips) or without a record is left alone.
+/// publish-layer's half: records the outcome of `artifact_key` in its build record, with the layer's size from
+/// the builder's success report about the record's build ([`FailureReport::is_about`]). Never fails the
+/// invocation: the zip's tags already carry the outcome, and build-status reads them first; a missing or
+/// unreadable report leaves the record without a size. A key outside the layerforge scheme (the original tool's
+/// zips) or without a record is left alone.
 pub async fn complete(
     s3: &aws_sdk_s3::Client,
     config: &Config,
@@ -405,6 +411,8 @@ pub async fn complete(
     };
     let bucket = config.artifact_bucket.as_str();
     let record_key = record_key(&key);
+    // Read once, when a record is to be completed.
+    let mut report: Option<Option<FailureReport>> = None;
     // A few rounds: a competing writer (another delivery, a new submission) may change the record between
     // the read and the conditional write.
     for _ in 0..3 {
@@ -442,6 +450,16 @@ pub async fn complete(
         if same {
             return;
         }
+        if report.is_none() {
+            report = Some(read_build_report(s3, bucket, artifact_key).await);
+        }
+        if let Some(size) = report
+            .as_ref()
+            .and_then(Option::as_ref)
+            .and_then(|r| size_of_build(r, &record))
+        {
+            record.size = Some(size.clone());
+        }
         record.outcome = Some(recorded.clone());
         record.updated_at = now;
         match write_json(
@@ -454,7 +472,12 @@ pub async fn complete(
         .await
         {
             Ok(_) => {
-                info!(record_key, outcome = ?recorded, "build record completed");
+                info!(
+                    record_key,
+                    outcome = ?recorded,
+                    unzipped_bytes = record.size.as_ref().map(|s| s.unzipped_bytes),
+                    "build record completed"
+                );
                 return;
             }
             Err(WriteError::Conflict) => continue,
@@ -465,6 +488,42 @@ pub async fn complete(
         }
     }
     warn!(record_key, "the build record kept changing; not completed");
+}
+
+/// The builder's report of `artifact_key`; `None` (logged) when there is none or it can't be read.
+async fn read_build_report(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    artifact_key: &str,
+) -> Option<FailureReport> {
+    let key = report_key(artifact_key);
+    match read_json::<FailureReport>(s3, bucket, &key).await {
+        Ok(Some(stored)) => stored.value,
+        Ok(None) => {
+            info!(
+                report_key = key,
+                "no build report; the record is completed without a size"
+            );
+            None
+        }
+        Err(fault) => {
+            warn!(report_key = key, error = %fault, "reading the build report failed; the record is completed without a size");
+            None
+        }
+    }
+}
+
+/// The size a record keeps: the success report's, when the report is about the record's build (not an older
+/// job's left at the same key).
+pub fn size_of_build<'a>(
+    report: &'a FailureReport,
+    record: &BuildRecord,
+) -> Option<&'a SizeReport> {
+    report
+        .is_about(record.job_id.as_deref(), Some(record.submitted_at))
+        .then_some(report)
+        .filter(|r| r.succeeded())
+        .and_then(|r| r.size.as_ref())
 }
 
 #[cfg(test)]
@@ -516,5 +575,190 @@ mod tests {
         assert_eq!(report.last_lines.len(), REPORT_LINES);
         assert_eq!(report.last_lines.last().unwrap(), "line 99");
         assert_eq!(report.message.chars().count(), REPORT_MESSAGE_CHARS);
+    }
+}
+
+#[cfg(test)]
+mod completion_tests {
+    //! publish-layer's completion of a record, against mocked S3: the size comes from the builder's success
+    //! report about the record's build, and a report that is missing, unreadable or another job's leaves the
+    //! record completed without it.
+
+    use super::*;
+    use crate::size::Distribution;
+    use aws_sdk_s3::{
+        operation::{
+            get_object::{GetObjectError, GetObjectOutput},
+            put_object::PutObjectOutput,
+        },
+        types::error::NoSuchKey,
+    };
+    use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
+    use aws_smithy_types::error::ErrorMetadata;
+
+    const KEY: &str = "layers/http/python3.12-arm64/0123456789abcdef.zip";
+
+    fn config() -> Config {
+        Config::from_lookup(|k| (k == "ARTIFACT_BUCKET").then(|| "artifacts".to_owned())).unwrap()
+    }
+
+    fn record(job_id: &str) -> BuildRecord {
+        BuildRecord {
+            format: RECORD_FORMAT,
+            layer_name: "http".into(),
+            runtime: "python3.12".into(),
+            architecture: "arm64".into(),
+            fingerprint: "0123456789abcdef".repeat(4),
+            artifact_key: KEY.into(),
+            request: RecordedRequest {
+                requirements: vec!["six==1.16.0".into()],
+                requirements_s3_uri: None,
+                description: None,
+                license: None,
+                force: false,
+                vcpu: None,
+                memory_mib: None,
+                bytecode: Some(true),
+                slim: false,
+                max_unzipped_mb: Some(250),
+            },
+            job_id: Some(job_id.into()),
+            job_name: None,
+            job_queue: None,
+            submit_error: None,
+            submitted_at: 1_000,
+            updated_at: 1_000,
+            outcome: None,
+            size: None,
+        }
+    }
+
+    fn size() -> SizeReport {
+        SizeReport::tally(
+            &[("six.py".to_owned(), 34_549)],
+            &[Distribution::from_record(
+                "six-1.16.0.dist-info",
+                "six.py,,\n",
+            )],
+            crate::vocab::LAMBDA_UNZIPPED_LIMIT,
+        )
+    }
+
+    fn success(job_id: &str) -> FailureReport {
+        let mut r = FailureReport::success(Some(job_id.into()), KEY, size());
+        r.failed_at = 2_000;
+        r
+    }
+
+    fn get_json(key: String, body: Vec<u8>) -> Rule {
+        mock!(aws_sdk_s3::Client::get_object)
+            .match_requests(move |r| r.key() == Some(key.as_str()))
+            .then_output(move || {
+                GetObjectOutput::builder()
+                    .e_tag("\"e\"")
+                    .body(body.clone().into())
+                    .build()
+            })
+    }
+
+    /// What publish-layer writes back, read from the conditional PutObject.
+    fn written(put: &aws_sdk_s3::operation::put_object::PutObjectInput) -> Option<BuildRecord> {
+        put.body()
+            .bytes()
+            .and_then(|b| serde_json::from_slice(b).ok())
+    }
+
+    /// Completes the record of job-1 as published with the report rule `report`; whether the record written
+    /// has a size.
+    async fn complete_with(report: Rule) -> Option<SizeReport> {
+        let stored = get_json(
+            record_key(&ArtifactKey::parse("layers", KEY).unwrap()),
+            serde_json::to_vec(&record("job-1")).unwrap(),
+        );
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let put = {
+            let seen = seen.clone();
+            mock!(aws_sdk_s3::Client::put_object)
+                .match_requests(move |r| {
+                    *seen.lock().unwrap() = written(r);
+                    r.if_match() == Some("\"e\"")
+                })
+                .then_output(|| PutObjectOutput::builder().e_tag("\"f\"").build())
+        };
+        let s3 = mock_client!(aws_sdk_s3, RuleMode::MatchAny, [&stored, &report, &put]);
+        let outcome = outcome::Outcome::Published {
+            layer_version_arn: "arn:aws:lambda:us-east-1:123456789012:layer:http:1".into(),
+            version: 1,
+        };
+        complete(&s3, &config(), KEY, &outcome).await;
+        assert_eq!(put.num_calls(), 1, "the record is completed either way");
+        let record = seen.lock().unwrap().take().expect("a record written");
+        assert!(
+            matches!(record.outcome, Some(RecordOutcome::Published { .. })),
+            "{:?}",
+            record.outcome
+        );
+        record.size
+    }
+
+    #[tokio::test]
+    async fn the_record_keeps_the_size_of_its_builds_success_report() {
+        let report = get_json(
+            report_key(KEY),
+            serde_json::to_vec(&success("job-1")).unwrap(),
+        );
+        assert_eq!(complete_with(report).await, Some(size()));
+    }
+
+    #[tokio::test]
+    async fn without_a_readable_report_of_its_build_the_record_is_completed_without_a_size() {
+        let cases: Vec<(&str, Rule)> = vec![
+            (
+                "no report",
+                mock!(aws_sdk_s3::Client::get_object)
+                    .match_requests(|r| r.key() == Some(report_key(KEY).as_str()))
+                    .then_error(|| GetObjectError::NoSuchKey(NoSuchKey::builder().build())),
+            ),
+            (
+                "a role that can't read reports",
+                mock!(aws_sdk_s3::Client::get_object)
+                    .match_requests(|r| r.key() == Some(report_key(KEY).as_str()))
+                    .then_error(|| {
+                        GetObjectError::generic(
+                            ErrorMetadata::builder()
+                                .code("AccessDenied")
+                                .message("Access Denied")
+                                .build(),
+                        )
+                    }),
+            ),
+            ("not JSON", get_json(report_key(KEY), b"<html>".to_vec())),
+            (
+                "an older job's report",
+                get_json(
+                    report_key(KEY),
+                    serde_json::to_vec(&success("job-0")).unwrap(),
+                ),
+            ),
+        ];
+        for (name, report) in cases {
+            assert_eq!(complete_with(report).await, None, "{name}");
+        }
+    }
+
+    #[test]
+    fn only_a_success_report_about_the_records_build_gives_its_size() {
+        let record = record("job-1");
+        assert_eq!(size_of_build(&success("job-1"), &record), Some(&size()));
+        assert_eq!(size_of_build(&success("job-0"), &record), None);
+        let mut over = FailureReport::new(Some("job-1".into()), 4, "check", "over", &[], KEY);
+        over.size = Some(size());
+        assert_eq!(size_of_build(&over, &record), None, "a failure's");
+        // Written outside Batch: about the build when written after its submission.
+        let mut local = success("job-1");
+        local.job_id = None;
+        assert_eq!(size_of_build(&local, &record), Some(&size()));
+        local.failed_at = 999;
+        assert_eq!(size_of_build(&local, &record), None);
     }
 }

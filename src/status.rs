@@ -23,6 +23,11 @@
 //! For `failed`, `log_tail` holds the last lines of the job's CloudWatch log stream when they can be read
 //! (the group from the job's `awslogs-group` option, else Batch's default `/aws/batch/job`), else the
 //! installer's last lines from the failure report. Reading the log never fails the query.
+//!
+//! `size` is the builder's size report (DESIGN section 13) when its report about this build carries one: every
+//! successful build leaves one at the failure report's key before it uploads the zip, and a build over its
+//! budget fails with one. A report an older job left at that key (another job id, or written before this
+//! build's submission) is not shown.
 
 use std::sync::Arc;
 
@@ -42,6 +47,7 @@ use crate::{
     function_error::HandlerError,
     records,
     request::{InvalidRequest, S3Uri},
+    size::SizeReport,
 };
 
 /// The query's fields.
@@ -199,6 +205,10 @@ pub struct StatusResponse {
     /// Batch's own word for the job (SUBMITTED … SUCCEEDED, FAILED), when it knows the job.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub job_status: Option<String>,
+    /// The builder's size report (DESIGN section 13), when its report about this build has one: a successful
+    /// build's (`built`, `published`, `rejected`) or one that failed over its budget.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub size: Option<SizeReport>,
 }
 
 /// The handler: query -> the build's state.
@@ -279,6 +289,7 @@ pub async fn handle(state: &StatusState, event: Value) -> Result<StatusResponse,
         reason: verdict.reason,
         exit_code: verdict.exit_code,
         log_tail: log_lines.filter(|l| !l.is_empty()),
+        size: observed.size().cloned(),
         job_status: observed.job.map(|j| j.status),
     })
 }
@@ -351,6 +362,7 @@ mod tests {
             submitted_at,
             updated_at: submitted_at,
             outcome: None,
+            size: None,
         }
     }
 
@@ -634,6 +646,234 @@ mod tests {
                 .unwrap_err()
                 .field,
             "job_id"
+        );
+    }
+
+    /// 5.0 MiB in two distributions, over a budget of 4 MiB.
+    fn size_report(budget_bytes: u64) -> SizeReport {
+        use crate::size::Distribution;
+        const MIB: u64 = crate::request::MIB;
+        SizeReport::tally(
+            &[
+                ("big/a.py".to_owned(), 3 * MIB),
+                ("big/__pycache__/a.cpython-312.pyc".to_owned(), MIB),
+                ("s.py".to_owned(), MIB),
+            ],
+            &[
+                Distribution::from_record("big-1.0.dist-info", "big/a.py,,\n"),
+                Distribution::from_record("small-2.0.dist-info", "s.py,,\n"),
+            ],
+            budget_bytes,
+        )
+    }
+
+    fn success_report(job_id: &str) -> FailureReport {
+        let mut r = FailureReport::success(
+            Some(job_id.to_owned()),
+            KEY,
+            size_report(crate::request::LAMBDA_UNZIPPED_LIMIT),
+        );
+        r.failed_at = 2_000;
+        r
+    }
+
+    #[test]
+    fn the_size_is_this_builds_report_only() {
+        let published = ArtifactView {
+            layer_version_arn: Some("arn:layer:1".into()),
+            rejected: None,
+        };
+        let base = Observed {
+            record: Some(record(Some("job-1"), 1_000)),
+            job_id: Some("job-1".into()),
+            job: Some(job("SUCCEEDED")),
+            now: 5_000,
+            ..Observed::default()
+        };
+        let size = size_report(crate::request::LAMBDA_UNZIPPED_LIMIT);
+        for (name, artifact, want) in [
+            ("built", ArtifactView::default(), State::Built),
+            ("published", published.clone(), State::Published),
+        ] {
+            let o = Observed {
+                artifact: Some(artifact),
+                report: Some(success_report("job-1")),
+                ..base.clone()
+            };
+            assert_eq!(
+                state_of(&o).0,
+                want,
+                "{name}: a success report is no failure"
+            );
+            assert_eq!(o.size(), Some(&size), "{name}");
+        }
+        let older = Observed {
+            artifact: Some(published),
+            report: Some(success_report("job-0")),
+            ..base.clone()
+        };
+        assert_eq!(state_of(&older).0, State::Published);
+        assert_eq!(older.size(), None, "another job's report");
+
+        // Over the budget: the failure report carries the size.
+        let mut over = report(Some("job-1"));
+        over.exit_code = 4;
+        over.stage = "check".into();
+        over.size = Some(size_report(4 * crate::request::MIB));
+        let o = Observed {
+            job: Some(job("FAILED")),
+            report: Some(over),
+            ..base.clone()
+        };
+        assert_eq!(state_of(&o).0, State::Failed);
+        assert_eq!(
+            o.size().map(|s| s.budget_bytes),
+            Some(4 * crate::request::MIB)
+        );
+        // A failure without one (the install failed) has none.
+        let o = Observed {
+            report: Some(report(Some("job-1"))),
+            ..base.clone()
+        };
+        assert_eq!(o.size(), None);
+    }
+
+    /// S3 holding this build's record (job-1), the builder's report `report` and a published artifact.
+    fn published_s3(report: FailureReport) -> Vec<Rule> {
+        use aws_sdk_s3::{
+            operation::{
+                get_object::GetObjectOutput, get_object_tagging::GetObjectTaggingOutput,
+                head_object::HeadObjectOutput,
+            },
+            primitives::ByteStream,
+            types::Tag,
+        };
+        let record = serde_json::to_vec(&record(Some("job-1"), 1_000)).unwrap();
+        let report = serde_json::to_vec(&report).unwrap();
+        let record_key = records::record_key(&key());
+        let report_key = records::report_key(KEY);
+        vec![
+            mock!(aws_sdk_s3::Client::get_object)
+                .match_requests(move |r| r.key() == Some(record_key.as_str()))
+                .then_output(move || {
+                    GetObjectOutput::builder()
+                        .e_tag("\"r\"")
+                        .body(ByteStream::from(record.clone()))
+                        .build()
+                }),
+            mock!(aws_sdk_s3::Client::get_object)
+                .match_requests(move |r| r.key() == Some(report_key.as_str()))
+                .then_output(move || {
+                    GetObjectOutput::builder()
+                        .e_tag("\"p\"")
+                        .body(ByteStream::from(report.clone()))
+                        .build()
+                }),
+            mock!(aws_sdk_s3::Client::head_object)
+                .match_requests(|r| r.key() == Some(KEY))
+                .then_output(|| HeadObjectOutput::builder().build()),
+            mock!(aws_sdk_s3::Client::get_object_tagging).then_output(|| {
+                GetObjectTaggingOutput::builder()
+                    .tag_set(
+                        Tag::builder()
+                            .key(crate::artifact::LAYER_VERSION_ARN_TAG)
+                            .value("arn:aws:lambda:us-east-1:123456789012:layer:http:1")
+                            .build()
+                            .unwrap(),
+                    )
+                    .build()
+                    .unwrap()
+            }),
+        ]
+    }
+
+    fn succeeded_job() -> DescribeJobsOutput {
+        let container = ContainerDetail::builder()
+            .command("--name=http")
+            .command("--requirements=six==1.16.0")
+            .command("--bucket=artifacts")
+            .command(format!("--key={KEY}"))
+            .exit_code(0)
+            .build();
+        DescribeJobsOutput::builder()
+            .jobs(
+                JobDetail::builder()
+                    .job_id("job-1")
+                    .job_name("layer-http-python312-arm64")
+                    .job_queue("q")
+                    .job_definition("d")
+                    .status(JobStatus::Succeeded)
+                    .started_at(0)
+                    .created_at(1_000)
+                    .container(container)
+                    .build(),
+            )
+            .build()
+    }
+
+    async fn answer_with(report: FailureReport, query: Value) -> (StatusResponse, Value) {
+        let s3 = published_s3(report);
+        let describe = mock!(aws_sdk_batch::Client::describe_jobs).then_output(succeeded_job);
+        let state = StatusState {
+            config: Arc::new(config()),
+            s3: mock_client!(aws_sdk_s3, RuleMode::MatchAny, &s3),
+            batch: mock_client!(aws_sdk_batch, RuleMode::MatchAny, [&describe]),
+            logs: mock_client!(aws_sdk_cloudwatchlogs, []),
+        };
+        let answer = handle(&state, query).await.unwrap();
+        let json = serde_json::to_value(&answer).unwrap();
+        (answer, json)
+    }
+
+    #[tokio::test]
+    async fn a_published_build_answers_with_the_size_of_its_success_report() {
+        for query in [
+            json!({"job_id": "job-1"}),
+            json!({"artifact": format!("s3://artifacts/{KEY}")}),
+        ] {
+            let (answer, json) = answer_with(success_report("job-1"), query.clone()).await;
+            assert_eq!(answer.state, State::Published, "{query}");
+            assert_eq!(answer.reason, None, "{query}");
+            let size = size_report(crate::request::LAMBDA_UNZIPPED_LIMIT);
+            assert_eq!(answer.size.as_ref(), Some(&size), "{query}");
+            // The whole report, as the builder wrote it.
+            assert_eq!(
+                json["size"],
+                serde_json::to_value(&size).unwrap(),
+                "{query}"
+            );
+            assert_eq!(json["size"]["distributions"][0]["name"], "big");
+            assert_eq!(json["size"]["unzipped_bytes"], 5 * crate::request::MIB);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_report_of_another_job_gives_no_size() {
+        let (answer, json) = answer_with(success_report("job-0"), json!({"job_id": "job-1"})).await;
+        assert_eq!(answer.state, State::Published);
+        assert_eq!(answer.size, None);
+        assert!(json.get("size").is_none(), "{json}");
+        // The other fields stay as they were.
+        let mut fields: Vec<&str> = json
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        fields.sort_unstable();
+        assert_eq!(
+            fields,
+            [
+                "architecture",
+                "artifact",
+                "fingerprint",
+                "job_id",
+                "job_status",
+                "layer_name",
+                "layer_version_arn",
+                "runtime",
+                "state"
+            ]
         );
     }
 

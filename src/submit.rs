@@ -5,7 +5,8 @@
 //! read as build-status reads them: [`status::derive`]), a conditional write of the new build record (the
 //! claim), SubmitJob, and the record again with the job id. Nothing reaches Batch for an invalid request, a
 //! cached or rejected pinned one, or one whose identical twin is in flight (`building`); `force` always
-//! submits.
+//! submits. A request that would be answered `cached` or `building` with a build larger than its budget
+//! (`max_unzipped_mb`, against the size in the builder's success report) is refused instead ([`check_budget`]).
 //!
 //! The job gets no AWS credential: just before SubmitJob, [`sign_grants`] presigns the PUT of its artifact
 //! (with the metadata of DESIGN section 5 signed in) and of its failure report, and the two grants go into
@@ -24,7 +25,7 @@ use crate::{
     config::Config,
     function_error::HandlerError,
     grant::{self, Grants},
-    observe::{self as status, State},
+    observe::{self as status, State, check_budget},
     records::{self, BuildRecord, Condition, WriteError},
     request::{
         BuildRequest, InvalidRequest, MAX_REQUIREMENTS_OBJECT_BYTES, RequestDraft, Requirements,
@@ -266,6 +267,7 @@ pub async fn handle(state: &SubmitState, event: Value) -> Result<SubmitResponse,
         let pinned = request.requirements.all_pinned();
         match status::derive(&observed) {
             Some(v) if v.state.in_flight() => {
+                check_budget(&request, &observed, &artifact)?;
                 info!(
                     layer_name,
                     fingerprint,
@@ -280,6 +282,7 @@ pub async fn handle(state: &SubmitState, event: Value) -> Result<SubmitResponse,
                 ));
             }
             Some(v) if pinned && matches!(v.state, State::Built | State::Published) => {
+                check_budget(&request, &observed, &artifact)?;
                 info!(
                     layer_name,
                     fingerprint, artifact, "artifact exists; no build submitted"
@@ -379,7 +382,6 @@ pub async fn handle(state: &SubmitState, event: Value) -> Result<SubmitResponse,
     })
 }
 
-/// A `building` answer with the in-flight job.
 /// Completes our claimed record (the version `etag`, now). A failed write is logged, never fatal: what happened
 /// (a job, or a failed submission) stands either way, and the record's grace period covers a missing update.
 async fn update_record(
@@ -404,6 +406,7 @@ async fn update_record(
     }
 }
 
+/// A `building` answer with the in-flight job.
 fn building(
     response: SubmitResponse,
     record: Option<&BuildRecord>,
@@ -754,6 +757,79 @@ mod tests {
             panic!("inline")
         };
         draft.into_request(reqs, None)
+    }
+
+    /// A success report of 60.5 MiB (numpy 60 MiB, six 0.5 MiB) by `job_id`.
+    fn built(job_id: &str) -> records::FailureReport {
+        use crate::size::{Distribution, SizeReport};
+        const MIB: u64 = crate::request::MIB;
+        let size = SizeReport::tally(
+            &[
+                ("numpy/x.so".to_owned(), 60 * MIB),
+                ("six.py".to_owned(), MIB / 2),
+            ],
+            &[
+                Distribution::from_record("numpy-2.1.3.dist-info", "numpy/x.so,,\n"),
+                Distribution::from_record("six-1.16.0.dist-info", "six.py,,\n"),
+            ],
+            crate::request::LAMBDA_UNZIPPED_LIMIT,
+        );
+        records::FailureReport::success(Some(job_id.to_owned()), "k", size)
+    }
+
+    #[test]
+    fn a_budget_below_the_existing_builds_size_is_refused_naming_it() {
+        let artifact = "s3://artifacts/layers/np/python3.12-arm64/f.zip";
+        let observed = |report: Option<records::FailureReport>| status::Observed {
+            report,
+            job_id: Some("job-1".into()),
+            ..status::Observed::default()
+        };
+        let pinned = |budget: u64| {
+            request(
+                json!({"layer_name": "np", "requirements": "numpy==2.1.3|six==1.16.0",
+                           "max_unzipped_mb": budget}),
+            )
+        };
+        let err = check_budget(&pinned(50), &observed(Some(built("job-0"))), artifact).unwrap_err();
+        assert_eq!(err.field, "max_unzipped_mb");
+        assert_eq!(err.value, "\"50\"");
+        for part in [
+            artifact,
+            "nothing was submitted",
+            "60.5 MiB unzipped",
+            "over its budget of 50.0 MiB",
+            "numpy 2.1.3: 60.0 MiB",
+            "six 1.16.0: 0.5 MiB",
+        ] {
+            assert!(err.rule.contains(part), "{part}: {err}");
+        }
+        // At or above the size, or with no size known, it is answered as before.
+        assert_eq!(
+            check_budget(&pinned(61), &observed(Some(built("job-0"))), artifact),
+            Ok(())
+        );
+        assert_eq!(check_budget(&pinned(50), &observed(None), artifact), Ok(()));
+        let mut failed = built("job-1");
+        failed.exit_code = 4;
+        assert_eq!(
+            check_budget(&pinned(50), &observed(Some(failed)), artifact),
+            Ok(()),
+            "only a success report gives the size"
+        );
+        // Unpinned requirements may resolve to other bytes: only the build in flight's own report counts.
+        let loose =
+            request(json!({"layer_name": "np", "requirements": "numpy>=2", "max_unzipped_mb": 50}));
+        assert_eq!(
+            check_budget(&loose, &observed(Some(built("job-0"))), artifact),
+            Ok(())
+        );
+        assert_eq!(
+            check_budget(&loose, &observed(Some(built("job-1"))), artifact)
+                .unwrap_err()
+                .field,
+            "max_unzipped_mb"
+        );
     }
 
     #[test]

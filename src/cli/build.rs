@@ -12,6 +12,7 @@ use serde_json::{Map, Value, json};
 
 use super::context::{Context, Target, print_json};
 use super::error::CliError;
+use super::status::size_lines;
 
 #[derive(Debug, Args)]
 #[command(group(ArgGroup::new("source").required(true).args(["requirements", "requirements_file", "requirements_s3_uri"])))]
@@ -45,6 +46,15 @@ pub struct BuildArgs {
     pub license: Option<String>,
     #[arg(long, value_parser = ["uv", "pip"])]
     pub installer: Option<String>,
+    /// Leave bytecode out of the zip (modules are then compiled on every cold start).
+    #[arg(long)]
+    pub no_bytecode: bool,
+    /// Remove what nothing imports (console scripts, stubs, tests where imports still work).
+    #[arg(long)]
+    pub slim: bool,
+    /// Fail the build when the layer is larger than this many MiB unzipped (1 to 250; default 250, Lambda's limit).
+    #[arg(long, value_name = "MIB")]
+    pub max_unzipped_mb: Option<u64>,
     /// Build even when an identical artifact exists.
     #[arg(long)]
     pub force: bool,
@@ -92,6 +102,16 @@ impl BuildArgs {
         }
         if self.force {
             request.insert("force".into(), json!(true));
+        }
+        // Only what was given: the defaults are submit-build's.
+        if self.no_bytecode {
+            request.insert("bytecode".into(), json!(false));
+        }
+        if self.slim {
+            request.insert("slim".into(), json!(true));
+        }
+        if let Some(mib) = self.max_unzipped_mb {
+            request.insert("max_unzipped_mb".into(), json!(mib));
         }
         Ok(Value::Object(request))
     }
@@ -150,35 +170,68 @@ pub async fn run(target: &Target, args: BuildArgs) -> Result<u8, CliError> {
     }
     let status_fn = ctx.status_function().await?;
     let last = follow(&ctx, &status_fn, &query, &args).await?;
-    let state = text(&last, "state").unwrap_or("?").to_owned();
+    // With --json the size is in build-status's answer, printed as it is.
+    let end = Ending::of(&last, !args.json);
+    for line in &end.stderr {
+        eprintln!("{line}");
+    }
     if args.json {
-        let mut out = last.clone();
+        let mut out = last;
         if let Some(o) = out.as_object_mut() {
             o.insert("submit".into(), response);
         }
         print_json(&out);
+    } else if let Some(arn) = &end.stdout {
+        println!("{arn}");
     }
-    match state.as_str() {
-        "published" => {
-            if !args.json {
-                println!("{}", text(&last, "layer_version_arn").unwrap_or(""));
-            }
-            Ok(0)
+    Ok(end.exit_code)
+}
+
+/// What `--wait` prints when the build ends.
+#[derive(Debug, PartialEq, Eq)]
+struct Ending {
+    /// With the progress: unless published, the reason; the size (`with_size`, when build-status has it); unless
+    /// published, the log's last lines.
+    stderr: Vec<String>,
+    /// The layer version ARN, when published (printed without `--json`).
+    stdout: Option<String>,
+    exit_code: u8,
+}
+
+impl Ending {
+    fn of(last: &Value, with_size: bool) -> Self {
+        let state = text(last, "state").unwrap_or("?");
+        let size = if with_size {
+            size_lines(last)
+        } else {
+            Vec::new()
+        };
+        if state == "published" {
+            return Self {
+                stderr: size,
+                stdout: Some(text(last, "layer_version_arn").unwrap_or("").to_owned()),
+                exit_code: 0,
+            };
         }
-        _ => {
-            let reason = text(&last, "reason").unwrap_or("(no reason given)");
-            let code = last
-                .get("exit_code")
-                .and_then(Value::as_i64)
-                .map(|c| format!(" (exit code {c})"))
-                .unwrap_or_default();
-            eprintln!("{state}{code}: {reason}");
-            if let Some(tail) = last.get("log_tail").and_then(Value::as_array) {
-                for line in tail.iter().filter_map(Value::as_str) {
-                    eprintln!("  | {line}");
-                }
-            }
-            Ok(1)
+        let reason = text(last, "reason").unwrap_or("(no reason given)");
+        let code = last
+            .get("exit_code")
+            .and_then(Value::as_i64)
+            .map(|c| format!(" (exit code {c})"))
+            .unwrap_or_default();
+        let mut stderr = vec![format!("{state}{code}: {reason}")];
+        stderr.extend(size);
+        if let Some(tail) = last.get("log_tail").and_then(Value::as_array) {
+            stderr.extend(
+                tail.iter()
+                    .filter_map(Value::as_str)
+                    .map(|line| format!("  | {line}")),
+            );
+        }
+        Self {
+            stderr,
+            stdout: None,
+            exit_code: 1,
         }
     }
 }
@@ -351,6 +404,128 @@ mod tests {
         assert_eq!(
             b.request().unwrap(),
             json!({"layer_name": "demo", "requirements_s3_uri": "s3://b/r.txt", "description": "- beta"})
+        );
+    }
+
+    #[test]
+    fn size_flags_are_sent_only_when_given() {
+        let b = build(&["demo", "-r", "six==1.16.0"]);
+        assert_eq!(
+            b.request().unwrap(),
+            json!({"layer_name": "demo", "requirements": "six==1.16.0"})
+        );
+        let b = build(&[
+            "demo",
+            "-r",
+            "six==1.16.0",
+            "--no-bytecode",
+            "--slim",
+            "--max-unzipped-mb",
+            "50",
+        ]);
+        assert_eq!(
+            b.request().unwrap(),
+            json!({"layer_name": "demo", "requirements": "six==1.16.0", "bytecode": false, "slim": true,
+                   "max_unzipped_mb": 50})
+        );
+        // submit-build decides the range; the CLI only wants a number.
+        assert_eq!(
+            build(&["demo", "-r", "six", "--max-unzipped-mb=0"])
+                .request()
+                .unwrap()["max_unzipped_mb"],
+            0
+        );
+        assert!(
+            Cli::try_parse_from([
+                "layerforge",
+                "build",
+                "demo",
+                "-r",
+                "six",
+                "--max-unzipped-mb",
+                "lots"
+            ])
+            .is_err()
+        );
+    }
+
+    fn size(budget_mib: u64) -> Value {
+        use crate::size::{Distribution, SizeReport};
+        const MIB: u64 = crate::vocab::MIB;
+        let report = SizeReport::tally(
+            &[
+                ("numpy/x.so".to_owned(), 60 * MIB),
+                ("six.py".to_owned(), MIB / 2),
+            ],
+            &[
+                Distribution::from_record("numpy-2.1.3.dist-info", "numpy/x.so,,\n"),
+                Distribution::from_record("six-1.16.0.dist-info", "six.py,,\n"),
+            ],
+            budget_mib * MIB,
+        );
+        serde_json::to_value(report).unwrap()
+    }
+
+    #[test]
+    fn the_end_of_a_wait_shows_the_size_on_stderr_and_only_the_arn_on_stdout() {
+        let arn = "arn:aws:lambda:us-east-1:123456789012:layer:demo:1";
+        let end = Ending::of(
+            &json!({"state": "published", "layer_version_arn": arn, "size": size(250)}),
+            true,
+        );
+        assert_eq!(end.stdout.as_deref(), Some(arn));
+        assert_eq!(end.exit_code, 0);
+        assert!(
+            end.stderr[0].starts_with("size: 60.5 MiB unzipped in 2 files"),
+            "{:?}",
+            end.stderr
+        );
+        assert_eq!(
+            end.stderr[1..],
+            [
+                "largest:",
+                "  numpy 2.1.3: 60.0 MiB (bytecode 0.0 MiB)",
+                "  six 1.16.0: 0.5 MiB (bytecode 0.0 MiB)"
+            ]
+        );
+
+        // Over the budget: the reason, then the size, then the log.
+        let failed = json!({"state": "failed", "exit_code": 4, "reason": "check: the layer is 60.5 MiB …",
+                            "size": size(50), "log_tail": ["over budget"]});
+        let end = Ending::of(&failed, true);
+        assert_eq!(end.stdout, None);
+        assert_eq!(end.exit_code, 1);
+        assert_eq!(
+            end.stderr[0],
+            "failed (exit code 4): check: the layer is 60.5 MiB …"
+        );
+        assert!(
+            end.stderr[1].ends_with("; budget 50.0 MiB"),
+            "{:?}",
+            end.stderr
+        );
+        assert_eq!(end.stderr.last().unwrap(), "  | over budget");
+        // With --json the size is in the answer on stdout; stderr keeps the reason and the log, as before.
+        assert_eq!(
+            Ending::of(&failed, false).stderr,
+            [
+                "failed (exit code 4): check: the layer is 60.5 MiB …",
+                "  | over budget"
+            ]
+        );
+
+        // Without a size, as before.
+        let end = Ending::of(
+            &json!({"state": "published", "layer_version_arn": arn}),
+            true,
+        );
+        assert_eq!(
+            end,
+            Ending {
+                stderr: vec![],
+                stdout: Some(arn.to_owned()),
+                exit_code: 0
+            }
         );
     }
 

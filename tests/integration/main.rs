@@ -17,6 +17,7 @@ mod layout;
 mod pipeline;
 mod publish;
 mod robustness;
+mod size;
 mod status;
 mod submit;
 mod template;
