@@ -12,8 +12,9 @@
 //! docs/benchmarks.md measures both). Everything that could vary between two builds is fixed: the file names
 //! in the code objects are the paths on Lambda (`/opt/python/lib/pythonX.Y/site-packages/…`, compileall's
 //! `stripdir`/`prependdir`), the hash seed is 0 (frozenset constants are marshalled in hash order before
-//! Python 3.11), and every `__pycache__` the install left (other interpreters', a wheel's own) is removed
-//! first, so what the zip holds is exactly what this step wrote.
+//! Python 3.11), one process compiles every module in a fixed order (see [`SCRIPT`]), and every `__pycache__`
+//! the install left (other interpreters', a wheel's own) is removed first, so what the zip holds is exactly what
+//! this step wrote ([`super::tree::collect_with`] also keeps a `.pyc` only beside its source).
 //!
 //! The step runs as the build user, in the install's sandbox, before the tree is taken back: it reads only
 //! what the install wrote and runs no package code (compiling is not importing).
@@ -36,14 +37,21 @@ pub fn cache_tag(runtime: Runtime) -> String {
     format!("cpython-{}", runtime.python_version().replace('.', ""))
 }
 
-/// Removes every `__pycache__` under the tree, then compiles every module of it. Prints one line,
+/// Checks the interpreter's cache tag, removes every `__pycache__` under the tree (a folder it can't list or
+/// remove is an error: a planted `.pyc` can't survive by hiding behind permissions), then compiles every module
+/// of it in this one process (from Python 3.12 a module's bytecode can depend on what the same process compiled
+/// before it: CPython issue 129724, so a worker pool would make the bytes depend on timing). Prints one line,
 /// `layerforge-bytecode removed=N ok=True|False`; a module that doesn't compile (Python 2 syntax, a template
-/// named `.py`) gets no bytecode and is named on stderr, which is not a failure: importing it would fail too.
+/// named `.py`) gets no bytecode and is named on stdout, which is not a failure: importing it would fail too.
 const SCRIPT: &str = r#"
 import compileall, os, py_compile, shutil, sys
-root, dest = sys.argv[1], sys.argv[2]
+root, dest, tag = sys.argv[1], sys.argv[2], sys.argv[3]
+if sys.implementation.cache_tag != tag:
+    sys.exit(f"this interpreter writes {sys.implementation.cache_tag} bytecode, the runtime needs {tag}")
+def fail(error):
+    raise error
 removed = 0
-for top, dirs, files in os.walk(root):
+for top, dirs, files in os.walk(root, onerror=fail):
     if "__pycache__" in dirs:
         dirs.remove("__pycache__")
         path = os.path.join(top, "__pycache__")
@@ -53,7 +61,7 @@ for top, dirs, files in os.walk(root):
             shutil.rmtree(path)
         removed += 1
 ok = compileall.compile_dir(
-    root, quiet=1, force=True, workers=0, stripdir=root, prependdir=dest,
+    root, quiet=1, force=True, workers=1, stripdir=root, prependdir=dest,
     invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
 print(f"layerforge-bytecode removed={removed} ok={ok}", flush=True)
 "#;
@@ -73,6 +81,7 @@ pub fn command(
     cmd.args(["-s", "-B", "-c", SCRIPT])
         .arg(target)
         .arg(lambda_site_packages(runtime))
+        .arg(cache_tag(runtime))
         .current_dir("/");
     for name in [
         "PYTHONPATH",
@@ -127,6 +136,7 @@ mod tests {
         assert_eq!(&args[..3], ["-s", "-B", "-c"]);
         assert_eq!(args[4], "/w/tree/python/lib/python3.12/site-packages");
         assert_eq!(args[5], "/opt/python/lib/python3.12/site-packages");
+        assert_eq!(args[6], "cpython-312");
         assert_eq!(cmd.get_current_dir(), Some(Path::new("/")));
         let envs: Vec<_> = cmd.get_envs().collect();
         assert!(envs.contains(&("PYTHONHASHSEED".as_ref(), Some("0".as_ref()))));

@@ -55,6 +55,9 @@ pub enum BuildError {
     /// The bytecode step itself failed (a module that doesn't compile is not a failure).
     #[error("compiling bytecode failed ({status}); its last lines:\n{}", tail.join("\n"))]
     Bytecode { status: String, tail: Vec<String> },
+    /// slim's import check could not give an answer (deadline, crash, something left running).
+    #[error("slim: {0}; build again without slim, or report the package")]
+    Slim(String),
     /// An upload grant that is malformed, writes elsewhere, or expired (exit 5: the job started too late).
     #[error(transparent)]
     Grant(#[from] crate::grant::GrantError),
@@ -83,6 +86,7 @@ impl BuildError {
             | BuildError::UnsupportedInterpreter(_) => 2,
             BuildError::Install(_)
             | BuildError::Bytecode { .. }
+            | BuildError::Slim(_)
             | BuildError::WrongArchitecture { .. }
             | BuildError::AboveCeiling { .. } => 3,
             BuildError::TooLarge { .. } => 4,

@@ -287,7 +287,7 @@ pub async fn run(args: Args) -> Result<Outcome, BuildError> {
             &distributions,
             verifier.filter(|_| cli::host_architecture() == architecture),
             &spec.sandbox,
-        ))
+        )?)
     } else {
         None
     };

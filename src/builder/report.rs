@@ -30,6 +30,7 @@ pub fn stage(err: &BuildError) -> &'static str {
         BuildError::Interpreter(_) | BuildError::UnsupportedInterpreter(_) => "interpreter",
         BuildError::Install(_) => "install",
         BuildError::Bytecode { .. } => "bytecode",
+        BuildError::Slim(_) => "slim",
         BuildError::WrongArchitecture { .. }
         | BuildError::AboveCeiling { .. }
         | BuildError::TooLarge(_) => "check",

@@ -115,28 +115,36 @@ pub fn slim_tests(
     distributions: &[Distribution],
     verifier: Option<Interpreter>,
     sandbox: &Sandbox,
-) -> Vec<String> {
+) -> Result<Vec<String>, BuildError> {
     let records: BTreeMap<String, Vec<String>> = distributions
         .iter()
         .map(|d| (d.name.clone(), d.paths.clone()))
         .collect();
     let (candidates, modules) = slim::candidates(collected, prefix, &records);
     if candidates.is_empty() {
-        return Vec::new();
+        return Ok(Vec::new());
+    }
+    let names: Vec<&str> = candidates.iter().map(|c| c.distribution.as_str()).collect();
+    if sandbox.wheels_only {
+        return Ok(vec![format!(
+            "tests folders of {}: verifying them means importing package code, which this wheels-only \
+             deployment never runs",
+            names.join(", ")
+        )]);
     }
     let Some(verifier) = verifier else {
-        let names: Vec<&str> = candidates.iter().map(|c| c.distribution.as_str()).collect();
-        return vec![format!(
+        return Ok(vec![format!(
             "tests folders of {}: their imports can't be verified here (it takes an interpreter of the \
              runtime's version on a host of the layer's architecture)",
             names.join(", ")
-        )];
+        )]);
     };
-    let decision = slim::decide(&verifier, site, &candidates, &modules, sandbox);
+    let decision =
+        slim::decide(&verifier, site, &candidates, &modules, sandbox).map_err(BuildError::Slim)?;
     if let Some(item) = slim::apply(collected, prefix, &decision.removed) {
         collected.slimmed.push(item);
     }
-    decision.kept
+    Ok(decision.kept)
 }
 
 /// Fails a build over its budget (exit 4), with the report's largest entries in the reason.

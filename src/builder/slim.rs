@@ -1,10 +1,13 @@
 //! `slim`'s riskier part (DESIGN section 13, issue 21 item 4): a distribution's test folders (`pkg/tests/`,
-//! `pkg/sub/test/`) leave the zip only where the runtime's interpreter verifies that every top-level module of
+//! `pkg/sub/tests/`; never `test/`, which is a runtime API in some packages, Django's `django.test`) leave the
+//! zip only where the runtime's interpreter verifies that every top-level module of
 //! every distribution still imports without them; a distribution whose import needs its tests keeps them.
 //!
 //! The check imports the layer's modules, so it runs package code: as the build user, in the install's
 //! sandbox, over the tree taken back (root's, so nothing can be changed through it), with a deadline, and only
-//! when asked (`slim`). It needs an interpreter of the runtime's version on a host of the layer's architecture
+//! when asked (`slim`), never in a wheels-only deployment (which promises that no package code runs). A check
+//! that can't finish (a deadline, a crash, something left running) fails the build rather than make the zip
+//! depend on timing. It needs an interpreter of the runtime's version on a host of the layer's architecture
 //! (a native library loads only there); elsewhere the tests are kept, and the report says why. Hiding instead
 //! of deleting: a finder placed first on `sys.meta_path` refuses any module under a hidden folder, so the check
 //! sees the tree as the zip will hold it, and the tree stays as it is.
@@ -28,7 +31,7 @@ pub const SLIM_TESTS: &str = "tests folders (imports verified)";
 /// The longest the import check may take; past it the tests are kept.
 pub const CHECK_DEADLINE: Duration = Duration::from_secs(300);
 /// Folder names taken for test folders (below a distribution's top-level package, never at the top).
-const TEST_DIRS: [&str; 2] = ["tests", "test"];
+const TEST_DIRS: [&str; 1] = ["tests"];
 
 /// Imports each module of `modules` with the folders of `hidden` refused; prints a JSON object of the modules
 /// that failed (`{"name": "ExceptionType: message"}`).
@@ -85,13 +88,16 @@ pub fn candidates(
     records: &BTreeMap<String, Vec<String>>,
 ) -> (Vec<Candidate>, Vec<String>) {
     let prefix = format!("{}/", prefix.trim_end_matches('/'));
-    let mut owner: BTreeMap<&str, &str> = BTreeMap::new();
+    // A package is owned by the distribution whose RECORD has its __init__.py: a namespace package (no
+    // __init__.py, shared by several distributions) is nobody's, and its folders are never candidates.
+    let mut owner: BTreeMap<String, &str> = BTreeMap::new();
     let mut modules = BTreeSet::new();
     for (dist, paths) in records {
         for path in paths {
-            let top = path.split('/').next().unwrap_or_default();
-            owner.entry(top).or_insert(dist);
             if let Some(module) = top_module(path, paths) {
+                if path.ends_with("/__init__.py") {
+                    owner.entry(module.clone()).or_insert(dist);
+                }
                 modules.insert(module);
             }
         }
@@ -104,7 +110,7 @@ pub fn candidates(
         let parts: Vec<&str> = relative.split('/').collect();
         // A test folder below a top-level package: parts[i] for i >= 1, with a file under it.
         if let Some(i) = (1..parts.len().saturating_sub(1)).find(|&i| TEST_DIRS.contains(&parts[i]))
-            && let Some(dist) = owner.get(parts[0])
+            && let Some(dist) = owner.get(parts[0]).copied()
         {
             dirs.entry(dist).or_default().insert(parts[..=i].join("/"));
         }
@@ -163,20 +169,30 @@ pub fn decide(
     candidates: &[Candidate],
     modules: &[String],
     sandbox: &Sandbox,
-) -> Decision {
+) -> Result<Decision, String> {
     if candidates.is_empty() {
-        return Decision::default();
+        return Ok(Decision::default());
     }
     let keep_all = |why: String| Decision {
         removed: Vec::new(),
         kept: vec![format!("every tests folder: {why}")],
     };
     let started = Instant::now();
-    let baseline = match check(interpreter, site, &[], modules, sandbox, started) {
-        Ok(failed) => failed,
-        Err(e) => return keep_all(e),
-    };
+    let baseline = check(interpreter, site, &[], modules, sandbox, started)?;
+    // A module that fails with everything in place can't vouch for its distribution's tests: they stay.
     let mut kept: BTreeMap<String, String> = BTreeMap::new();
+    for (module, error) in &baseline {
+        for c in candidates.iter().filter(|c| {
+            c.dirs
+                .iter()
+                .any(|d| d.split('/').next() == Some(module.as_str()))
+        }) {
+            kept.insert(
+                c.distribution.clone(),
+                format!("import {module} fails even with them ({error}), so it can't be verified"),
+            );
+        }
+    }
     for _ in 0..candidates.len() + 1 {
         let hidden: Vec<String> = candidates
             .iter()
@@ -186,10 +202,7 @@ pub fn decide(
         if hidden.is_empty() {
             break;
         }
-        let failed = match check(interpreter, site, &hidden, modules, sandbox, started) {
-            Ok(failed) => failed,
-            Err(e) => return keep_all(e),
-        };
+        let failed = check(interpreter, site, &hidden, modules, sandbox, started)?;
         let new: Vec<(&String, &String)> = failed
             .iter()
             .filter(|(m, _)| !baseline.contains_key(*m))
@@ -218,9 +231,9 @@ pub fn decide(
             }
         }
         if !blamed {
-            return keep_all(
+            return Ok(keep_all(
                 "an import failed without them and no distribution could be named".into(),
-            );
+            ));
         }
     }
     let removed = candidates
@@ -233,13 +246,13 @@ pub fn decide(
         kept = kept.len(),
         "slim: imports verified"
     );
-    Decision {
+    Ok(Decision {
         removed,
         kept: kept
             .into_iter()
             .map(|(dist, why)| format!("{dist} tests: {why}"))
             .collect(),
-    }
+    })
 }
 
 #[derive(Deserialize)]
@@ -371,6 +384,8 @@ mod tests {
             "numpy/tests/test_a.py",
             "numpy/core/tests/test_b.py",
             "numpy/core/tests/data/x.npy",
+            "numpy/testing/test/helpers.py",
+            "google/cloud/tests/test_ns.py",
             "tests/top_level_is_not_a_package_test.py",
             "six.py",
             "_cffi_backend.cpython-312-x86_64-linux-gnu.so",
@@ -385,6 +400,10 @@ mod tests {
                 ],
             ),
             ("six".to_owned(), vec!["six.py".to_owned()]),
+            (
+                "google-cloud-x".to_owned(),
+                vec!["google/cloud/tests/test_ns.py".to_owned()],
+            ),
             (
                 "cffi".to_owned(),
                 vec!["_cffi_backend.cpython-312-x86_64-linux-gnu.so".to_owned()],

@@ -96,12 +96,18 @@ pub fn collect_with(root: &Path, prefix: &str, keep: &Keep) -> std::io::Result<C
                 continue;
             }
             if file_name.ends_with(".pyc") || file_name.ends_with(".pyo") {
+                // The build's own: the runtime's tag, no optimization level, beside its source.
                 let ours = in_pycache
                     && file_type.is_file()
                     && bytecode_suffix.as_deref().is_some_and(|suffix| {
-                        file_name
-                            .strip_suffix(suffix)
-                            .is_some_and(|stem| !stem.is_empty() && !stem.contains('.'))
+                        file_name.strip_suffix(suffix).is_some_and(|stem| {
+                            !stem.is_empty()
+                                && !stem.contains('.')
+                                && dir.parent().is_some_and(|source_dir| {
+                                    std::fs::symlink_metadata(source_dir.join(format!("{stem}.py")))
+                                        .is_ok_and(|m| m.is_file() || m.is_symlink())
+                                })
+                        })
                     });
                 if !ours {
                     collected.skipped += 1;
@@ -258,6 +264,10 @@ mod tests {
             ("pkg/__init__.py", "x = 1\n"),
             ("pkg/__init__.pyi", "x: int\n"),
             ("pkg/__pycache__/__init__.cpython-312.pyc", "ours"),
+            (
+                "pkg/__pycache__/orphan.cpython-312.pyc",
+                "no source beside it",
+            ),
             (
                 "pkg/__pycache__/__init__.cpython-311.pyc",
                 "another interpreter's",
