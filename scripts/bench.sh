@@ -7,21 +7,38 @@
 #      tree (the original procedure's numpy+pandas tree, bytecode removed so both zip the same files): time,
 #      CPU time, sizes, and whether two zips of the tree have the same sha256;
 #   3. the size of each release binary (and of sam build's arm64 bootstraps when .aws-sam/build has them);
-#   4. each Lambda function's init time and peak RSS under a Runtime API stub (scripts/bench_init.py).
+#   4. each Lambda function's init time and peak RSS under a Runtime API stub (scripts/bench_init.py);
+#   5. the cold import time of the built layer (issue 21): numpy+pandas and requests+httpx+pydantic+boto3, each
+#      as the original procedure zipped it (pip's timestamp bytecode, real dates), as layer-builder --no-bytecode
+#      builds it, as layer-builder builds it (unchecked-hash bytecode) and, for comparison, compiled with
+#      checked-hash; each unpacked with unzip (dates kept) into a read-only folder and imported by fresh
+#      interpreters as user 65534 (scripts/bench_import.py); also whether two builds of the layer are identical.
 #
-# usage: scripts/bench.sh            (BENCH_RUNS=N alternating runs per set, default 3; BENCH_BASELINE, release
-#                                     binaries of an earlier commit to compare with (see below); BENCH_PYTHON, default
-#                                     /usr/bin/python3.11: as root the builder installs as user 65534, which can't
-#                                     run a Python under /root such as pyenv's, so the baseline uses the same one)
-# Needs: Debian's zip (apt-get install zip), python3.11 with pip, uv (.tools/venv/bin, scripts/bootstrap.sh), the
-# package index. Builds the release binaries first (cargo build --release: minutes on two cores).
+# usage: scripts/bench.sh            (BENCH_RUNS=N alternating runs per set, default 3, in section 5 default 5;
+#                                     BENCH_ONLY=import: section 5 alone (after the release build); BENCH_BASELINE,
+#                                     release binaries of an earlier commit to compare with (see below); BENCH_PYTHON,
+#                                     default /usr/bin/python3.11: as root the builder installs as user 65534, which
+#                                     can't run a Python under /root such as pyenv's, so the baseline uses the same
+#                                     one)
+# Needs: Debian's zip and unzip (apt-get install zip unzip), setpriv (util-linux) when run as root, python3.11
+# with pip, uv (.tools/venv/bin, scripts/bootstrap.sh), the package index. Builds the release binaries first
+# (cargo build --release: minutes on two cores).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 export PATH="$root/.tools/venv/bin:$PATH"
 py=${BENCH_PYTHON:-/usr/bin/python3.11}
 runs=${BENCH_RUNS:-3}
+only=${BENCH_ONLY:-}
+case "$only" in
+    "" | import) ;;
+    *) echo "bench: BENCH_ONLY=$only: the only section that runs alone is import" >&2; exit 2 ;;
+esac
 command -v zip >/dev/null || { echo "bench: zip is missing (apt-get install zip)" >&2; exit 2; }
+command -v unzip >/dev/null || { echo "bench: unzip is missing (apt-get install unzip)" >&2; exit 2; }
+if [ "$(id -u)" = 0 ]; then
+    command -v setpriv >/dev/null || { echo "bench: setpriv is missing (apt-get install util-linux)" >&2; exit 2; }
+fi
 command -v uv >/dev/null || { echo "bench: uv is missing (scripts/bootstrap.sh)" >&2; exit 2; }
 "$py" -m pip --version >/dev/null || { echo "bench: $py has no pip" >&2; exit 2; }
 
@@ -31,7 +48,7 @@ bin=${CARGO_TARGET_DIR:-$root/target}/release
 
 work=$(mktemp -d /tmp/layerforge-bench.XXXXXX)
 chmod 755 "$work"   # the builder's installer runs as an unprivileged user
-trap 'rm -rf "$work"' EXIT
+trap 'chmod -R u+w "$work" 2>/dev/null; rm -rf "$work"' EXIT   # section 5 leaves read-only folders
 site=python/lib/python3.11/site-packages
 
 now() { date +%s.%N; }
@@ -64,6 +81,105 @@ builder() {
 }
 
 summary_field() { sed -n "s/^$1[=: ]*//p" "$work/summary" | head -n 1; }
+
+# 5. Cold import time of the built layer (issue 21 item 5), as Lambda imports it: each layer's zip unpacked with
+# unzip (which keeps the entries' dates, as Lambda's unpacking does; Python's zipfile would not) into a folder
+# made read-only, then fresh interpreters import from it as user 65534 (scripts/bench_import.py), so that a
+# module without valid bytecode is compiled from source on every run, as under Lambda's read-only /opt.
+import_layer() {   # OUT.zip REQUIREMENTS [FLAG...]: layerforge's layer, python3.11, this machine's architecture
+    local out=$1 reqs=$2
+    shift 2
+    LAYERFORGE_PYTHON="$py" "$bin/layer-builder" --name bench --requirements "$reqs" --runtime python3.11 \
+        --architecture "$(uname -m)" --out "$out" "$@" >"$out.summary" 2>"$work/builder.log" \
+        || { cat "$work/builder.log" >&2; exit 1; }
+}
+unpack() {   # ZIP DIR
+    rm -rf "$2" && mkdir -p "$2"
+    unzip -q "$1" -d "$2"
+}
+sha() { sha256sum "$1" | cut -d' ' -f1; }
+# The sets: requirements|statement.
+import_sets=(
+    "numpy==2.1.3 pandas==2.2.3|import numpy, pandas"
+    'requests==2.32.3 httpx==0.27.2 pydantic==2.9.2 boto3==1.35.49|import requests, httpx, pydantic, boto3; boto3.client("s3", region_name="us-east-1")'
+)
+import_section() {
+    local iruns=${BENCH_RUNS:-5} bytecode=yes entry reqs stmt w d sha1 sha2 name help
+    help=$("$bin/layer-builder" --help)
+    case "$help" in *--no-bytecode*) ;; *) bytecode=no ;; esac
+    echo "== cold import time of the built layer (python3.11 $(uname -m), $("$py" --version), $(nproc) cores," \
+        "load $(cut -d' ' -f1-3 /proc/loadavg))"
+    echo "  original:     pip install -r … -t $site (pip's default: timestamp bytecode), then zip -r (real dates)"
+    echo "  no-bytecode:  layer-builder --no-bytecode (what main shipped before issue 21)"
+    echo "  layerforge:   layer-builder (default: unchecked-hash bytecode)"
+    echo "  checked-hash: the no-bytecode layer's files compiled by compileall --invalidation-mode checked-hash"
+    echo "                (same -s/-p as the builder; a measurement only)"
+    echo "  each unpacked with unzip (dates kept), chmod -R a-w; page cache warm after one warm-up run per layer"
+    if [ "$bytecode" = no ]; then
+        echo "  NOTE: this layer-builder has no --no-bytecode (built before issue 21): its default layer is the"
+        echo "        no-bytecode one; the layerforge (bytecode) layer is left out, and the reproducibility check"
+        echo "        builds that one"
+    fi
+    for entry in "${import_sets[@]}"; do
+        reqs=${entry%%|*} stmt=${entry#*|}
+        w=$work/import
+        if [ -e "$w" ]; then chmod -R u+w "$w" && rm -rf "$w"; fi
+        mkdir -p "$w" && chmod 755 "$w"
+        echo "set: $reqs; statement: $stmt"
+
+        # 1. The original tool's procedure: pip's default compiles timestamp bytecode; zip -r keeps the real dates.
+        d=$w/orig-tree
+        mkdir -p "$d"
+        tr ' ' '\n' <<<"$reqs" >"$w/requirements.txt"
+        "$py" -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
+            -r "$w/requirements.txt" -t "$d/$site" >/dev/null
+        (cd "$d" && zip -qr "$w/original.zip" python)
+        rm -rf "$d"
+        # 2. and 3. layerforge's layers; the default one twice, for reproducibility.
+        local layers=(--layer original "$w/original" "$w/original.zip")
+        if [ "$bytecode" = yes ]; then
+            import_layer "$w/no-bytecode.zip" "${reqs// /|}" --no-bytecode
+            import_layer "$w/layerforge.zip" "${reqs// /|}"
+            import_layer "$w/layerforge-again.zip" "${reqs// /|}"
+            layers+=(--layer no-bytecode "$w/no-bytecode" "$w/no-bytecode.zip")
+            layers+=(--layer layerforge "$w/layerforge" "$w/layerforge.zip")
+            sha1=$(sha "$w/layerforge.zip") sha2=$(sha "$w/layerforge-again.zip")
+            echo "  layerforge's summary: $(grep -E '^(platform_mode|bytecode|bytecode_bytes|bytecode_seconds):' \
+                "$w/layerforge.zip.summary" | paste -sd ';' | sed 's/;/; /g')"
+        else
+            import_layer "$w/no-bytecode.zip" "${reqs// /|}"
+            import_layer "$w/no-bytecode-again.zip" "${reqs// /|}"
+            layers+=(--layer no-bytecode "$w/no-bytecode" "$w/no-bytecode.zip")
+            sha1=$(sha "$w/no-bytecode.zip") sha2=$(sha "$w/no-bytecode-again.zip")
+        fi
+        if [ "$sha1" = "$sha2" ]; then
+            echo "  reproducible: layer-builder's default layer built twice, one sha256 ($sha1)"
+        else
+            echo "  NOT reproducible: layer-builder's default layer built twice: $sha1 $sha2"
+        fi
+        for name in original no-bytecode layerforge; do
+            if [ -e "$w/$name.zip" ]; then unpack "$w/$name.zip" "$w/$name"; fi
+        done
+        # 4. The no-bytecode layer compiled with checked-hash, file names as the builder writes them.
+        unpack "$w/no-bytecode.zip" "$w/checked-hash"
+        PYTHONHASHSEED=0 "$py" -s -B -m compileall -q -f -j 0 --invalidation-mode checked-hash \
+            -s "$w/checked-hash/$site" -p "/opt/$site" "$w/checked-hash/$site" >/dev/null \
+            || echo "  (compileall: some modules did not compile; as in the builder, they get no bytecode)"
+        layers+=(--layer checked-hash "$w/checked-hash" -)
+        for name in original no-bytecode layerforge checked-hash; do
+            if [ -d "$w/$name" ]; then chmod -R a-w "$w/$name"; fi
+        done
+        local target=()
+        if [ "$bytecode" = yes ]; then target=(--target layerforge); fi
+        "$py" scripts/bench_import.py --python "$py" --site "$site" --statement "$stmt" --runs "$iruns" \
+            --baseline original "${target[@]}" "${layers[@]}"
+    done
+    chmod -R u+w "$work/import" && rm -rf "$work/import"
+}
+if [ "$only" = import ]; then
+    import_section
+    exit 0
+fi
 
 echo "== end to end, $runs alternating runs per set (cold caches, $("$py" --version), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg))"
 for set in "requests==2.32.3 httpx==0.27.2" "numpy==2.1.3 pandas==2.2.3"; do
@@ -140,3 +256,5 @@ for pair in "submit-build:events/invalid/layer-name.json" "publish-layer:$work/t
         echo "  $name (baseline): $(python3 scripts/bench_init.py "$base/$name" "$event" 5)"
     fi
 done
+
+import_section
