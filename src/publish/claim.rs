@@ -12,10 +12,12 @@
 //!    in flight). Every delivery then reads the claim back, and the one it names is the winner. This also
 //!    covers the SDK retrying a conditional write whose answer was lost: the retry gets 412 although the first
 //!    write landed, and the read-back shows this delivery's own owner token.
-//! 2. The winner looks through *all* versions of the layer, newest first (ListLayerVersions, paginated, and
-//!    GetLayerVersion): if one has the zip's CodeSha256, it is adopted instead of publishing again. This covers a
-//!    winner that published and crashed before recording the ARN, a PublishLayerVersion whose answer was lost,
-//!    and a forced rebuild of identical bytes.
+//! 2. The winner looks through the newest [`ADOPTION_WINDOW`](versions::ADOPTION_WINDOW) versions of the layer (one ListLayerVersions
+//!    page, and GetLayerVersion for each, newest first): if one has the zip's CodeSha256, it is adopted instead
+//!    of publishing again. This covers a PublishLayerVersion whose answer was lost and a winner that published
+//!    and crashed before recording the ARN: that version is among the newest of the layer. The look costs at
+//!    most `1 + ADOPTION_WINDOW` calls however long the layer's history; what the bound gives up (an old
+//!    version whose claim was lost is not adopted) is stated in [`super::versions`].
 //! 3. The winner calls PublishLayerVersion *without* the SDK's automatic retries (the call is not idempotent).
 //!    After a failure a retry soon can clear ([`Verdict::Retry`]: throttling, 5xx, a lost answer) it waits
 //!    ([`Guard::publish_backoff`]), repeats step 2, and only then publishes again, up to
@@ -24,14 +26,19 @@
 //!    retry is checked by reading the claim back). An ARN makes every later delivery a `duplicate`; a rejection
 //!    by Lambda is recorded too. On a fault (quota, throttling that outlasted the attempts, access denied) the
 //!    winner *releases* the claim (`lease_until: 0`) and records nothing, so the next delivery proceeds at once.
-//! 5. A loser reads the claim: with an ARN it returns `duplicate` (the flow then tags its own object version);
-//!    with a recorded rejection it returns `rejected`; otherwise it polls with backoff.
-//! 6. The lease: a claim protects its owner until the owner's invocation deadline plus [`Guard::clock_margin`]
+//! 5. A loser reads the claim: with an ARN it checks that the version still exists (one GetLayerVersion) and
+//!    returns `duplicate` (the flow then tags its own object version); with a recorded rejection it returns
+//!    `rejected`; otherwise it polls with backoff. A forced rebuild of published bytes is answered here too.
+//! 6. A recorded version that was deleted (GetLayerVersion: `ResourceNotFoundException`) no longer answers for
+//!    the content: the delivery replaces the claim with its own (`PutObject If-Match: <ETag read>`, as a
+//!    takeover), so of concurrent deliveries one wins and goes through steps 2 to 4 (the deleted version is not
+//!    listed any more, so it publishes a new one), and the others wait for its outcome.
+//! 7. The lease: a claim protects its owner until the owner's invocation deadline plus [`Guard::clock_margin`]
 //!    (Lambda has stopped the owner by then). After that the claim belongs to a crashed winner: it is taken over
 //!    with `PutObject If-Match: <ETag read>`, so of several waiters only one takes over, and the new owner
 //!    repeats step 2 before publishing. Without a known deadline the lease is [`Guard::lease`], which is
 //!    [`super::FUNCTION_TIMEOUT`] plus the margin, the deployed function's own timeout.
-//! 7. A loser gives up before its own deadline (or after [`Guard::max_wait`]) with a transient error: the
+//! 8. A loser gives up before its own deadline (or after [`Guard::max_wait`]) with a transient error: the
 //!    invocation fails and Lambda retries later; nothing is lost and nothing is published twice.
 
 use std::{
@@ -39,7 +46,6 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use aws_sdk_lambda::config::retry::RetryConfig;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tracing::{info, warn};
@@ -49,6 +55,7 @@ use super::{
     outcome::{Outcome, RecordError, Rejection},
     state::{Guard, PublishState},
     types::{LayerSpec, ObjectRef},
+    versions,
 };
 use crate::{
     aws::{AwsFault, FaultKind},
@@ -57,8 +64,6 @@ use crate::{
 
 /// Where claim objects live, relative to the artifact bucket's root.
 pub const CLAIM_PREFIX: &str = ".layerforge/claims";
-/// ListLayerVersions' largest page.
-const LIST_PAGE: i32 = 50;
 
 /// The claim object's key for a content: the same for every object version with these bytes.
 pub fn claim_key(bucket: &str, layer_name: &str, code_sha256: &str) -> String {
@@ -264,15 +269,31 @@ pub(super) async fn publish_once(
             .await;
         }
         if let Some(arn) = claim.layer_version_arn {
-            info!(
-                bucket = object.bucket,
-                key = object.key,
+            if versions::version_exists(state, &layer.name, &arn).await? {
+                info!(
+                    bucket = object.bucket,
+                    key = object.key,
+                    layer_version_arn = arn,
+                    "already published"
+                );
+                return Ok(Outcome::Duplicate {
+                    layer_version_arn: arn,
+                });
+            }
+            warn!(
+                claim = key,
                 layer_version_arn = arn,
-                "already published"
+                "the recorded layer version was deleted; replacing the claim to publish again"
             );
-            return Ok(Outcome::Duplicate {
-                layer_version_arn: arn,
-            });
+            wrote = write_claim(
+                state,
+                &object.bucket,
+                &key,
+                &fresh(now_millis()),
+                Condition::Matches(&etag),
+            )
+            .await?;
+            continue;
         }
         if let Some(r) = claim.rejected {
             return Err(Rejection::Recorded {
@@ -396,7 +417,7 @@ async fn adopt_or_publish(
     let mut backoff = guard.publish_backoff;
     let mut attempt = 1;
     loop {
-        if let Some(arn) = existing_version(state, &layer.name, code_sha256).await? {
+        if let Some(arn) = versions::existing_version(state, &layer.name, code_sha256).await? {
             info!(
                 layer = layer.name,
                 layer_version_arn = arn,
@@ -406,7 +427,7 @@ async fn adopt_or_publish(
                 layer_version_arn: arn,
             });
         }
-        let fault = match publish(state, object, layer, code_sha256).await {
+        let fault = match versions::publish(state, object, layer, code_sha256).await {
             Err(RecordError::Aws(fault)) => fault,
             other => return other,
         };
@@ -426,113 +447,6 @@ async fn adopt_or_publish(
         backoff *= 2;
         attempt += 1;
     }
-}
-
-/// The newest layer version whose CodeSha256 is `sha`, looking through every version (newest first).
-async fn existing_version(
-    state: &PublishState,
-    layer_name: &str,
-    sha: &str,
-) -> Result<Option<String>, AwsFault> {
-    let mut pages = state
-        .lambda
-        .list_layer_versions()
-        .layer_name(layer_name)
-        .max_items(LIST_PAGE)
-        .into_paginator()
-        .send();
-    while let Some(page) = pages.next().await {
-        let page = page.map_err(|e| AwsFault::from_sdk("ListLayerVersions", &e))?;
-        for item in page.layer_versions() {
-            let got = state
-                .lambda
-                .get_layer_version()
-                .layer_name(layer_name)
-                .version_number(item.version())
-                .send()
-                .await
-                .map_err(|e| AwsFault::from_sdk("GetLayerVersion", &e))?;
-            if got.content().and_then(|c| c.code_sha256()) == Some(sha)
-                && let Some(arn) = got.layer_version_arn()
-            {
-                return Ok(Some(arn.to_owned()));
-            }
-        }
-    }
-    Ok(None)
-}
-
-/// PublishLayerVersion with S3 content, never retried by the SDK (the call is not idempotent: a retry after a
-/// lost answer publishes a second version). Lambda's refusals of the artifact are rejections.
-async fn publish(
-    state: &PublishState,
-    object: &ObjectRef,
-    layer: &LayerSpec,
-    code_sha256: &str,
-) -> Result<Outcome, RecordError> {
-    let content = aws_sdk_lambda::types::LayerVersionContentInput::builder()
-        .s3_bucket(&object.bucket)
-        .s3_key(&object.key)
-        .set_s3_object_version(object.version_id.clone())
-        .build();
-    let out = state
-        .lambda
-        .publish_layer_version()
-        .layer_name(&layer.name)
-        .description(&layer.description)
-        .content(content)
-        .set_compatible_runtimes(Some(layer.runtimes.clone()))
-        .set_compatible_architectures(Some(layer.architectures.clone()).filter(|a| !a.is_empty()))
-        .set_license_info(layer.license.clone())
-        .customize()
-        .config_override(
-            aws_sdk_lambda::config::Builder::default().retry_config(RetryConfig::disabled()),
-        )
-        .send()
-        .await;
-    let out = match out {
-        Ok(o) => o,
-        Err(e) => {
-            let fault = AwsFault::from_sdk("PublishLayerVersion", &e);
-            if classify(&fault) == Verdict::Reject {
-                return Err(Rejection::Lambda(format!("{}: {}", fault.code, fault.message)).into());
-            }
-            return Err(fault.into());
-        }
-    };
-    let arn = out.layer_version_arn().unwrap_or_default().to_owned();
-    if arn.is_empty() {
-        return Err(AwsFault {
-            operation: "PublishLayerVersion",
-            kind: FaultKind::Transient,
-            code: "NoArn".to_owned(),
-            message: "the response carries no LayerVersionArn".to_owned(),
-            http_status: None,
-        }
-        .into());
-    }
-    if let Some(reported) = out.content().and_then(|c| c.code_sha256())
-        && reported != code_sha256
-    {
-        warn!(
-            layer_version_arn = arn,
-            expected = code_sha256,
-            reported,
-            "CodeSha256 differs from the zip's content-sha256 metadata"
-        );
-    }
-    info!(
-        bucket = object.bucket,
-        key = object.key,
-        layer = layer.name,
-        layer_version_arn = arn,
-        version = out.version(),
-        "layer version published"
-    );
-    Ok(Outcome::Published {
-        layer_version_arn: arn,
-        version: out.version(),
-    })
 }
 
 #[cfg(test)]

@@ -8,6 +8,8 @@
 //! - [`event`]: the event shapes (S3 notifications, `s3:TestEvent`, form-encoded keys, which records are ours).
 //! - [`claim`]: the exactly-once protocol (claims on content, adoption by CodeSha256, PublishLayerVersion
 //!   without blind retries, leases that follow the invocation's deadline). Read it first.
+//! - [`versions`]: the Lambda side of it: adoption by CodeSha256 among the newest versions of the layer (a
+//!   bounded number of calls whatever its history), whether a recorded version still exists, PublishLayerVersion.
 //! - [`faults`]: the one classification of AWS errors into rejections and faults.
 //! - [`s3`]: the S3 calls on the artifact (HeadObject, ranged GETs, tags).
 //! - [`outcome`]: the answer per record and the errors that fail an invocation.
@@ -33,6 +35,7 @@ pub mod outcome;
 pub mod s3;
 pub mod state;
 pub mod types;
+pub mod versions;
 
 pub use crate::artifact::{LAYER_VERSION_ARN_TAG, REASON_TAG, STATUS_TAG};
 pub use claim::{CLAIM_PREFIX, claim_key, lease_until};
@@ -42,6 +45,7 @@ pub use outcome::{Outcome, PublishError, PublishResponse, RecordError, RecordRes
 pub use s3::S3Range;
 pub use state::{FUNCTION_TIMEOUT, Guard, PublishState};
 pub use types::{LayerSpec, ObjectRef};
+pub use versions::ADOPTION_WINDOW;
 
 #[cfg(test)]
 mod tests {
