@@ -14,6 +14,7 @@ mod image;
 mod import_check;
 mod isolation;
 mod layout;
+mod lifecycle;
 mod pipeline;
 mod publish;
 mod robustness;
