@@ -196,3 +196,126 @@ pub(super) async fn publish(
         version: out.version(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use aws_sdk_lambda::operation::{
+        get_layer_version::GetLayerVersionOutput, list_layer_versions::ListLayerVersionsOutput,
+    };
+    use aws_sdk_lambda::types::{LayerVersionContentOutput, LayerVersionsListItem};
+    use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
+
+    use super::*;
+    use crate::config::Config;
+
+    fn state(rules: &[&Rule]) -> PublishState {
+        let config =
+            Config::from_lookup(|k| (k == "ARTIFACT_BUCKET").then(|| "artifacts".to_owned()))
+                .unwrap();
+        let s3 = mock_client!(aws_sdk_s3, RuleMode::MatchAny, &[], |c| c
+            .retry_config(aws_sdk_s3::config::retry::RetryConfig::disabled()));
+        let lambda = mock_client!(aws_sdk_lambda, RuleMode::MatchAny, rules, |c| c
+            .retry_config(RetryConfig::disabled()));
+        PublishState::new(Arc::new(config), s3, lambda)
+    }
+
+    /// Lambda's answer for a deleted version: HTTP 404, `ResourceNotFoundException`.
+    fn not_found() -> Option<String> {
+        Some(
+            r#"{"__type":"ResourceNotFoundException","Type":"User","message":"The resource you requested does not exist."}"#
+                .to_owned(),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_deleted_version_does_not_exist_and_a_throttled_check_is_a_fault() {
+        let arn = "arn:aws:lambda:us-east-1:123456789012:layer:six:7";
+        let found = mock!(aws_sdk_lambda::Client::get_layer_version)
+            .match_requests(|r| r.version_number() == Some(7))
+            .then_output(|| GetLayerVersionOutput::builder().build());
+        let state_found = state(&[&found]);
+        assert!(version_exists(&state_found, "six", arn).await.unwrap());
+
+        let gone = mock!(aws_sdk_lambda::Client::get_layer_version)
+            .sequence()
+            .http_status(404, not_found())
+            .build();
+        let state_gone = state(&[&gone]);
+        assert!(!version_exists(&state_gone, "six", arn).await.unwrap());
+        // An ARN without a version number names nothing that can be attached: no call.
+        assert!(
+            !version_exists(&state_gone, "six", "arn:aws:lambda:us-east-1:1:layer:six")
+                .await
+                .unwrap()
+        );
+        assert_eq!(gone.num_calls(), 1);
+
+        let throttled = mock!(aws_sdk_lambda::Client::get_layer_version)
+            .sequence()
+            .http_status(
+                429,
+                Some(r#"{"Type":"User","message":"Rate exceeded"}"#.to_owned()),
+            )
+            .build();
+        let fault = version_exists(&state(&[&throttled]), "six", arn)
+            .await
+            .unwrap_err();
+        assert!(fault.is_transient(), "{fault}");
+    }
+
+    #[tokio::test]
+    async fn adoption_reads_one_page_and_looks_at_the_newest_versions_only() {
+        // A page in no particular order and longer than asked for (moto answers every version, ignoring
+        // MaxItems): versions 1 to WINDOW + 5. The window is WINDOW + 5 down to 6; version 6 holds the content, and
+        // so does version 5, just beyond the window.
+        let newest = i64::from(ADOPTION_WINDOW) + 5;
+        let items: Vec<LayerVersionsListItem> = [5_i64, 1, newest, 6]
+            .into_iter()
+            .chain((2..=4).chain(7..newest))
+            .map(|v| LayerVersionsListItem::builder().version(v).build())
+            .collect();
+        let list = mock!(aws_sdk_lambda::Client::list_layer_versions)
+            .match_requests(|r| r.max_items() == Some(ADOPTION_WINDOW) && r.marker().is_none())
+            .then_output(move || {
+                ListLayerVersionsOutput::builder()
+                    .set_layer_versions(Some(items.clone()))
+                    .next_marker("more")
+                    .build()
+            });
+        let get = mock!(aws_sdk_lambda::Client::get_layer_version).then_compute_output(|r| {
+            let v = r.version_number().unwrap_or_default();
+            let sha = match v {
+                6 => "match",
+                5 => "beyond",
+                _ => "other",
+            };
+            GetLayerVersionOutput::builder()
+                .version(v)
+                .layer_version_arn(format!("arn:aws:lambda:us-east-1:1:layer:six:{v}"))
+                .content(
+                    LayerVersionContentOutput::builder()
+                        .code_sha256(sha)
+                        .build(),
+                )
+                .build()
+        });
+        let state = state(&[&list, &get]);
+        let found = existing_version(&state, "six", "match").await.unwrap();
+        assert_eq!(
+            found.as_deref(),
+            Some("arn:aws:lambda:us-east-1:1:layer:six:6")
+        );
+        // Newest first: the whole window was read (6 is its oldest), nothing older.
+        let window = usize::try_from(ADOPTION_WINDOW).unwrap();
+        assert_eq!(get.num_calls(), window);
+        assert_eq!(list.num_calls(), 1, "one page, never the next");
+
+        // Content only in version 5, beyond the window: not found (what the bound gives up), in a bounded cost.
+        let none = existing_version(&state, "six", "beyond").await.unwrap();
+        assert_eq!(none, None);
+        assert_eq!(get.num_calls(), 2 * window);
+        assert_eq!(list.num_calls(), 2);
+    }
+}
