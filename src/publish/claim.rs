@@ -12,12 +12,12 @@
 //!    in flight). Every delivery then reads the claim back, and the one it names is the winner. This also
 //!    covers the SDK retrying a conditional write whose answer was lost: the retry gets 412 although the first
 //!    write landed, and the read-back shows this delivery's own owner token.
-//! 2. The winner looks through the newest [`ADOPTION_WINDOW`](versions::ADOPTION_WINDOW) versions of the layer (one ListLayerVersions
-//!    page, and GetLayerVersion for each, newest first): if one has the zip's CodeSha256, it is adopted instead
-//!    of publishing again. This covers a PublishLayerVersion whose answer was lost and a winner that published
-//!    and crashed before recording the ARN: that version is among the newest of the layer. The look costs at
-//!    most `1 + ADOPTION_WINDOW` calls however long the layer's history; what the bound gives up (an old
-//!    version whose claim was lost is not adopted) is stated in [`super::versions`].
+//! 2. The winner looks through the newest [`ADOPTION_WINDOW`](versions::ADOPTION_WINDOW) versions of the layer
+//!    (one ListLayerVersions page, and GetLayerVersion for each, newest first): if one has the zip's CodeSha256,
+//!    it is adopted instead of publishing again. This covers a PublishLayerVersion whose answer was lost and a
+//!    winner that published and crashed before recording the ARN: that version is among the newest of the
+//!    layer. The look costs at most `1 + ADOPTION_WINDOW` calls however long the layer's history; what the bound
+//!    gives up (an old version whose claim lost its answer is not adopted) is stated in [`super::versions`].
 //! 3. The winner calls PublishLayerVersion *without* the SDK's automatic retries (the call is not idempotent).
 //!    After a failure a retry soon can clear ([`Verdict::Retry`]: throttling, 5xx, a lost answer) it waits
 //!    ([`Guard::publish_backoff`]), repeats step 2, and only then publishes again, up to
@@ -32,14 +32,16 @@
 //! 6. A recorded version that was deleted (GetLayerVersion: `ResourceNotFoundException`) no longer answers for
 //!    the content: the delivery replaces the claim with its own (`PutObject If-Match: <ETag read>`, as a
 //!    takeover), so of concurrent deliveries one wins and goes through steps 2 to 4 (the deleted version is not
-//!    listed any more, so it publishes a new one), and the others wait for its outcome.
+//!    listed any more, so it publishes a new one; a version that does exist after all would be adopted there),
+//!    and the others wait for its outcome.
 //! 7. The lease: a claim protects its owner until the owner's invocation deadline plus [`Guard::clock_margin`]
 //!    (Lambda has stopped the owner by then). After that the claim belongs to a crashed winner: it is taken over
 //!    with `PutObject If-Match: <ETag read>`, so of several waiters only one takes over, and the new owner
 //!    repeats step 2 before publishing. Without a known deadline the lease is [`Guard::lease`], which is
 //!    [`super::FUNCTION_TIMEOUT`] plus the margin, the deployed function's own timeout.
 //! 8. A loser gives up before its own deadline (or after [`Guard::max_wait`]) with a transient error: the
-//!    invocation fails and Lambda retries later; nothing is lost and nothing is published twice.
+//!    invocation fails and Lambda retries later; nothing is lost and nothing is published twice (within the
+//!    bound of step 2).
 
 use std::{
     sync::atomic::{AtomicU64, Ordering},

@@ -4,11 +4,11 @@
 //! # What adoption costs, and what it gives up
 //! Adoption looks for the effect of a PublishLayerVersion whose answer was lost: this delivery's own (a lost
 //! answer, a throttled call that landed) or a crashed predecessor's (the claim taken over after its lease). That
-//! version was published moments ago, so it is among the newest versions of the layer. [`existing_version`]
+//! version was published moments ago, so it is among the newest versions of the layer. `existing_version`
 //! therefore reads one ListLayerVersions page of [`ADOPTION_WINDOW`] versions and calls GetLayerVersion (the list
 //! items carry no CodeSha256) for them, newest first, until one matches: at most `1 + ADOPTION_WINDOW` calls,
 //! whatever the layer's history. A redelivery of published content costs less still: the claim holds the ARN,
-//! and [`version_exists`] checks it with one GetLayerVersion.
+//! and `version_exists` checks it with one GetLayerVersion.
 //!
 //! What the bound gives up: a version with the same CodeSha256 that is older than the newest
 //! [`ADOPTION_WINDOW`] versions of the layer is not found, and the content is published again (a second version
@@ -19,9 +19,11 @@
 //!   again more than [`ADOPTION_WINDOW`] other versions of the same layer name were published (Lambda's
 //!   asynchronous retries come within minutes, but a re-drive from the failure queue can come days later).
 //!
-//! ListLayerVersions documents no order; Lambda and moto both answer newest first. The page is sorted by version
-//! number all the same, so what is looked at is the newest of what came back (moto ignores `MaxItems` and
-//! answers every version: the sort and the cut keep the cost bounded there too).
+//! ListLayerVersions documents no order. moto sorts newest first (and ignores `MaxItems`, answering every
+//! version); Lambda is commonly relied on to answer newest first too, which the AWS documentation does not state
+//! and these tests can't check. So the page is sorted by version number and cut to the window: the cost stays
+//! bounded whatever comes back, and were Lambda's order ever another, the effect would be a missed adoption (a
+//! second version of the same bytes), never a wrong one: a version is adopted only on a matching CodeSha256.
 
 use aws_sdk_lambda::config::retry::RetryConfig;
 use tracing::{info, warn};
@@ -224,7 +226,7 @@ mod tests {
     /// Lambda's answer for a deleted version: HTTP 404, `ResourceNotFoundException`.
     fn not_found() -> Option<String> {
         Some(
-            r#"{"__type":"ResourceNotFoundException","Type":"User","message":"The resource you requested does not exist."}"#
+            r#"{"__type":"ResourceNotFoundException","Type":"User","message":"does not exist"}"#
                 .to_owned(),
         )
     }
