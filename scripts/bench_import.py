@@ -4,8 +4,10 @@
 Used by scripts/bench.sh (not a test: it prints figures and asserts nothing). Each layer is a folder into which
 its zip was unpacked with `unzip` (entry dates kept, as Lambda's unpacking keeps them) and then made read-only
 (`chmod -R a-w`). Every run starts a fresh interpreter with the environment of `env -i` plus
-`PYTHONDONTWRITEBYTECODE=1` and `PYTHONPATH=<layer>/<site>` (on Lambda: /opt/python/lib/pythonX.Y/site-packages),
-from `/`, and, when this runs as root (which ignores permissions), as user 65534 through `setpriv`, so that
+`PYTHONDONTWRITEBYTECODE=1` and `PYTHONPATH=<site>` (on Lambda: /opt/python/lib/pythonX.Y/site-packages: as
+root, with util-linux's unshare, each run gets the layer bind-mounted at /opt in a private mount namespace, so
+the paths are Lambda's; otherwise it imports from where it was unpacked), from `/`, and, when this runs as root
+(which ignores permissions), as user 65534 through `setpriv`, so that
 the interpreter can't write a `__pycache__` into the layer: a module without valid bytecode is compiled from
 source on every run, as on Lambda's read-only /opt.
 
@@ -47,6 +49,22 @@ def user_prefix():
     if setpriv is None:
         sys.exit("bench_import: running as root needs setpriv (util-linux) to import as user 65534")
     return [setpriv, f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"], f"uid {NOBODY} via setpriv"
+
+
+def opt_prefix(layer_dir):
+    """As root with util-linux's unshare: the command prefix that runs the import in a private mount namespace
+    with the layer bind-mounted at /opt, where Lambda puts it, so that the file names recorded in the bytecode
+    (/opt/python/lib/pythonX.Y/site-packages/...) are the real ones, as on Lambda: Python then has no file name
+    to fix up in the code objects it loads. Nothing outside the namespace sees the mount."""
+    return ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c",
+            'mount --bind "$0" /opt && exec "$@"', layer_dir]
+
+
+def can_mount_at_opt():
+    if os.geteuid() != 0 or shutil.which("unshare") is None or not os.path.isdir("/opt"):
+        return False
+    proc = subprocess.run(opt_prefix("/") + ["true"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return proc.returncode == 0
 
 
 def env_for(site):
@@ -141,30 +159,35 @@ def main():
     ap.add_argument("--layer", nargs=3, action="append", metavar=("NAME", "DIR", "ZIP"), required=True)
     args = ap.parse_args()
 
-    prefix, who = user_prefix()
+    user, who = user_prefix()
+    at_opt = can_mount_at_opt()
+    where = "at /opt (a private mount namespace per run)" if at_opt else "where it was unpacked"
     layers = [{"name": n, "dir": d, "zip": None if z == "-" else z,
                "site": os.path.join(d, args.site)} for n, d, z in args.layer]
     for layer in layers:
         if not os.path.isdir(layer["site"]):
             sys.exit(f"bench_import: no {layer['site']}")
+        # What the importer runs, and the site-packages path it sees.
+        layer["prefix"] = (opt_prefix(layer["dir"]) if at_opt else []) + user
+        layer["seen"] = os.path.join("/opt", args.site) if at_opt else layer["site"]
         layer["before"], layer["pycache"] = listing(layer["dir"])
         layer["unzipped"], layer["pyc"] = sizes(layer["dir"])
-        layer["readonly"] = cannot_write(prefix, args.python, layer["site"])
-        layer["counts"] = verbose_counts(prefix, args.python, args.statement, layer["site"])
-        run(prefix + [args.python, "-c", args.statement], layer["site"])  # warm-up
+        layer["readonly"] = cannot_write(layer["prefix"], args.python, layer["seen"])
+        layer["counts"] = verbose_counts(layer["prefix"], args.python, args.statement, layer["seen"])
+        run(layer["prefix"] + [args.python, "-c", args.statement], layer["seen"])  # warm-up
         layer["times"] = []
 
     for r in range(args.runs):
         for i in range(len(layers)):
             layer = layers[(i + r) % len(layers)]
-            elapsed, _ = run(prefix + [args.python, "-c", args.statement], layer["site"])
+            elapsed, _ = run(layer["prefix"] + [args.python, "-c", args.statement], layer["seen"])
             layer["times"].append(elapsed)
 
     base = next((l for l in layers if l["name"] == args.baseline), layers[0])
     for layer in layers:
         layer["median"] = statistics.median(layer["times"])
     width = max(len(l["name"]) for l in layers)
-    print(f"  importing as {who}, env -i + PYTHONDONTWRITEBYTECODE=1 + PYTHONPATH; one -v run and one warm-up per "
+    print(f"  each layer {where}, importing as {who}, env -i + PYTHONDONTWRITEBYTECODE=1 + PYTHONPATH; one -v run and one warm-up per "
           f"layer, then {args.runs} alternating runs (order rotated each round); wall seconds")
     for layer in layers:
         zip_size = f"{os.path.getsize(layer['zip'])} B zip" if layer["zip"] else "not zipped"

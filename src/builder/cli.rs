@@ -17,7 +17,8 @@ Exit codes:
   1  unexpected local failure (I/O)
   2  bad arguments or environment: unknown option, invalid requirements, unreadable requirements file or
      object, no Python interpreter matching --runtime for a native build
-  3  install failed (pip/uv error, shown with its last lines), or an ELF file of the wrong architecture
+  3  install failed (pip/uv error, shown with its last lines), an ELF file of the wrong architecture, the
+     bytecode step failed, or slim's import check could not finish
   4  over a Lambda limit (262,144,000 bytes unzipped) or over --max-unzipped-mb
   5  upload to S3 failed
 

@@ -63,11 +63,15 @@ pub fn distributions(collected: &Collected, prefix: &str) -> Result<Vec<Distribu
             && dist_info.ends_with(".dist-info")
             && !dist_info.contains('/')
         {
-            let mut text = String::new();
+            // Read lossily: a RECORD that isn't UTF-8 costs its own paths their owner, not the build.
+            let mut bytes = Vec::new();
             file.open()
-                .and_then(|f| f.take(MAX_RECORD_BYTES).read_to_string(&mut text))
+                .and_then(|f| f.take(MAX_RECORD_BYTES).read_to_end(&mut bytes))
                 .map_err(BuildError::io(format!("reading {}", file.name)))?;
-            distributions.push(Distribution::from_record(dist_info, &text));
+            distributions.push(Distribution::from_record(
+                dist_info,
+                &String::from_utf8_lossy(&bytes),
+            ));
         }
     }
     Ok(distributions)

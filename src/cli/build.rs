@@ -171,7 +171,8 @@ pub async fn run(target: &Target, args: BuildArgs) -> Result<u8, CliError> {
     let status_fn = ctx.status_function().await?;
     let last = follow(&ctx, &status_fn, &query, &args).await?;
     // With --json the size is in build-status's answer, printed as it is.
-    let end = Ending::of(&last, !args.json);
+    let mut end = Ending::of(&last, !args.json);
+    end.hold_to_budget(&last, args.max_unzipped_mb);
     for line in &end.stderr {
         eprintln!("{line}");
     }
@@ -232,6 +233,32 @@ impl Ending {
             stderr,
             stdout: None,
             exit_code: 1,
+        }
+    }
+}
+
+impl Ending {
+    /// A request that joined a build already under way (`building`) gets that build's layer, whose size
+    /// submit-build couldn't know yet: a layer larger than this request's `--max-unzipped-mb` is reported and
+    /// exits 1, although it was published.
+    fn hold_to_budget(&mut self, last: &Value, max_unzipped_mb: Option<u64>) {
+        let (Some(mib), Some(bytes)) = (
+            max_unzipped_mb,
+            last.get("size")
+                .and_then(|s| s.get("unzipped_bytes"))
+                .and_then(Value::as_u64),
+        ) else {
+            return;
+        };
+        let budget = mib * crate::vocab::MIB;
+        if self.exit_code == 0 && bytes > budget {
+            self.stderr.push(format!(
+                "over your budget: the layer is {bytes} bytes unzipped, more than --max-unzipped-mb {mib} \
+                 ({budget} bytes); this request joined a build already under way, published as it was \
+                 asked first"
+            ));
+            self.stdout = None;
+            self.exit_code = 1;
         }
     }
 }
@@ -464,6 +491,28 @@ mod tests {
             budget_mib * MIB,
         );
         serde_json::to_value(report).unwrap()
+    }
+
+    #[test]
+    fn a_published_layer_over_the_callers_budget_exits_1() {
+        let published =
+            json!({"state": "published", "layer_version_arn": "arn:l:1", "size": size(250)});
+        let mut end = Ending::of(&published, true);
+        end.hold_to_budget(&published, Some(60));
+        assert_eq!((end.exit_code, end.stdout.as_deref()), (1, None));
+        assert!(
+            end.stderr
+                .last()
+                .unwrap()
+                .starts_with("over your budget: the layer is 63438848 bytes"),
+            "{:?}",
+            end.stderr
+        );
+        for budget in [None, Some(61)] {
+            let mut end = Ending::of(&published, true);
+            end.hold_to_budget(&published, budget);
+            assert_eq!((end.exit_code, end.stdout.as_deref()), (0, Some("arn:l:1")));
+        }
     }
 
     #[test]

@@ -1138,6 +1138,10 @@ fn each_role_may_do_its_job_and_nothing_next_to_it() {
     );
     assert!(!stack.allows(publish, "s3:PutObject", &report));
     assert!(
+        stack.allows(publish, "s3:GetObject", &report),
+        "reads the builder's size report for the record"
+    );
+    assert!(
         !stack.allows(publish, "s3:PutObject", &artifact),
         "publish-layer must not create artifacts"
     );
