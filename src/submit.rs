@@ -41,6 +41,10 @@ pub struct SubmitState {
     pub config: Arc<Config>,
     pub s3: aws_sdk_s3::Client,
     pub batch: aws_sdk_batch::Client,
+    /// Checks that a cached build's layer version still exists (one GetLayerVersion): a deleted one is built and
+    /// published again rather than answered `cached` with an ARN no function can attach (issue 24 item 4).
+    /// `None` skips the check (tests that never publish).
+    pub lambda: Option<aws_sdk_lambda::Client>,
 }
 
 /// Why a submission failed.
@@ -108,6 +112,32 @@ pub struct JobPlan {
     pub tags: HashMap<String, String>,
     pub fingerprint: Fingerprint,
     pub key: ArtifactKey,
+}
+
+/// Whether the layer version a cached build was published as has been deleted since (GetLayerVersion answers
+/// ResourceNotFoundException). The build then runs again: its zip (the same bytes, over the old object as a
+/// forced build writes it) reaches publish-layer, which publishes a new version for a claim whose version is
+/// gone. A check that fails for any other reason answers `cached` as before.
+async fn deleted(state: &SubmitState, layer_name: &str, arn: Option<&str>) -> bool {
+    let (Some(lambda), Some(arn)) = (&state.lambda, arn) else {
+        return false;
+    };
+    match crate::publish::versions::version_exists(lambda, layer_name, arn).await {
+        Ok(exists) => {
+            if !exists {
+                info!(
+                    layer_name,
+                    layer_version_arn = arn,
+                    "the published version was deleted; building again"
+                );
+            }
+            !exists
+        }
+        Err(fault) => {
+            warn!(layer_name, layer_version_arn = arn, error = %fault, "could not check the published version");
+            false
+        }
+    }
 }
 
 /// Batch's limit on job names.
@@ -281,7 +311,11 @@ pub async fn handle(state: &SubmitState, event: Value) -> Result<SubmitResponse,
                     observed.job.as_ref(),
                 ));
             }
-            Some(v) if pinned && matches!(v.state, State::Built | State::Published) => {
+            Some(v)
+                if pinned
+                    && matches!(v.state, State::Built | State::Published)
+                    && !deleted(state, layer_name, v.layer_version_arn.as_deref()).await =>
+            {
                 check_budget(&request, &observed, &artifact)?;
                 info!(
                     layer_name,
@@ -926,6 +960,7 @@ mod tests {
             s3: mock_client!(aws_sdk_s3, RuleMode::MatchAny, [&get, &put, &head, &grants]),
             batch: mock_client!(aws_sdk_batch, RuleMode::Sequential, [&submit], |c| c
                 .retry_config(retries())),
+            lambda: None,
         };
         let response = handle(
             &state,
@@ -968,6 +1003,7 @@ mod tests {
             config: config(),
             s3: mock_client!(aws_sdk_s3, RuleMode::MatchAny, [&get, &put, &head, &grants]),
             batch: mock_client!(aws_sdk_batch, RuleMode::MatchAny, [&submit]),
+            lambda: None,
         };
         let started = std::time::SystemTime::now();
         let response = handle(
@@ -1059,6 +1095,7 @@ mod tests {
             s3: mock_client!(aws_sdk_s3, RuleMode::MatchAny, [&get, &put, &head, &grants]),
             batch: mock_client!(aws_sdk_batch, RuleMode::Sequential, [&submit], |c| c
                 .retry_config(retries())),
+            lambda: None,
         };
         let err = handle(&state, json!({"layer_name": "a", "requirements": "six>=1"}))
             .await
@@ -1101,6 +1138,7 @@ mod tests {
             s3: mock_client!(aws_sdk_s3, RuleMode::MatchAny, [&get, &head], |c| c
                 .retry_config(retries())),
             batch: mock_client!(aws_sdk_batch, RuleMode::MatchAny, [&submit]),
+            lambda: None,
         };
         let err = handle(
             &state,
@@ -1133,6 +1171,7 @@ mod tests {
             config: config(),
             s3: mock_client!(aws_sdk_s3, RuleMode::MatchAny, [&get, &put, &head, &grants]),
             batch: mock_client!(aws_sdk_batch, RuleMode::MatchAny, [&submit]),
+            lambda: None,
         };
         let err = handle(&state, json!({"layer_name": "a", "requirements": "six"}))
             .await

@@ -271,7 +271,7 @@ pub(super) async fn publish_once(
             .await;
         }
         if let Some(arn) = claim.layer_version_arn {
-            if versions::version_exists(state, &layer.name, &arn).await? {
+            if versions::version_exists(&state.lambda, &layer.name, &arn).await? {
                 info!(
                     bucket = object.bucket,
                     key = object.key,

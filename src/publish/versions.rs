@@ -91,8 +91,8 @@ pub(super) async fn existing_version(
 /// Whether the layer version `arn` (of `layer_name`) still exists: one GetLayerVersion. A deleted version
 /// (`ResourceNotFoundException`, HTTP 404) can't be attached to a function any more, so a claim naming it no
 /// longer answers for its content. An ARN that names no version number is treated as deleted.
-pub(super) async fn version_exists(
-    state: &PublishState,
+pub(crate) async fn version_exists(
+    lambda: &aws_sdk_lambda::Client,
     layer_name: &str,
     arn: &str,
 ) -> Result<bool, AwsFault> {
@@ -107,8 +107,7 @@ pub(super) async fn version_exists(
         );
         return Ok(false);
     };
-    match state
-        .lambda
+    match lambda
         .get_layer_version()
         .layer_name(layer_name)
         .version_number(number)
@@ -238,19 +237,31 @@ mod tests {
             .match_requests(|r| r.version_number() == Some(7))
             .then_output(|| GetLayerVersionOutput::builder().build());
         let state_found = state(&[&found]);
-        assert!(version_exists(&state_found, "six", arn).await.unwrap());
+        assert!(
+            version_exists(&state_found.lambda, "six", arn)
+                .await
+                .unwrap()
+        );
 
         let gone = mock!(aws_sdk_lambda::Client::get_layer_version)
             .sequence()
             .http_status(404, not_found())
             .build();
         let state_gone = state(&[&gone]);
-        assert!(!version_exists(&state_gone, "six", arn).await.unwrap());
-        // An ARN without a version number names nothing that can be attached: no call.
         assert!(
-            !version_exists(&state_gone, "six", "arn:aws:lambda:us-east-1:1:layer:six")
+            !version_exists(&state_gone.lambda, "six", arn)
                 .await
                 .unwrap()
+        );
+        // An ARN without a version number names nothing that can be attached: no call.
+        assert!(
+            !version_exists(
+                &state_gone.lambda,
+                "six",
+                "arn:aws:lambda:us-east-1:1:layer:six"
+            )
+            .await
+            .unwrap()
         );
         assert_eq!(gone.num_calls(), 1);
 
@@ -261,7 +272,7 @@ mod tests {
                 Some(r#"{"Type":"User","message":"Rate exceeded"}"#.to_owned()),
             )
             .build();
-        let fault = version_exists(&state(&[&throttled]), "six", arn)
+        let fault = version_exists(&state(&[&throttled]).lambda, "six", arn)
             .await
             .unwrap_err();
         assert!(fault.is_transient(), "{fault}");

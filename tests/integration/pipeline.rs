@@ -95,6 +95,7 @@ async fn a_build_request_becomes_a_published_layer_that_imports() {
         config: config.clone(),
         s3: s3.clone(),
         batch: batch.clone(),
+        lambda: Some(lambda.clone()),
     };
     let publish_state = PublishState::new(config.clone(), s3.clone(), lambda.clone());
 
@@ -217,8 +218,59 @@ async fn a_build_request_becomes_a_published_layer_that_imports() {
     );
 
     // 5. The same pinned request again: cached, with the published ARN, and no second job.
-    let again = submit::handle(&submit_state, request).await.unwrap();
+    let again = submit::handle(&submit_state, request.clone())
+        .await
+        .unwrap();
     assert_eq!(again.status, Status::Cached);
     assert_eq!(again.layer_version_arn.as_deref(), Some(arn.as_str()));
     assert_eq!(again.artifact, submitted.artifact);
+
+    // 6. The version is deleted (issue 24 item 4): the same request builds again instead of answering `cached`
+    //    with an ARN no function can attach, and its zip (the same bytes) publishes a new version.
+    lambda
+        .delete_layer_version()
+        .layer_name("local-demo")
+        .version_number(version)
+        .send()
+        .await
+        .unwrap();
+    let rebuilt = submit::handle(&submit_state, request).await.unwrap();
+    assert_eq!(rebuilt.status, Status::Submitted, "{rebuilt:?}");
+    assert_eq!(rebuilt.artifact, submitted.artifact, "the same fingerprint");
+    let job = batch
+        .describe_jobs()
+        .jobs(rebuilt.job_id.clone().unwrap())
+        .send()
+        .await
+        .unwrap();
+    let (command, job_env) =
+        layerforge::local::serve::job_command_and_env(job.jobs()[0].container().unwrap());
+    let built = run_builder(&command, &job_env);
+    assert!(
+        built.status.success(),
+        "{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    let event = event_for(&sqs, &queue_url, &key).await;
+    let published = publish::handle(&publish_state, event).await.unwrap();
+    let new_arn = published
+        .records
+        .iter()
+        .find_map(|r| r.outcome.layer_version_arn())
+        .unwrap_or_else(|| panic!("nothing published again: {published:?}"))
+        .to_owned();
+    assert_ne!(new_arn, arn, "a new version, not the deleted one");
+    let versions = lambda
+        .list_layer_versions()
+        .layer_name("local-demo")
+        .send()
+        .await
+        .unwrap();
+    let numbers: Vec<i64> = versions
+        .layer_versions()
+        .iter()
+        .map(|v| v.version())
+        .collect();
+    assert_eq!(numbers, [version + 1], "one live version");
+    eprintln!("FIGURES pipeline: {arn} deleted; the same request published {new_arn}");
 }

@@ -52,6 +52,7 @@ async fn deployment(sdk: &SdkConfig, name: &str, with_events: bool) -> Deploymen
             config: config.clone(),
             s3: s3.clone(),
             batch: batch.clone(),
+            lambda: None,
         },
         publish: PublishState::new(
             config.clone(),

@@ -1171,6 +1171,23 @@ fn each_role_may_do_its_job_and_nothing_next_to_it() {
         "lambda:DeleteLayerVersion",
         &format!("{}:3", layer("team-a-x"))
     ));
+    // submit-build checks that a cached build's version still exists, on the stack's layer names only.
+    let submit_fn = "SubmitBuildFunction";
+    assert!(stack.allows(
+        submit_fn,
+        "lambda:GetLayerVersion",
+        &format!("{}:3", layer("team-a-http-clients"))
+    ));
+    assert!(!stack.allows(
+        submit_fn,
+        "lambda:GetLayerVersion",
+        &format!("{}:3", layer("http-clients"))
+    ));
+    assert!(!stack.allows(
+        submit_fn,
+        "lambda:PublishLayerVersion",
+        &layer("team-a-http-clients")
+    ));
 
     // The build job has no role: no credential in its container to steal. It writes through its grants only,
     // so no role but the signer's may write artifacts or failure reports.
