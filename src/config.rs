@@ -22,6 +22,7 @@ pub const ENV_VARS: &[&str] = &[
     "LAYER_NAME_PREFIX",
     "JOB_TIMEOUT_SECONDS",
     "UPLOAD_GRANT_SECONDS",
+    "STACK_NAME",
 ];
 
 /// Upper bounds for Fargate: 16 vCPU and 120 GiB are the largest task sizes Fargate offers.
@@ -104,6 +105,10 @@ pub struct Config {
     /// of the job at `JOB_TIMEOUT_SECONDS`, plus [`QUEUE_ALLOWANCE_SECONDS`], at most SigV4's 7 days). The
     /// signer's session may end earlier: see [`crate::grant`] for what a job that starts too late does.
     pub upload_grant: std::time::Duration,
+    /// `STACK_NAME`: the stack's name (the template sets `AWS::StackName`), the second segment of the latest
+    /// pointers' SSM parameters `/layerforge/<stack>/<layer>/<runtime>/<arch>/latest`. Unset: publish-layer
+    /// keeps no latest pointer.
+    pub stack_name: Option<String>,
 }
 
 /// `LAYER_NAME_PREFIX`: which layer names a deployment owns, matched by whole segments (DESIGN section 16).
@@ -294,6 +299,10 @@ impl Config {
             (job_timeout * JOB_ATTEMPTS + QUEUE_ALLOWANCE_SECONDS).min(max_grant)
         });
 
+        let stack_name = get("STACK_NAME")
+            .map(|v| parse_stack_name(&v).map_err(|rule| ConfigError::new("STACK_NAME", rule)))
+            .transpose()?;
+
         Ok(Self {
             artifact_bucket,
             artifact_prefix,
@@ -305,6 +314,7 @@ impl Config {
             max_memory_mib,
             layer_name_prefix,
             upload_grant: std::time::Duration::from_secs(upload_grant),
+            stack_name,
         })
     }
 
@@ -381,6 +391,22 @@ impl Config {
 /// `{"python3.12/arm64": {job_queue, job_definition}, "x86_64": {…}, "python3.10/arm64": null, …}`. A `null`
 /// value is a runtime the stack does not build (the template writes one for each runtime left out of
 /// `BuildRuntimes`, since CloudFormation can't drop a key from a string it joins).
+/// A CloudFormation stack name: a letter, then letters, digits and hyphens, at most 128 characters (also a valid
+/// segment of an SSM parameter name).
+fn parse_stack_name(raw: &str) -> Result<String, String> {
+    let mut chars = raw.chars();
+    let valid = raw.len() <= 128
+        && chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '-');
+    if valid {
+        Ok(raw.to_owned())
+    } else {
+        Err(format!(
+            "must be a stack name (a letter, then at most 127 of A-Z a-z 0-9 -), got {raw:?}"
+        ))
+    }
+}
+
 fn parse_build_targets(raw: &str) -> Result<BTreeMap<TargetKey, BuildTarget>, ConfigError> {
     let map: BTreeMap<String, Option<BuildTarget>> = serde_json::from_str(raw).map_err(|e| {
         ConfigError::new(
@@ -429,6 +455,20 @@ mod tests {
         assert!(c.build_targets.is_empty());
         assert!(c.requirements_bucket_allowed("b"));
         assert!(!c.requirements_bucket_allowed("other"));
+    }
+
+    #[test]
+    fn the_stack_name_is_a_stack_name() {
+        let stack =
+            |v: &str| config(&[("ARTIFACT_BUCKET", "b"), ("STACK_NAME", v)]).map(|c| c.stack_name);
+        assert_eq!(stack(""), Ok(None));
+        assert_eq!(
+            stack("layerforge-dev2"),
+            Ok(Some("layerforge-dev2".to_owned()))
+        );
+        for bad in ["2fast", "a/b", "a_b", "a.b", &"a".repeat(129)] {
+            assert_eq!(stack(bad).unwrap_err().var, "STACK_NAME", "{bad}");
+        }
     }
 
     #[test]

@@ -177,6 +177,7 @@ mod tests {
             lambda_endpoint: "http://127.0.0.1:2".into(),
             runtime_api_endpoint: "http://127.0.0.1:3".into(),
             stack: LocalStack {
+                name: "layerforge".into(),
                 bucket: "b".into(),
                 prefix: "layers".into(),
                 queue_url: "q".into(),

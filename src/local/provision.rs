@@ -77,6 +77,9 @@ impl BatchStack {
 /// The whole local stack.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LocalStack {
+    /// The stack's name (`STACK_NAME` of the functions: the latest pointers' parameters name it).
+    #[serde(default = "default_stack_name")]
+    pub name: String,
     pub bucket: String,
     pub prefix: String,
     /// The queue the bucket's artifact events go to.
@@ -104,8 +107,14 @@ impl LocalStack {
             // The local cloud is one user's account in moto: it owns every layer name (`LayerNamePrefix=*`), so
             // `local-demo` and any name a user tries publishes as it would on a stack deployed with `*`.
             ("LAYER_NAME_PREFIX", String::new()),
+            ("STACK_NAME", self.name.clone()),
         ]
     }
+}
+
+/// The name of a local stack whose state file predates the field: `layerforge local up`'s only name.
+fn default_stack_name() -> String {
+    "layerforge".to_owned()
 }
 
 /// Provisions the stack named `name` (bucket `NAME-artifacts`, queue `NAME-artifact-events`, …).
@@ -121,6 +130,7 @@ pub async fn stack(sdk: &SdkConfig, moto: &Moto, name: &str) -> Result<LocalStac
     .await?;
     let batch = batch_stack(sdk, moto, name).await?;
     Ok(LocalStack {
+        name: name.to_owned(),
         bucket,
         prefix,
         queue_url,
