@@ -56,6 +56,11 @@ pub fn lambda_client(sdk: &SdkConfig) -> aws_sdk_lambda::Client {
     aws_sdk_lambda::Client::new(sdk)
 }
 
+/// SSM: the latest pointers' parameters (publish-layer writes them, `layerforge latest` reads them).
+pub fn ssm_client(sdk: &SdkConfig) -> aws_sdk_ssm::Client {
+    aws_sdk_ssm::Client::new(sdk)
+}
+
 pub fn logs_client(sdk: &SdkConfig) -> aws_sdk_cloudwatchlogs::Client {
     aws_sdk_cloudwatchlogs::Client::new(sdk)
 }

@@ -11,7 +11,8 @@ async fn main() -> Result<(), Error> {
     aws::init_tracing();
     let config = Arc::new(Config::from_env()?);
     let sdk = aws::lambda_sdk_config();
-    let state = publish::PublishState::new(config, aws::s3_client(&sdk), aws::lambda_client(&sdk));
+    let state = publish::PublishState::new(config, aws::s3_client(&sdk), aws::lambda_client(&sdk))
+        .with_ssm(aws::ssm_client(&sdk));
     run(service_fn(move |event: LambdaEvent<Value>| {
         let state = state.clone();
         // The invocation's deadline bounds the claims this delivery takes and how long it waits for others.

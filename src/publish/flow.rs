@@ -1,6 +1,7 @@
 //! The record flow: for each record of an event, filter → HeadObject → metadata → zip check (which computes the
 //! zip's SHA-256, its identity) → the exactly-once publication ([`super::claim`]) → tag the zip; rejections tag
-//! the zip, faults fail the invocation after the other records.
+//! the zip, faults fail the invocation after the other records. A published or duplicate record then moves the
+//! layer's latest pointers ([`super::latest`]).
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -9,6 +10,7 @@ use tracing::{info, warn};
 use super::{
     claim,
     event::{EventShape, Target, classify_event, ignored_result, parse_record},
+    latest,
     outcome::{Outcome, PublishError, PublishResponse, RecordError, RecordResult, Rejection},
     s3::{Head, S3Range, head_object, merge_tags},
     state::PublishState,
@@ -229,6 +231,8 @@ async fn check_and_publish(
             &[STATUS_TAG, REASON_TAG],
         )
         .await?;
+        // A redelivery (`duplicate`) updates the pointer too: it is how a fault here gets repaired.
+        latest::update(state, &object.bucket, &layer, arn).await?;
     }
     Ok(outcome)
 }

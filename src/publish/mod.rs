@@ -10,6 +10,8 @@
 //!   without blind retries, leases that follow the invocation's deadline). Read it first.
 //! - [`versions`]: the Lambda side of it: adoption by CodeSha256 among the newest versions of the layer (a
 //!   bounded number of calls whatever its history), whether a recorded version still exists, PublishLayerVersion.
+//! - [`latest`]: the latest pointer per layer, runtime and architecture (an S3 truth moved forward only, mirrored
+//!   to an SSM parameter), updated after every published or adopted version.
 //! - [`faults`]: the one classification of AWS errors into rejections and faults.
 //! - [`s3`]: the S3 calls on the artifact (HeadObject, ranged GETs, tags).
 //! - [`outcome`]: the answer per record and the errors that fail an invocation.
@@ -31,6 +33,7 @@ pub mod claim;
 pub mod event;
 pub mod faults;
 pub mod flow;
+pub mod latest;
 pub mod outcome;
 pub mod s3;
 pub mod state;
@@ -41,6 +44,7 @@ pub use crate::artifact::{LAYER_VERSION_ARN_TAG, REASON_TAG, STATUS_TAG};
 pub use claim::{CLAIM_PREFIX, claim_key, lease_until};
 pub use event::form_decode;
 pub use flow::{handle, handle_until};
+pub use latest::{LATEST_PREFIX, parameter_name, pointer_key};
 pub use outcome::{Outcome, PublishError, PublishResponse, RecordError, RecordResult, Rejection};
 pub use s3::S3Range;
 pub use state::{FUNCTION_TIMEOUT, Guard, PublishState};

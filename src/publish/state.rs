@@ -57,6 +57,8 @@ pub struct PublishState {
     pub config: Arc<Config>,
     pub s3: aws_sdk_s3::Client,
     pub lambda: aws_sdk_lambda::Client,
+    /// Where the latest pointers are mirrored ([`super::latest`]); `None` (or no `STACK_NAME`): no pointer.
+    pub ssm: Option<aws_sdk_ssm::Client>,
     pub guard: Guard,
     /// The zip check's bounds ([`Limits::default`]; tests lower them).
     pub limits: Limits,
@@ -72,8 +74,15 @@ impl PublishState {
             config,
             s3,
             lambda,
+            ssm: None,
             guard: Guard::default(),
             limits: Limits::default(),
         }
+    }
+
+    /// The same state keeping latest pointers through `ssm` (when the configuration names the stack).
+    pub fn with_ssm(mut self, ssm: aws_sdk_ssm::Client) -> Self {
+        self.ssm = Some(ssm);
+        self
     }
 }

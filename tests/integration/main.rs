@@ -13,6 +13,7 @@ mod helpers;
 mod image;
 mod import_check;
 mod isolation;
+mod latest;
 mod layout;
 mod lifecycle;
 mod pipeline;

@@ -1171,6 +1171,47 @@ fn each_role_may_do_its_job_and_nothing_next_to_it() {
         "lambda:DeleteLayerVersion",
         &format!("{}:3", layer("team-a-x"))
     ));
+    // publish-layer keeps the latest pointers: their truth under .layerforge/latest/, their SSM parameters
+    // under /layerforge/<this stack>/ only.
+    let pointer = object(
+        bucket,
+        &publish::pointer_key("team-a-http", "python3.12", "arm64"),
+    );
+    assert!(stack.allows(publish, "s3:GetObject", &pointer));
+    assert!(stack.allows(publish, "s3:PutObject", &pointer));
+    assert!(!stack.allows(publish, "s3:DeleteObject", &pointer));
+    assert_eq!(config.stack_name.as_deref(), Some("layerforge"));
+    let parameter = |stack_name: &str| {
+        let name = publish::parameter_name(stack_name, "team-a-http", "python3.12", "arm64");
+        format!("arn:aws:ssm:{REGION}:{ACCOUNT}:parameter{name}")
+    };
+    for action in ["ssm:GetParameter", "ssm:PutParameter"] {
+        assert!(
+            stack.allows(publish, action, &parameter("layerforge")),
+            "{action}"
+        );
+        assert!(
+            !stack.allows(publish, action, &parameter("layerforge-other")),
+            "{action} on another stack's parameter"
+        );
+        assert!(
+            !stack.allows(
+                publish,
+                action,
+                &format!("arn:aws:ssm:{REGION}:{ACCOUNT}:parameter/other/x")
+            ),
+            "{action} outside /layerforge/"
+        );
+    }
+    assert!(!stack.allows(publish, "ssm:DeleteParameter", &parameter("layerforge")));
+    for other in ["SubmitBuildFunction", "BuildStatusFunction"] {
+        assert!(
+            !stack.allows(other, "ssm:PutParameter", &parameter("layerforge")),
+            "{other}"
+        );
+        assert!(!stack.allows(other, "s3:PutObject", &pointer), "{other}");
+    }
+
     // submit-build checks that a cached build's version still exists, on the stack's layer names only.
     let submit_fn = "SubmitBuildFunction";
     assert!(stack.allows(
