@@ -11,14 +11,15 @@
 //! usage, 3 AWS or configuration error.
 //!
 //! This file holds the command line and dispatches it; one file a command ([`build`], [`status`], [`fetch`],
-//! [`image`]) over what they share: [`context`] (the target options, the SDK configurations, Invoke) and
-//! [`error`] (the failures and their exit codes).
+//! [`latest`], [`image`]) over what they share: [`context`] (the target options, the SDK configurations, Invoke)
+//! and [`error`] (the failures and their exit codes).
 
 pub mod build;
 pub mod context;
 pub mod error;
 pub mod fetch;
 pub mod image;
+pub mod latest;
 pub mod status;
 
 use clap::{Parser, Subcommand};
@@ -46,6 +47,8 @@ pub enum Command {
     Status(status::StatusArgs),
     /// Download a layer version, verify its CodeSha256 and unpack it (or into SAM CLI's layer cache).
     Fetch(fetch::FetchArgs),
+    /// The newest layer version of a layer, runtime and architecture (the stack's latest pointer in SSM).
+    Latest(latest::LatestArgs),
     /// The builder images, built in the stack's CodeBuild projects (no Docker needed).
     #[command(subcommand)]
     Image(image::ImageCommand),
@@ -72,6 +75,7 @@ pub async fn run(cli: Cli) -> Result<u8, CliError> {
         Command::Status(args) => status::run(&cli.target, args).await,
         Command::Fetch(args) => fetch::run(&cli.target, args).await,
         Command::Image(command) => image::run(&cli.target, command).await,
+        Command::Latest(args) => latest::run(&cli.target, args).await,
         Command::Local(LocalCommand::Up) => {
             let root = local::project_root().ok_or_else(|| {
                 CliError::Aws(
