@@ -37,7 +37,8 @@ pub fn cache_tag(runtime: Runtime) -> String {
     format!("cpython-{}", runtime.python_version().replace('.', ""))
 }
 
-/// Checks the interpreter's cache tag, removes every `__pycache__` under the tree (a folder it can't list or
+/// Checks the interpreter's cache tag and that no folder from the tree's root down to site-packages is a link (a
+/// swapped folder is refused here as the builder refuses it after taking the tree back), removes every `__pycache__` under the tree (a folder it can't list or
 /// remove is an error: a planted `.pyc` can't survive by hiding behind permissions), then compiles every module
 /// of it in this one process (from Python 3.12 a module's bytecode can depend on what the same process compiled
 /// before it: CPython issue 129724, so a worker pool would make the bytes depend on timing). Prints one line,
@@ -45,9 +46,14 @@ pub fn cache_tag(runtime: Runtime) -> String {
 /// named `.py`) gets no bytecode and is named on stdout, which is not a failure: importing it would fail too.
 const SCRIPT: &str = r#"
 import compileall, os, py_compile, shutil, sys
-root, dest, tag = sys.argv[1], sys.argv[2], sys.argv[3]
+root, dest, tag, tree = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
 if sys.implementation.cache_tag != tag:
     sys.exit(f"this interpreter writes {sys.implementation.cache_tag} bytecode, the runtime needs {tag}")
+path = tree
+for part in [""] + os.path.relpath(root, tree).split(os.sep):
+    path = os.path.join(path, part) if part else path
+    if os.path.islink(path):
+        sys.exit(f"{path} is a symbolic link: refused (the install tree's folders must be real ones)")
 def fail(error):
     raise error
 removed = 0
@@ -71,6 +77,7 @@ print(f"layerforge-bytecode removed={removed} ok={ok}", flush=True)
 pub fn command(
     interpreter: &Interpreter,
     runtime: Runtime,
+    tree: &Path,
     target: &Path,
     sandbox: &Sandbox,
 ) -> Command {
@@ -82,6 +89,7 @@ pub fn command(
         .arg(target)
         .arg(lambda_site_packages(runtime))
         .arg(cache_tag(runtime))
+        .arg(tree)
         .current_dir("/");
     for name in [
         "PYTHONPATH",
@@ -129,6 +137,7 @@ mod tests {
         let cmd = command(
             &interpreter,
             Runtime::Python312,
+            Path::new("/w/tree"),
             Path::new("/w/tree/python/lib/python3.12/site-packages"),
             &sandbox,
         );
@@ -137,6 +146,7 @@ mod tests {
         assert_eq!(args[4], "/w/tree/python/lib/python3.12/site-packages");
         assert_eq!(args[5], "/opt/python/lib/python3.12/site-packages");
         assert_eq!(args[6], "cpython-312");
+        assert_eq!(args[7], "/w/tree");
         assert_eq!(cmd.get_current_dir(), Some(Path::new("/")));
         let envs: Vec<_> = cmd.get_envs().collect();
         assert!(envs.contains(&("PYTHONHASHSEED".as_ref(), Some("0".as_ref()))));

@@ -260,7 +260,7 @@ pub async fn run(args: Args) -> Result<Outcome, BuildError> {
     let install_time = install_started.elapsed();
     info!(seconds = install_time.as_secs_f64(), "install finished");
     let bytecode_seconds = match &compiler {
-        Some(compiler) => shape::compile(compiler, runtime, &target, &spec.sandbox)?,
+        Some(compiler) => shape::compile(compiler, runtime, &tree, &target, &spec.sandbox)?,
         None => 0.0,
     };
 

@@ -28,11 +28,12 @@ const MAX_RECORD_BYTES: u64 = 64 * 1024 * 1024;
 pub fn compile(
     interpreter: &Interpreter,
     runtime: Runtime,
+    tree: &Path,
     target: &Path,
     sandbox: &Sandbox,
 ) -> Result<f64, BuildError> {
     let started = Instant::now();
-    let cmd = bytecode::command(interpreter, runtime, target, sandbox);
+    let cmd = bytecode::command(interpreter, runtime, tree, target, sandbox);
     info!(
         python = %interpreter.path.display(),
         version = interpreter.version,
