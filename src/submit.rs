@@ -114,32 +114,6 @@ pub struct JobPlan {
     pub key: ArtifactKey,
 }
 
-/// Whether the layer version a cached build was published as has been deleted since (GetLayerVersion answers
-/// ResourceNotFoundException). The build then runs again: its zip (the same bytes, over the old object as a
-/// forced build writes it) reaches publish-layer, which publishes a new version for a claim whose version is
-/// gone. A check that fails for any other reason answers `cached` as before.
-async fn deleted(state: &SubmitState, layer_name: &str, arn: Option<&str>) -> bool {
-    let (Some(lambda), Some(arn)) = (&state.lambda, arn) else {
-        return false;
-    };
-    match crate::publish::versions::version_exists(lambda, layer_name, arn).await {
-        Ok(exists) => {
-            if !exists {
-                info!(
-                    layer_name,
-                    layer_version_arn = arn,
-                    "the published version was deleted; building again"
-                );
-            }
-            !exists
-        }
-        Err(fault) => {
-            warn!(layer_name, layer_version_arn = arn, error = %fault, "could not check the published version");
-            false
-        }
-    }
-}
-
 /// Batch's limit on job names.
 const MAX_JOB_NAME: usize = 128;
 
@@ -314,7 +288,12 @@ pub async fn handle(state: &SubmitState, event: Value) -> Result<SubmitResponse,
             Some(v)
                 if pinned
                     && matches!(v.state, State::Built | State::Published)
-                    && !deleted(state, layer_name, v.layer_version_arn.as_deref()).await =>
+                    && !crate::publish::versions::deleted(
+                        state.lambda.as_ref(),
+                        layer_name,
+                        v.layer_version_arn.as_deref(),
+                    )
+                    .await =>
             {
                 check_budget(&request, &observed, &artifact)?;
                 info!(

@@ -125,6 +125,36 @@ pub(crate) async fn version_exists(
     }
 }
 
+/// submit-build's check: whether the layer version a cached build was published as has been deleted since (GetLayerVersion answers
+/// ResourceNotFoundException). The build then runs again: its zip (the same bytes, over the old object as a
+/// forced build writes it) reaches publish-layer, which publishes a new version for a claim whose version is
+/// gone. A check that fails for any other reason answers `cached` as before.
+pub(crate) async fn deleted(
+    lambda: Option<&aws_sdk_lambda::Client>,
+    layer_name: &str,
+    arn: Option<&str>,
+) -> bool {
+    let (Some(lambda), Some(arn)) = (lambda, arn) else {
+        return false;
+    };
+    match version_exists(lambda, layer_name, arn).await {
+        Ok(exists) => {
+            if !exists {
+                info!(
+                    layer_name,
+                    layer_version_arn = arn,
+                    "the published version was deleted; building again"
+                );
+            }
+            !exists
+        }
+        Err(fault) => {
+            warn!(layer_name, layer_version_arn = arn, error = %fault, "could not check the published version");
+            false
+        }
+    }
+}
+
 /// PublishLayerVersion with S3 content, never retried by the SDK (the call is not idempotent: a retry after a
 /// lost answer publishes a second version). Lambda's refusals of the artifact are rejections.
 pub(super) async fn publish(
