@@ -11,7 +11,14 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 name=${LAYER_NAME:-local-demo}
-runtime=${LAYER_RUNTIME:-python3.11}
+# The layer's bytecode is compiled by a Python of its runtime's version: by default the runtime is this host's
+# python3 (when it is one of Lambda's), else python3.11.
+host_runtime=$(python3 -c 'import sys; print("python%d.%d" % sys.version_info[:2])' 2>/dev/null || true)
+case "$host_runtime" in
+  python3.1[0-4]) ;;
+  *) host_runtime=python3.11 ;;
+esac
+runtime=${LAYER_RUNTIME:-$host_runtime}
 arch=${LAYER_ARCHITECTURE:-arm64}
 if [ $# -ge 1 ]; then
   requirements=(--requirements-file "$1")
