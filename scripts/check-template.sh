@@ -170,8 +170,10 @@ if [ $run_build = 1 ]; then
     detail="exit $rc"
     status=ok
     [ $rc -eq 0 ] || { tail -40 "$log/build"; status=FAIL; }
-    for fn in SubmitBuildFunction PublishLayerFunction BuildStatusFunction; do
+    # The functions' bootstraps, and the fast builder's uv (UvLayer, unpacked from uv's aarch64 wheel by make).
+    for fn in SubmitBuildFunction PublishLayerFunction BuildStatusFunction FastBuilderFunction UvLayer; do
       bin=$repo/.aws-sam/build/$fn/bootstrap
+      [ "$fn" = UvLayer ] && bin=$repo/.aws-sam/build/$fn/bin/uv
       if [ -f "$bin" ]; then
         machine=$(elf_machine "$bin")
         size=$(wc -c <"$bin" | tr -d ' ')

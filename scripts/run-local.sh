@@ -3,7 +3,7 @@
 # (moto's server with the stack, the functions behind cargo-lambda's Runtime API, a Fargate stand-in, the
 # S3-event forwarder):
 #   layerforge local up
-#   layerforge --local build NAME -r … --wait          -> the layer version ARN
+#   layerforge --local build NAME -r … --wait          -> the layer version ARN (built by the fast builder, no Batch job)
 #   layerforge --local fetch ARN --sam-cache            -> sam local's layer cache
 #   an import check of the installed distributions' modules, then layerforge local down.
 # Usage: scripts/run-local.sh [REQUIREMENTS_FILE]   (env: LAYER_NAME, LAYER_RUNTIME, LAYER_ARCHITECTURE)
@@ -48,10 +48,16 @@ took
 
 step 2/5 "layerforge --local build $name … --wait"
 echo "  \$ layerforge --local build $name ${requirements[*]@Q} --runtime $runtime --architecture $arch --wait"
-arn=$("$lf" --local build "$name" "${requirements[@]}" --runtime "$runtime" --architecture "$arch" \
-  --description "Pure-Python demo layer for the local pipeline" --license MIT --wait) \
-  || fail "the build did not publish (see .local/serve.log and .local/jobs/)"
+result=$("$lf" --local build "$name" "${requirements[@]}" --runtime "$runtime" --architecture "$arch" \
+  --description "Pure-Python demo layer for the local pipeline" --license MIT --wait --json) \
+  || fail "the build did not publish (see .local/serve.log, .local/fast-builder.log and .local/jobs/)"
+field() { python3 -c 'import json, sys; print(json.load(sys.stdin).get(sys.argv[1]) or "")' "$1" <<<"$result"; }
+arn=$(field layer_version_arn)
 echo "  layer version ARN: $arn"
+# A wheel-only set takes the fast path: built by the fast-builder function, no Batch job (docs/fast-path.md).
+echo "  built by: $(field builder) ($(field builder_reason)); Batch job: $(field job_id)"
+[ "$(field builder)" = function ] && [ -z "$(field job_id)" ] \
+  || fail "the wheel-only demo layer was not built by the fast builder without a Batch job"
 took
 
 step 3/5 "layerforge --local fetch ARN --sam-cache"

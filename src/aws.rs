@@ -56,6 +56,26 @@ pub fn lambda_client(sdk: &SdkConfig) -> aws_sdk_lambda::Client {
     aws_sdk_lambda::Client::new(sdk)
 }
 
+/// The environment variable naming the endpoint that runs functions (`Invoke`) when it isn't Lambda's own:
+/// the local cloud's Lambda front. Unset in AWS.
+pub const INVOKE_ENDPOINT_ENV: &str = "LAYERFORGE_INVOKE_ENDPOINT";
+
+/// The Lambda client that invokes functions (submit-build's invocation of the fast builder): Lambda's endpoint,
+/// or [`INVOKE_ENDPOINT_ENV`]'s.
+pub fn invoke_client(sdk: &SdkConfig) -> aws_sdk_lambda::Client {
+    match std::env::var(INVOKE_ENDPOINT_ENV)
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+    {
+        Some(url) => aws_sdk_lambda::Client::from_conf(
+            aws_sdk_lambda::config::Builder::from(sdk)
+                .endpoint_url(url)
+                .build(),
+        ),
+        None => aws_sdk_lambda::Client::new(sdk),
+    }
+}
+
 /// SSM: the latest pointers' parameters (publish-layer writes them, `layerforge latest` reads them).
 pub fn ssm_client(sdk: &SdkConfig) -> aws_sdk_ssm::Client {
     aws_sdk_ssm::Client::new(sdk)

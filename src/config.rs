@@ -23,6 +23,9 @@ pub const ENV_VARS: &[&str] = &[
     "JOB_TIMEOUT_SECONDS",
     "UPLOAD_GRANT_SECONDS",
     "STACK_NAME",
+    "FAST_BUILDER_FUNCTION",
+    "FAST_BUILDER_RUNTIMES",
+    "FAST_BUILDER_DEADLINE_SECONDS",
 ];
 
 /// Upper bounds for Fargate: 16 vCPU and 120 GiB are the largest task sizes Fargate offers.
@@ -77,6 +80,20 @@ impl std::fmt::Display for TargetKey {
     }
 }
 
+/// The fast builder (DESIGN section 12): a Lambda function that builds wheel-only requests in seconds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FastBuilder {
+    /// `FAST_BUILDER_FUNCTION`: its name or ARN (invoked asynchronously).
+    pub function: String,
+    /// `FAST_BUILDER_RUNTIMES` (comma separated, default `python3.12`): the runtimes whose bytecode it can
+    /// compile, i.e. the Python versions it has an interpreter of (its own managed runtime's). A request with
+    /// bytecode for another runtime goes to Batch.
+    pub runtimes: Vec<Runtime>,
+    /// `FAST_BUILDER_DEADLINE_SECONDS` (default 3,600: three attempts of at most 900 s and Lambda's retry delays):
+    /// a fast build that neither produced its artifact nor was handed over by then is `failed`.
+    pub deadline: std::time::Duration,
+}
+
 /// Why a runtime/architecture has no build target; names the request field to blame.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NoTarget {
@@ -109,6 +126,8 @@ pub struct Config {
     /// pointers' SSM parameters `/layerforge/<stack>/<layer>/<runtime>/<arch>/latest`. Unset: publish-layer
     /// keeps no latest pointer.
     pub stack_name: Option<String>,
+    /// The fast builder, when the deployment has one (`FAST_BUILDER_FUNCTION` set).
+    pub fast_builder: Option<FastBuilder>,
 }
 
 /// `LAYER_NAME_PREFIX`: which layer names a deployment owns, matched by whole segments (DESIGN section 16).
@@ -303,6 +322,29 @@ impl Config {
             .map(|v| parse_stack_name(&v).map_err(|rule| ConfigError::new("STACK_NAME", rule)))
             .transpose()?;
 
+        let fast_builder = match get("FAST_BUILDER_FUNCTION") {
+            Some(function) => {
+                let runtimes = get("FAST_BUILDER_RUNTIMES")
+                    .unwrap_or_else(|| "python3.12".to_owned())
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|r| !r.is_empty())
+                    .map(|r| {
+                        r.parse::<Runtime>()
+                            .map_err(|rule| ConfigError::new("FAST_BUILDER_RUNTIMES", rule))
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                let deadline =
+                    seconds("FAST_BUILDER_DEADLINE_SECONDS", 60, 86_400)?.unwrap_or(3600);
+                Some(FastBuilder {
+                    function: function.trim().to_owned(),
+                    runtimes,
+                    deadline: std::time::Duration::from_secs(deadline),
+                })
+            }
+            None => None,
+        };
+
         Ok(Self {
             artifact_bucket,
             artifact_prefix,
@@ -315,6 +357,7 @@ impl Config {
             layer_name_prefix,
             upload_grant: std::time::Duration::from_secs(upload_grant),
             stack_name,
+            fast_builder,
         })
     }
 

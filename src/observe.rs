@@ -241,6 +241,20 @@ pub fn derive(o: &Observed) -> Option<Verdict> {
             None,
         ));
     }
+    if record.with_fast_builder() && job_id.is_none() {
+        let deadline = record.fast_deadline.unwrap_or(record.submitted_at);
+        return Some(if o.now < deadline {
+            Verdict::new(State::Running)
+        } else {
+            Verdict::failed(
+                "the fast builder left no artifact and handed nothing to Batch by its deadline (a crash, \
+                 timeout or lost invocation after every retry): submit the request again, or with \
+                 \"builder\": \"batch\""
+                    .to_owned(),
+                None,
+            )
+        });
+    }
     match job_id {
         Some(id) => Some(Verdict::failed(
             format!(

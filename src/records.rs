@@ -161,6 +161,20 @@ pub struct BuildRecord {
     /// completes the record; absent in older records and when the report could not be read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub size: Option<SizeReport>,
+    /// Which path builds it (DESIGN section 12): `function` (the fast builder) or `batch`; absent in records
+    /// written before the fast builder existed (Batch built them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub builder: Option<String>,
+    /// Why that path: the route submit-build chose, e.g. `wheel-only candidate` or `slim: …`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub builder_reason: Option<String>,
+    /// Why the fast builder handed the build to Batch (e.g. `no wheel for lxml==5.3.0 on manylinux_2_34
+    /// aarch64`); then `builder` is `batch` and `job_id` the job it submitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handed_over: Option<String>,
+    /// Epoch milliseconds by which a fast build has its artifact or was handed over; after it, `failed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fast_deadline: Option<i64>,
 }
 
 impl BuildRecord {
@@ -183,9 +197,23 @@ impl BuildRecord {
             updated_at: now,
             outcome: None,
             size: None,
+            builder: None,
+            builder_reason: None,
+            handed_over: None,
+            fast_deadline: None,
         }
     }
+
+    /// Whether the fast builder has the build (no job, not handed over).
+    pub fn with_fast_builder(&self) -> bool {
+        self.builder.as_deref() == Some(FUNCTION_BUILDER) && self.job_id.is_none()
+    }
 }
+
+/// `builder` of a record (and of submit-build's and build-status's answers) built by the fast builder.
+pub const FUNCTION_BUILDER: &str = "function";
+/// `builder` of a build that runs in AWS Batch.
+pub const BATCH_BUILDER: &str = "batch";
 
 /// layer-builder's account of a failed build.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -630,6 +658,10 @@ mod completion_tests {
             updated_at: 1_000,
             outcome: None,
             size: None,
+            builder: None,
+            builder_reason: None,
+            handed_over: None,
+            fast_deadline: None,
         }
     }
 

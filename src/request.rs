@@ -14,8 +14,8 @@ pub use crate::{
         RequirementLine, Requirements,
     },
     vocab::{
-        Architecture, Installer, InvalidRequest, LAMBDA_UNZIPPED_LIMIT, LayerName, LayerOptions,
-        MAX_BUDGET_MIB, MAX_LAYER_NAME, MIB, Runtime, S3Uri,
+        Architecture, BuilderChoice, Installer, InvalidRequest, LAMBDA_UNZIPPED_LIMIT, LayerName,
+        LayerOptions, MAX_BUDGET_MIB, MAX_LAYER_NAME, MIB, Runtime, S3Uri,
     },
 };
 
@@ -38,6 +38,7 @@ pub const FIELDS: &[&str] = &[
     "max_unzipped_mb",
     "vcpu",
     "memory_mib",
+    "builder",
 ];
 
 /// Where the requirements of a draft come from.
@@ -69,6 +70,7 @@ pub struct RequestDraft {
     pub options: LayerOptions,
     pub max_unzipped_bytes: u64,
     pub resources: Resources,
+    pub builder: BuilderChoice,
 }
 
 /// A complete, valid build request.
@@ -91,6 +93,8 @@ pub struct BuildRequest {
     /// fingerprint: it decides whether an artifact is made, not what it holds.
     pub max_unzipped_bytes: u64,
     pub resources: Resources,
+    /// Which path builds it (DESIGN section 12); not part of the fingerprint.
+    pub builder: BuilderChoice,
 }
 
 impl RequestDraft {
@@ -259,6 +263,13 @@ impl RequestDraft {
             None => None,
         };
 
+        let builder = match string_field(map, "builder")? {
+            Some(s) => s
+                .parse()
+                .map_err(|rule| InvalidRequest::new("builder", rule, s))?,
+            None => BuilderChoice::default(),
+        };
+
         Ok(Self {
             layer_name,
             requirements,
@@ -271,6 +282,7 @@ impl RequestDraft {
             options,
             max_unzipped_bytes,
             resources: Resources { vcpu, memory_mib },
+            builder,
         })
     }
 
@@ -289,6 +301,7 @@ impl RequestDraft {
             options: self.options,
             max_unzipped_bytes: self.max_unzipped_bytes,
             resources: self.resources,
+            builder: self.builder,
         }
     }
 }

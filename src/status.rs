@@ -209,6 +209,15 @@ pub struct StatusResponse {
     /// build's (`built`, `published`, `rejected`) or one that failed over its budget.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub size: Option<SizeReport>,
+    /// Which path builds it (DESIGN section 12): `function` (the fast builder) or `batch`, from the record.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub builder: Option<String>,
+    /// Why that path.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub builder_reason: Option<String>,
+    /// Why the fast builder handed it to Batch, when it did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub handed_over: Option<String>,
 }
 
 /// The handler: query -> the build's state.
@@ -290,6 +299,12 @@ pub async fn handle(state: &StatusState, event: Value) -> Result<StatusResponse,
         exit_code: verdict.exit_code,
         log_tail: log_lines.filter(|l| !l.is_empty()),
         size: observed.size().cloned(),
+        builder: observed.record.as_ref().and_then(|r| r.builder.clone()),
+        builder_reason: observed
+            .record
+            .as_ref()
+            .and_then(|r| r.builder_reason.clone()),
+        handed_over: observed.record.as_ref().and_then(|r| r.handed_over.clone()),
         job_status: observed.job.map(|j| j.status),
     })
 }
@@ -363,6 +378,10 @@ mod tests {
             updated_at: submitted_at,
             outcome: None,
             size: None,
+            builder: None,
+            builder_reason: None,
+            handed_over: None,
+            fast_deadline: None,
         }
     }
 

@@ -14,15 +14,14 @@
 
 use std::{collections::HashMap, sync::Arc};
 
-use aws_sdk_batch::types::{ContainerOverrides, KeyValuePair, ResourceRequirement, ResourceType};
 use serde::Serialize;
 use serde_json::Value;
 use tracing::{info, warn};
 
 use crate::{
-    artifact::{ArtifactKey, ArtifactMetadata, Fingerprint},
     aws::{AwsFault, error_chain},
     config::Config,
+    fast,
     function_error::HandlerError,
     grant::{self, Grants},
     observe::{self as status, State, check_budget},
@@ -33,7 +32,10 @@ use crate::{
     },
 };
 
-pub use crate::artifact::LAYER_VERSION_ARN_TAG;
+pub use crate::{
+    artifact::LAYER_VERSION_ARN_TAG,
+    plan::{JobPlan, artifact_metadata, plan_job},
+};
 
 /// What submit-build needs, built once per cold start and cheap to clone.
 #[derive(Clone, Debug)]
@@ -45,6 +47,8 @@ pub struct SubmitState {
     /// published again rather than answered `cached` with an ARN no function can attach (issue 24 item 4).
     /// `None` skips the check (tests that never publish).
     pub lambda: Option<aws_sdk_lambda::Client>,
+    /// Invokes the fast builder (DESIGN section 12); `None`: every build goes to Batch.
+    pub invoke: Option<aws_sdk_lambda::Client>,
 }
 
 /// Why a submission failed.
@@ -98,138 +102,23 @@ pub struct SubmitResponse {
     /// Why the artifact was rejected (`rejected`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
-}
-
-/// The exact SubmitJob input for one request.
-#[derive(Debug, Clone, PartialEq)]
-pub struct JobPlan {
-    pub job_name: String,
-    pub job_queue: String,
-    pub job_definition: String,
-    /// The layer-builder argv after the program name (the image's ENTRYPOINT is the binary).
-    pub command: Vec<String>,
-    pub resources: Vec<(ResourceType, String)>,
-    pub tags: HashMap<String, String>,
-    pub fingerprint: Fingerprint,
-    pub key: ArtifactKey,
-}
-
-/// Batch's limit on job names.
-const MAX_JOB_NAME: usize = 128;
-
-/// Builds the SubmitJob input (DESIGN section 3). The request was validated against this config, so its
-/// architecture has a build target; a config without one is reported as an invalid request all the same.
-pub fn plan_job(request: &BuildRequest, config: &Config) -> Result<JobPlan, InvalidRequest> {
-    let target = config
-        .build_target(request.runtime, request.architecture)
-        .map_err(|missing| {
-            let value = if missing.field == "runtime" {
-                request.runtime.as_str()
-            } else {
-                request.architecture.as_str()
-            };
-            InvalidRequest::new(missing.field, missing.rule, value)
-        })?;
-    let fingerprint = Fingerprint::compute(
-        &request.requirements,
-        request.runtime,
-        request.architecture,
-        request.installer,
-        request.options,
-    );
-    let key = ArtifactKey::new(
-        &config.artifact_prefix,
-        &request.layer_name,
-        request.runtime,
-        request.architecture,
-        &fingerprint,
-    );
-
-    let mut job_name = format!(
-        "layer-{}-{}-{}",
-        request.layer_name,
-        request.runtime.compact(),
-        request.architecture
-    );
-    job_name.truncate(MAX_JOB_NAME);
-
-    // `--flag=value`, one element each: a value that begins with `-` (a layer name `-x`, a description
-    // `- beta`, a requirements text starting with a comment line `--hash`…) can't be read as an option.
-    let mut command = vec![
-        format!("--name={}", request.layer_name),
-        format!("--requirements={}", request.requirements.to_text()),
-        format!("--runtime={}", request.runtime),
-        format!("--architecture={}", request.architecture),
-        format!("--installer={}", request.installer),
-        format!("--bucket={}", config.artifact_bucket),
-        format!("--key={key}"),
-    ];
-    if !request.options.bytecode {
-        command.push("--no-bytecode".to_owned());
-    }
-    if request.options.slim {
-        command.push("--slim".to_owned());
-    }
-    if request.max_unzipped_bytes != crate::request::LAMBDA_UNZIPPED_LIMIT {
-        command.push(format!(
-            "--max-unzipped-mb={}",
-            request.max_unzipped_bytes / crate::request::MIB
-        ));
-    }
-    // Batch refuses empty command elements: optional flags appear only with a value.
-    for (flag, value) in [
-        ("--license", &request.license),
-        ("--description", &request.description),
-    ] {
-        if let Some(v) = value.as_deref().filter(|v| !v.is_empty()) {
-            command.push(format!("{flag}={v}"));
-        }
-    }
-
-    let mut resources = Vec::new();
-    if let Some(vcpu) = request.resources.vcpu {
-        resources.push((ResourceType::Vcpu, format_vcpu(vcpu)));
-    }
-    if let Some(memory) = request.resources.memory_mib {
-        resources.push((ResourceType::Memory, memory.to_string()));
-    }
-
-    let tags = HashMap::from([
-        (
-            "layerforge:layer-name".to_owned(),
-            request.layer_name.to_string(),
-        ),
-        (
-            "layerforge:fingerprint".to_owned(),
-            fingerprint.short().to_owned(),
-        ),
-        ("layerforge:runtime".to_owned(), request.runtime.to_string()),
-        (
-            "layerforge:architecture".to_owned(),
-            request.architecture.to_string(),
-        ),
-    ]);
-
-    Ok(JobPlan {
-        job_name,
-        job_queue: target.job_queue.clone(),
-        job_definition: target.job_definition.clone(),
-        command,
-        resources,
-        tags,
-        fingerprint,
-        key,
-    })
-}
-
-/// Fargate takes vCPU as a decimal string: `0.25`, `1`, `2`.
-fn format_vcpu(vcpu: f64) -> String {
-    let text = format!("{vcpu:.2}");
-    text.trim_end_matches('0').trim_end_matches('.').to_owned()
+    /// Which path builds it (`function` or `batch`, DESIGN section 12), for `submitted` and `building`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub builder: Option<String>,
+    /// Why that path.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub builder_reason: Option<String>,
+    /// Why the fast builder handed the build to Batch, when it did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub handed_over: Option<String>,
 }
 
 /// The handler: validate, resolve requirements, check the cache, submit.
 pub async fn handle(state: &SubmitState, event: Value) -> Result<SubmitResponse, SubmitError> {
+    // The fast builder's on-failure destination: a build it could not finish goes to Batch.
+    if let Some((payload, reason)) = fast::from_destination(&event) {
+        return hand_over(state, payload, &reason).await;
+    }
     let draft = RequestDraft::parse(&event, &state.config)?;
     let request = match draft.requirements.clone() {
         RequirementsInput::Inline(requirements) => draft.into_request(requirements, None),
@@ -240,6 +129,7 @@ pub async fn handle(state: &SubmitState, event: Value) -> Result<SubmitResponse,
         }
     };
     let plan = plan_job(&request, &state.config)?;
+    let mut route = fast::route(&request, &state.config)?;
     let artifact = plan.key.s3_uri(&state.config.artifact_bucket);
     let layer_name = request.layer_name.as_str();
     let fingerprint = plan.fingerprint.short();
@@ -253,6 +143,9 @@ pub async fn handle(state: &SubmitState, event: Value) -> Result<SubmitResponse,
         artifact: artifact.clone(),
         layer_version_arn: None,
         reason: None,
+        builder: None,
+        builder_reason: None,
+        handed_over: None,
     };
 
     let stored = records::read_record(&state.s3, bucket, &plan.key).await?;
@@ -322,6 +215,21 @@ pub async fn handle(state: &SubmitState, event: Value) -> Result<SubmitResponse,
     // Claim the build record first: of two identical requests at the same moment, one submits.
     let record_key = records::record_key(&plan.key);
     let mut record = BuildRecord::claim(&request, &plan.fingerprint, &plan.key);
+    let fast = match (&route, &state.config.fast_builder, &state.invoke) {
+        (fast::Route::Function { .. }, Some(fast), Some(invoke)) => {
+            record.fast_deadline = Some(record.submitted_at + fast.deadline.as_millis() as i64);
+            Some((fast.function.as_str(), invoke))
+        }
+        (fast::Route::Function { .. }, ..) => {
+            route = fast::Route::Batch {
+                reason: "submit-build has no client to invoke the fast builder".to_owned(),
+            };
+            None
+        }
+        _ => None,
+    };
+    record.builder = Some(route.builder().to_owned());
+    record.builder_reason = Some(route.reason().to_owned());
     let condition = match &stored {
         Some(s) => Condition::Matches(&s.etag),
         None => Condition::Absent,
@@ -351,7 +259,43 @@ pub async fn handle(state: &SubmitState, event: Value) -> Result<SubmitResponse,
         };
 
     let now = std::time::SystemTime::now();
-    let submitted = match sign_grants(state, &request, &plan, artifact_absent, now).await {
+    let grants = sign_grants(state, &request, &plan, artifact_absent, now).await;
+    if let (Some((function, invoke)), Ok(grants)) = (fast, &grants) {
+        let payload = fast::FastBuild::new(
+            &request,
+            fast::JobSpec::from(&plan),
+            grants.environment(),
+            bucket,
+            &plan.key.to_string(),
+        );
+        match fast::invoke(invoke, function, &payload).await {
+            Ok(()) => {
+                info!(
+                    layer_name,
+                    fingerprint,
+                    function,
+                    artifact,
+                    reason = route.reason(),
+                    "fast build invoked"
+                );
+                return Ok(SubmitResponse {
+                    builder: record.builder.clone(),
+                    builder_reason: record.builder_reason.clone(),
+                    ..response(Status::Submitted)
+                });
+            }
+            Err(fault) => {
+                // The job runs instead, with the same grants; the record says why.
+                warn!(layer_name, fingerprint, error = %fault, "invoking the fast builder failed; submitting to Batch");
+                let why = format!("the fast builder could not be invoked: {fault}");
+                record.builder = Some(records::BATCH_BUILDER.to_owned());
+                record.handed_over = Some(why.clone());
+                record.fast_deadline = None;
+                route = fast::Route::Batch { reason: why };
+            }
+        }
+    }
+    let submitted = match grants {
         Ok(grants) => submit_job(state, &plan, &grants).await,
         Err(fault) => Err(fault),
     };
@@ -391,7 +335,90 @@ pub async fn handle(state: &SubmitState, event: Value) -> Result<SubmitResponse,
         job_id: Some(job_id),
         job_name: Some(plan.job_name),
         job_queue: Some(plan.job_queue),
+        builder: Some(route.builder().to_owned()),
+        builder_reason: Some(route.reason().to_owned()),
+        handed_over: record.handed_over.clone(),
         ..response(Status::Submitted)
+    })
+}
+
+/// A fast build that failed on every attempt (its on-failure destination record): unless its artifact exists
+/// or it was handed over already, the same build goes to Batch with fresh grants, and the record says why.
+async fn hand_over(
+    state: &SubmitState,
+    payload: fast::FastBuild,
+    reason: &str,
+) -> Result<SubmitResponse, SubmitError> {
+    let draft = RequestDraft::parse(&payload.request, &state.config)?;
+    let RequirementsInput::Inline(requirements) = draft.requirements.clone() else {
+        return Err(InvalidRequest::new(
+            "requestPayload.request.requirements",
+            "a fast build's request has its requirements inline",
+            "",
+        )
+        .into());
+    };
+    let request = draft.into_request(requirements, None);
+    let plan = plan_job(&request, &state.config)?;
+    let bucket = state.config.artifact_bucket.as_str();
+    let artifact = plan.key.s3_uri(bucket);
+    let stored = records::read_record(&state.s3, bucket, &plan.key).await?;
+    let record = stored.as_ref().and_then(|s| s.value.clone());
+    let artifact_view = status::artifact_view(&state.s3, bucket, &plan.key.to_string()).await?;
+    let answer = SubmitResponse {
+        status: Status::Building,
+        job_id: record.as_ref().and_then(|r| r.job_id.clone()),
+        job_name: record.as_ref().and_then(|r| r.job_name.clone()),
+        job_queue: record.as_ref().and_then(|r| r.job_queue.clone()),
+        fingerprint: plan.fingerprint.short().to_owned(),
+        artifact: artifact.clone(),
+        layer_version_arn: None,
+        reason: None,
+        builder: record.as_ref().and_then(|r| r.builder.clone()),
+        builder_reason: record.as_ref().and_then(|r| r.builder_reason.clone()),
+        handed_over: record.as_ref().and_then(|r| r.handed_over.clone()),
+    };
+    if artifact_view.is_some() || answer.job_id.is_some() {
+        info!(
+            artifact,
+            reason,
+            "the failed fast build has its artifact or its job already; nothing to hand over"
+        );
+        return Ok(answer);
+    }
+    let record_key = records::record_key(&plan.key);
+    if stored.is_none() {
+        // A record lost (or never written): the hand-over writes one, so that build-status can tell.
+        let mut claim = BuildRecord::claim(&request, &plan.fingerprint, &plan.key);
+        claim.builder = Some(records::FUNCTION_BUILDER.to_owned());
+        if let Err(e) = records::write_json(
+            &state.s3,
+            bucket,
+            &record_key,
+            &claim,
+            Some(Condition::Absent),
+        )
+        .await
+        {
+            warn!(record_key, error = %e, "writing the build record of the hand-over failed");
+        }
+    }
+    let grants = sign_grants(state, &request, &plan, true, std::time::SystemTime::now()).await?;
+    let job = fast::JobSpec::from(&plan);
+    let job_id = fast::submit(&state.batch, &job, &grants.environment()).await?;
+    fast::record_hand_over(&state.s3, bucket, &record_key, &job_id, &job, reason).await;
+    info!(
+        artifact,
+        job_id, reason, "failed fast build handed over to Batch"
+    );
+    Ok(SubmitResponse {
+        status: Status::Submitted,
+        job_id: Some(job_id),
+        job_name: Some(job.job_name),
+        job_queue: Some(job.job_queue),
+        builder: Some(records::BATCH_BUILDER.to_owned()),
+        handed_over: Some(reason.to_owned()),
+        ..answer
     })
 }
 
@@ -435,6 +462,9 @@ fn building(
         job_queue: job
             .and_then(|j| j.job_queue.clone())
             .or_else(|| record.and_then(|r| r.job_queue.clone())),
+        builder: record.and_then(|r| r.builder.clone()),
+        builder_reason: record.and_then(|r| r.builder_reason.clone()),
+        handed_over: record.and_then(|r| r.handed_over.clone()),
         ..response
     }
 }
@@ -473,34 +503,6 @@ fn write_fault(e: WriteError) -> SubmitError {
             http_status: Some(409),
         }
         .into(),
-    }
-}
-
-/// The artifact metadata of DESIGN section 5 that is known before the build: everything but
-/// `content-sha256` (publish-layer takes the digest from the bytes). `python-version` is the runtime's X.Y.
-pub fn artifact_metadata(
-    request: &BuildRequest,
-    plan: &JobPlan,
-    now: std::time::SystemTime,
-) -> ArtifactMetadata {
-    ArtifactMetadata {
-        layer_name: request.layer_name.to_string(),
-        requirements: request
-            .requirements
-            .lines()
-            .iter()
-            .map(|l| l.text.as_str())
-            .collect::<Vec<_>>()
-            .join("|"),
-        license: request.license.clone().filter(|l| !l.is_empty()),
-        python_version: request.runtime.python_version().to_owned(),
-        compatible_runtimes: vec![request.runtime],
-        compatible_architectures: vec![request.architecture],
-        create_date: crate::builder::create_date(now),
-        fingerprint: Some(plan.fingerprint.short().to_owned()),
-        content_sha256: None,
-        description: request.description.clone().filter(|d| !d.is_empty()),
-        builder_version: Some(env!("CARGO_PKG_VERSION").to_owned()),
     }
 }
 
@@ -575,41 +577,12 @@ pub async fn submit_job(
     plan: &JobPlan,
     grants: &Grants,
 ) -> Result<String, AwsFault> {
-    let mut overrides = ContainerOverrides::builder().set_command(Some(plan.command.clone()));
-    for (name, value) in grants.environment() {
-        overrides = overrides.environment(KeyValuePair::builder().name(name).value(value).build());
-    }
-    for (kind, value) in &plan.resources {
-        overrides = overrides.resource_requirements(
-            ResourceRequirement::builder()
-                .r#type(kind.clone())
-                .value(value)
-                .build(),
-        );
-    }
-    let output = state
-        .batch
-        .submit_job()
-        .job_name(&plan.job_name)
-        .job_queue(&plan.job_queue)
-        .job_definition(&plan.job_definition)
-        .container_overrides(overrides.build())
-        .set_tags(Some(plan.tags.clone()))
-        .propagate_tags(true)
-        .send()
-        .await
-        .map_err(|e| {
-            let fault = AwsFault::from_sdk("SubmitJob", &e);
-            warn!(
-                job_name = plan.job_name,
-                job_queue = plan.job_queue,
-                error = error_chain(&e),
-                transient = fault.is_transient(),
-                "SubmitJob failed"
-            );
-            fault
-        })?;
-    Ok(output.job_id().unwrap_or_default().to_owned())
+    fast::submit(
+        &state.batch,
+        &fast::JobSpec::from(plan),
+        &grants.environment(),
+    )
+    .await
 }
 
 /// Reads a requirements file named by `requirements_s3_uri`; a missing object is the caller's error.
@@ -680,7 +653,9 @@ async fn read_requirements(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::artifact::ArtifactMetadata;
     use aws_sdk_batch::operation::submit_job::{SubmitJobError, SubmitJobOutput};
+    use aws_sdk_batch::types::ResourceType;
     use aws_sdk_s3::operation::{
         get_object::GetObjectError, head_object::HeadObjectError, put_object::PutObjectOutput,
     };
@@ -915,8 +890,8 @@ mod tests {
             no_resources.resources.is_empty(),
             "resourceRequirements only when asked for"
         );
-        assert_eq!(format_vcpu(2.0), "2");
-        assert_eq!(format_vcpu(0.25), "0.25");
+        assert_eq!(crate::plan::format_vcpu(2.0), "2");
+        assert_eq!(crate::plan::format_vcpu(0.25), "0.25");
     }
 
     #[tokio::test]
@@ -940,6 +915,7 @@ mod tests {
             batch: mock_client!(aws_sdk_batch, RuleMode::Sequential, [&submit], |c| c
                 .retry_config(retries())),
             lambda: None,
+            invoke: None,
         };
         let response = handle(
             &state,
@@ -983,6 +959,7 @@ mod tests {
             s3: mock_client!(aws_sdk_s3, RuleMode::MatchAny, [&get, &put, &head, &grants]),
             batch: mock_client!(aws_sdk_batch, RuleMode::MatchAny, [&submit]),
             lambda: None,
+            invoke: None,
         };
         let started = std::time::SystemTime::now();
         let response = handle(
@@ -1075,6 +1052,7 @@ mod tests {
             batch: mock_client!(aws_sdk_batch, RuleMode::Sequential, [&submit], |c| c
                 .retry_config(retries())),
             lambda: None,
+            invoke: None,
         };
         let err = handle(&state, json!({"layer_name": "a", "requirements": "six>=1"}))
             .await
@@ -1118,6 +1096,7 @@ mod tests {
                 .retry_config(retries())),
             batch: mock_client!(aws_sdk_batch, RuleMode::MatchAny, [&submit]),
             lambda: None,
+            invoke: None,
         };
         let err = handle(
             &state,
@@ -1151,6 +1130,7 @@ mod tests {
             s3: mock_client!(aws_sdk_s3, RuleMode::MatchAny, [&get, &put, &head, &grants]),
             batch: mock_client!(aws_sdk_batch, RuleMode::MatchAny, [&submit]),
             lambda: None,
+            invoke: None,
         };
         let err = handle(&state, json!({"layer_name": "a", "requirements": "six"}))
             .await

@@ -201,6 +201,51 @@ impl FromStr for Installer {
     }
 }
 
+/// Which path builds a request (DESIGN section 12): `auto` (the fast builder, a Lambda function, when it can
+/// build the request; else AWS Batch), or one forced. Not part of the fingerprint: both paths give the same bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BuilderChoice {
+    #[default]
+    Auto,
+    Function,
+    Batch,
+}
+
+impl BuilderChoice {
+    pub const ALL: [BuilderChoice; 3] = [
+        BuilderChoice::Auto,
+        BuilderChoice::Function,
+        BuilderChoice::Batch,
+    ];
+
+    /// The request's and the command line's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BuilderChoice::Auto => "auto",
+            BuilderChoice::Function => "function",
+            BuilderChoice::Batch => "batch",
+        }
+    }
+}
+
+impl fmt::Display for BuilderChoice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for BuilderChoice {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        BuilderChoice::ALL
+            .into_iter()
+            .find(|b| b.as_str() == s)
+            .ok_or_else(|| format!("unknown builder {s:?}; expected auto, function or batch"))
+    }
+}
+
 /// Lambda's limit on a function's code and all its layers, unzipped: 250 MiB. PublishLayerVersion refuses a
 /// layer above it too ("Unzipped size must be smaller than 262144000 bytes"; see `../shared/facts`, section A3,
 /// and https://docs.aws.amazon.com/lambda/latest/dg/gettingstarted-limits.html).

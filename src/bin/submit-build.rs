@@ -16,6 +16,7 @@ async fn main() -> Result<(), Error> {
         s3: aws::s3_client(&sdk),
         batch: aws::batch_client(&sdk),
         lambda: Some(aws::lambda_client(&sdk)),
+        invoke: Some(aws::invoke_client(&sdk)),
     };
     run(service_fn(move |event: LambdaEvent<Value>| {
         let state = state.clone();

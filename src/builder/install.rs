@@ -144,6 +144,9 @@ pub fn command(spec: &InstallSpec) -> Result<Command, InstallError> {
         .env("PIP_DISABLE_PIP_VERSION_CHECK", "1")
         .env("SOURCE_DATE_EPOCH", "315532800")
         .env("UV_NO_PROGRESS", "1")
+        // uv needs an interpreter to resolve with (any CPython 3): the image's, or the fast builder's runtime's.
+        // Never one downloaded from outside the package index.
+        .env("UV_PYTHON_DOWNLOADS", "never")
         // uv reads RUST_LOG too: our log level must not turn on its resolver tracing.
         .env_remove("RUST_LOG");
     Ok(cmd)

@@ -108,8 +108,17 @@ pub async fn main(args: Args) -> ExitCode {
     }
 }
 
-/// The whole build: requirements, install, checks, zip, upload.
+/// The whole build: requirements, install, checks, zip, upload (with the job's upload grants, if any).
 pub async fn run(args: Args) -> Result<Outcome, BuildError> {
+    let grants = grant::grants_from_env()?;
+    run_with(args, grants).await
+}
+
+/// [`run`] with the upload grants given (the fast builder's come in its payload, not its environment).
+pub async fn run_with(
+    args: Args,
+    grants: Option<crate::grant::Grants>,
+) -> Result<Outcome, BuildError> {
     let started = Instant::now();
     args.check().map_err(BuildError::Usage)?;
     let architecture = args.architecture();
@@ -117,7 +126,6 @@ pub async fn run(args: Args) -> Result<Outcome, BuildError> {
 
     // Upload grants: a Batch job's only way to write (DESIGN section 16). With them no SDK configuration is
     // loaded: the job has no AWS credential, and reads its requirements from the command.
-    let grants = grant::grants_from_env()?;
     let s3_requirements = args.requirements_s3_uri.is_some()
         || args
             .requirements_file

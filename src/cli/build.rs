@@ -58,6 +58,10 @@ pub struct BuildArgs {
     /// Build even when an identical artifact exists.
     #[arg(long)]
     pub force: bool,
+    /// Which path builds it: auto (the fast builder, a Lambda function, for wheel-only sets; else AWS Batch),
+    /// function or batch.
+    #[arg(long, value_parser = ["auto", "function", "batch"])]
+    pub builder: Option<String>,
     /// Follow the build until it is published, rejected or failed; print the layer version ARN.
     #[arg(long)]
     pub wait: bool,
@@ -95,6 +99,7 @@ impl BuildArgs {
             ("description", &self.description),
             ("license", &self.license),
             ("installer", &self.installer),
+            ("builder", &self.builder),
         ] {
             if let Some(v) = value {
                 request.insert(field.into(), json!(v));
@@ -286,10 +291,30 @@ fn describe_submission(response: &Value) {
             text(response, "artifact").unwrap_or("")
         ),
     }
+    if let Some(builder) = text(response, "builder") {
+        eprintln!(
+            "builder: {builder} ({})",
+            text(response, "builder_reason").unwrap_or("")
+        );
+    }
+    if let Some(why) = text(response, "handed_over") {
+        eprintln!("handed over to batch: {why}");
+    }
     if status == "cached"
         && let Some(arn) = text(response, "layer_version_arn")
     {
         println!("{arn}");
+    }
+}
+
+/// The progress label: the state and, when build-status knows it, the path (`running [function]`,
+/// `queued [batch, handed over: no wheel for …]`).
+fn progress_label(answer: &Value) -> String {
+    let state = text(answer, "state").unwrap_or("?");
+    match (text(answer, "builder"), text(answer, "handed_over")) {
+        (Some(builder), Some(why)) => format!("{state} [{builder}, handed over: {why}]"),
+        (Some(builder), None) => format!("{state} [{builder}]"),
+        _ => state.to_owned(),
     }
 }
 
@@ -323,12 +348,13 @@ async fn follow(
             }
         };
         let state = text(&answer, "state").unwrap_or("?");
+        let label = progress_label(&answer);
         let line = answer
             .get("log_tail")
             .and_then(Value::as_array)
             .and_then(|t| t.last())
             .and_then(Value::as_str);
-        progress.update(state, started.elapsed(), line);
+        progress.update(&label, started.elapsed(), line);
         if FINAL.contains(&state) {
             progress.finish();
             return Ok(answer);

@@ -201,6 +201,7 @@ async fn start(root: &Path, dir: &Path, started: &mut Vec<Process>) -> Result<St
         super::SUBMIT_FUNCTION,
         super::STATUS_FUNCTION,
         super::PUBLISH_FUNCTION,
+        super::FAST_FUNCTION,
     ];
     for name in functions {
         if !exe.with_file_name(name).is_file() {
@@ -234,6 +235,9 @@ async fn start(root: &Path, dir: &Path, started: &mut Vec<Process>) -> Result<St
     )?;
     started.push(watch.clone());
     wait_until("cargo lambda watch", &watch, 60, || listening(lambda_port)).await?;
+    // The front's port is chosen now: submit-build invokes the fast builder through it (asynchronously).
+    let front_port = free_port()?;
+    let fast_env = fast_builder_env(front_port)?;
     for name in functions {
         let mut command = Command::new(exe.with_file_name(name));
         // Only the function's own environment, as in Lambda: no profile or endpoint of the caller leaks in.
@@ -249,7 +253,8 @@ async fn start(root: &Path, dir: &Path, started: &mut Vec<Process>) -> Result<St
             )
             .env("AWS_LAMBDA_FUNCTION_NAME", name)
             .env("AWS_LAMBDA_FUNCTION_VERSION", "1")
-            .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "512");
+            .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "512")
+            .envs(fast_env.iter().map(|(k, v)| (k, v)));
         started.push(spawn(
             name,
             name,
@@ -261,7 +266,6 @@ async fn start(root: &Path, dir: &Path, started: &mut Vec<Process>) -> Result<St
 
     // 3. `local serve` listens on the front's port (the Lambda endpoint every caller uses) and runs the Fargate
     //    stand-in and the S3-event forwarder.
-    let front_port = free_port()?;
     let mut state = State {
         root: root.to_owned(),
         moto_endpoint,
@@ -299,6 +303,33 @@ async fn start(root: &Path, dir: &Path, started: &mut Vec<Process>) -> Result<St
         )));
     }
     Ok(state)
+}
+
+/// The fast builder's part of every function's environment (as template.yaml's Globals): its name, the runtimes
+/// whose bytecode it can compile (here: this machine's Python, which the build user can run), and where it is
+/// invoked (the front); and the uv it runs, when the build user needs a copy ([`super::serve::uv_for_jobs`]).
+fn fast_builder_env(front_port: u16) -> Result<Vec<(String, String)>, LocalError> {
+    let sandbox = crate::builder::isolation::Sandbox::from_env().map_err(LocalError::Setup)?;
+    let runtimes = crate::builder::python::find_default(None, &sandbox)
+        .ok()
+        .map(|i| format!("python{}", i.major_minor()))
+        .filter(|r| r.parse::<crate::request::Runtime>().is_ok())
+        .unwrap_or_default();
+    let mut env = vec![
+        (
+            "FAST_BUILDER_FUNCTION".to_owned(),
+            super::FAST_FUNCTION.to_owned(),
+        ),
+        ("FAST_BUILDER_RUNTIMES".to_owned(), runtimes),
+        (
+            crate::aws::INVOKE_ENDPOINT_ENV.to_owned(),
+            format!("http://127.0.0.1:{front_port}"),
+        ),
+    ];
+    if let Some(uv) = super::serve::uv_for_jobs()? {
+        env.push((crate::builder::UV_ENV.to_owned(), uv.display().to_string()));
+    }
+    Ok(env)
 }
 
 /// Stops what `up` started (by PID, in reverse order), checks that none of its ports still listens and

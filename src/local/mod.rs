@@ -34,6 +34,11 @@ use provision::LocalStack;
 pub const SUBMIT_FUNCTION: &str = "submit-build";
 pub const STATUS_FUNCTION: &str = "build-status";
 pub const PUBLISH_FUNCTION: &str = "publish-layer";
+/// The fast builder (DESIGN section 12): runs here as the others do, and is invoked asynchronously through the
+/// front.
+pub const FAST_FUNCTION: &str = "fast-builder";
+/// Its retries after a failed attempt, as template.yaml's `FastBuilderRetryAttempts` default.
+pub const FAST_BUILDER_RETRIES: u32 = 1;
 
 /// The stack name of the local cloud (bucket `layerforge-artifacts`, …).
 pub const STACK: &str = "layerforge";

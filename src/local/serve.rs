@@ -52,7 +52,17 @@ pub async fn serve(dir: &Path) -> Result<(), LocalError> {
                 state.lambda_endpoint
             ))
         })?;
-    super::front::start(front_addr, state.runtime_api_endpoint.clone())
+    // template.yaml's EventInvokeConfig of the fast builder: one retry, then submit-build hands it over.
+    let asynchronous = super::front::AsyncInvocation {
+        retries: super::FAST_BUILDER_RETRIES,
+        delay: Duration::from_secs(1),
+        on_failure: [(
+            super::FAST_FUNCTION.to_owned(),
+            super::SUBMIT_FUNCTION.to_owned(),
+        )]
+        .into(),
+    };
+    super::front::start(front_addr, state.runtime_api_endpoint.clone(), asynchronous)
         .await
         .map_err(|e| LocalError::Setup(format!("the Lambda front on {front_addr}: {e}")))?;
     log(&format!(
@@ -92,7 +102,7 @@ pub async fn serve(dir: &Path) -> Result<(), LocalError> {
 /// The uv the jobs' layer-builder gives its build user: `None` (layer-builder's own choice) unless this is root
 /// and the build user can't run the uv found here (a checkout under a root-only home, issue 19); then a copy
 /// it can run ([`isolation::stage_for_build_user`]).
-fn uv_for_jobs() -> Result<Option<PathBuf>, LocalError> {
+pub(crate) fn uv_for_jobs() -> Result<Option<PathBuf>, LocalError> {
     let sandbox = isolation::Sandbox::from_env().map_err(LocalError::Setup)?;
     if sandbox.user.is_none() {
         return Ok(None);

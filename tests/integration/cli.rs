@@ -177,6 +177,9 @@ fn the_local_cloud_builds_follows_fetches_and_stops() {
         "python3.11",
         "--architecture",
         "x86_64",
+        // The Batch path (the Fargate stand-in); tests/integration/fastpath.rs follows the fast builder.
+        "--builder",
+        "batch",
         "--wait",
         "--json",
     ]));

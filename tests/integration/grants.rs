@@ -106,6 +106,7 @@ async fn a_job_uploads_through_its_grants_with_no_aws_credential_and_publishes()
         s3: s3.clone(),
         batch: batch.clone(),
         lambda: None,
+        invoke: None,
     };
     let publish_state = PublishState::new(
         config.clone(),

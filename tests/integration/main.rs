@@ -6,6 +6,7 @@ mod cli;
 mod containment;
 mod docs;
 mod examples;
+mod fastpath;
 mod fault_proxy;
 mod faults;
 mod grants;

@@ -96,6 +96,7 @@ async fn a_build_request_becomes_a_published_layer_that_imports() {
         s3: s3.clone(),
         batch: batch.clone(),
         lambda: Some(lambda.clone()),
+        invoke: None,
     };
     let publish_state = PublishState::new(config.clone(), s3.clone(), lambda.clone());
 

@@ -53,6 +53,7 @@ async fn deployment(sdk: &SdkConfig, name: &str, with_events: bool) -> Deploymen
             s3: s3.clone(),
             batch: batch.clone(),
             lambda: None,
+            invoke: None,
         },
         publish: PublishState::new(
             config.clone(),

@@ -50,6 +50,7 @@ async fn deployment(sdk: &SdkConfig, name: &str, with_events: bool) -> Deploymen
             batch: batch.clone(),
             // Their cached artifacts carry made-up ARNs: the existence check is pipeline.rs's.
             lambda: None,
+            invoke: None,
         },
         publish: PublishState::new(
             config.clone(),

@@ -37,6 +37,7 @@ async fn fixture(extra: &[(&str, &str)]) -> Fixture {
             batch: batch.clone(),
             // Their cached artifacts carry made-up ARNs: the existence check is pipeline.rs's.
             lambda: None,
+            invoke: None,
         },
         stack,
         bucket,

@@ -33,6 +33,14 @@ const FUNCTIONS: &[(&str, &str)] = &[
     ("SubmitBuildFunction", "submit-build"),
     ("PublishLayerFunction", "publish-layer"),
     ("BuildStatusFunction", "build-status"),
+    ("FastBuilderFunction", "fast-builder"),
+];
+
+/// The fast builder's variables besides [`ENV_VARS`]: the managed runtime's wrapper that starts the Rust binary,
+/// and the uv of its layer.
+const FAST_BUILDER_EXTRA: &[(&str, &str)] = &[
+    ("AWS_LAMBDA_EXEC_WRAPPER", "/var/task/bootstrap"),
+    ("LAYERFORGE_UV", "/opt/bin/uv"),
 ];
 
 fn manifest_dir() -> std::path::PathBuf {
@@ -654,6 +662,13 @@ fn each_function_environment_is_exactly_what_config_reads() {
     for function in functions {
         let env = stack.function_environment(&function);
         let keys: BTreeSet<&str> = env.keys().map(String::as_str).collect();
+        let mut wanted = wanted.clone();
+        if function == "FastBuilderFunction" {
+            for (name, value) in FAST_BUILDER_EXTRA {
+                assert_eq!(env.get(*name).map(String::as_str), Some(*value), "{name}");
+                wanted.insert(name);
+            }
+        }
         assert_eq!(
             keys, wanted,
             "{function}: environment variables != layerforge::config::ENV_VARS"
@@ -920,11 +935,14 @@ fn functions_are_arm64_cargo_lambda_builds_of_this_packages_binaries() {
             "output {function}Name"
         );
         let props = Value::Mapping(stack.function_properties(function));
-        assert_eq!(
-            str_of(at(&props, &["Runtime"])),
-            "provided.al2023",
-            "{function}"
-        );
+        // The fast builder runs on the managed python3.12 runtime for its interpreter (DESIGN section 12); its
+        // wrapper starts the same kind of binary.
+        let runtime = if *function == "FastBuilderFunction" {
+            "python3.12"
+        } else {
+            "provided.al2023"
+        };
+        assert_eq!(str_of(at(&props, &["Runtime"])), runtime, "{function}");
         assert_eq!(
             strings(at(&props, &["Architectures"])),
             ["arm64"],
@@ -1002,8 +1020,8 @@ fn iam_has_no_wildcard_actions_and_no_star_resources_where_arns_exist() {
     ]);
     let mut owners = stack.resources_of_type("AWS::IAM::Role");
     owners.extend(stack.resources_of_type("AWS::Serverless::Function"));
-    // Two roles (image builds, the job's execution) and three functions; the build job has no role.
-    assert_eq!(owners.len(), 5, "{owners:?}");
+    // Two roles (image builds, the job's execution) and four functions; the build job has no role.
+    assert_eq!(owners.len(), 6, "{owners:?}");
     let mut checked = 0;
     for owner in &owners {
         for st in stack.statements(owner) {
@@ -1569,5 +1587,102 @@ fn builder_image_projects_build_each_architecture_with_a_least_privilege_role() 
     assert_eq!(
         stack.resolve_str(at(outputs, &["BuiltRuntimes", "Value"])),
         "python3.10,python3.11,python3.12,python3.13,python3.14"
+    );
+}
+
+#[test]
+fn the_fast_builder_is_a_python312_arm64_function_that_submit_build_invokes_and_hands_over_to_batch()
+ {
+    let stack = Stack::new(&[]);
+    let fast = "FastBuilderFunction";
+    let props = Value::Mapping(stack.function_properties(fast));
+    // Invoked by the name submit-build reads, and only that function.
+    let name = stack.resolve_str(at(&props, &["FunctionName"]));
+    let submit_config = stack.function_config("SubmitBuildFunction");
+    let configured = submit_config
+        .fast_builder
+        .expect("FAST_BUILDER_FUNCTION is set");
+    assert_eq!(configured.function, name);
+    assert_eq!(
+        configured.runtimes,
+        [layerforge::request::Runtime::Python312]
+    );
+    let arn = format!("arn:aws:lambda:{REGION}:{ACCOUNT}:function:{name}");
+    assert!(stack.allows("SubmitBuildFunction", "lambda:InvokeFunction", &arn));
+    assert!(!stack.allows("PublishLayerFunction", "lambda:InvokeFunction", &arn));
+    // Sized by parameters (facts A3: memory and /tmp up to 10,240 MB, timeout up to 900 s).
+    for (property, parameter) in [
+        (&["MemorySize"][..], "FastBuilderMemoryMib"),
+        (&["Timeout"][..], "FastBuilderTimeoutSeconds"),
+        (
+            &["EphemeralStorage", "Size"][..],
+            "FastBuilderEphemeralStorageMib",
+        ),
+    ] {
+        let custom = Stack::new(&[(parameter, "777")]);
+        let props = Value::Mapping(custom.function_properties(fast));
+        assert_eq!(
+            custom.resolve_str(at(&props, property)),
+            "777",
+            "{parameter}"
+        );
+    }
+    let storage: u32 = stack
+        .resolve_str(at(&props, &["EphemeralStorage", "Size"]))
+        .parse()
+        .unwrap();
+    assert!(
+        storage >= 1024,
+        "a 250 MB tree, its wheels and its zip fit in /tmp"
+    );
+    // uv comes from a layer sam build assembles without Docker.
+    let layers = strings(&stack.resolve(at(&props, &["Layers"])));
+    assert_eq!(layers, ["arn:fake:UvLayer"]);
+    let uv = stack.resource("UvLayer");
+    assert_eq!(str_of(at(uv, &["Metadata", "BuildMethod"])), "makefile");
+    let content = str_of(at(uv, &["Properties", "ContentUri"]));
+    let makefile = std::fs::read_to_string(manifest_dir().join(content).join("Makefile")).unwrap();
+    assert!(makefile.contains("build-UvLayer:"), "{makefile}");
+    let pinned =
+        std::fs::read_to_string(manifest_dir().join(content).join("requirements.txt")).unwrap();
+    assert!(
+        pinned.contains("uv==") && pinned.contains("--hash=sha256:"),
+        "{pinned}"
+    );
+    // A failed fast build is retried, then handed to submit-build (which submits it to Batch).
+    let invoke = at(&props, &["EventInvokeConfig"]);
+    let on_failure = at(invoke, &["DestinationConfig", "OnFailure"]);
+    assert_eq!(str_of(at(on_failure, &["Type"])), "Lambda");
+    assert_eq!(
+        stack.resolve_str(at(on_failure, &["Destination"])),
+        "arn:fake:SubmitBuildFunction.Arn"
+    );
+    // It submits the planned job, notes it in the record, and writes nothing else with its role (artifacts go
+    // through the job's grants).
+    let queue = stack.resolve_str(&serde_yaml::from_str::<Value>("!Ref Arm64JobQueue").unwrap());
+    assert!(stack.allows(fast, "batch:SubmitJob", &queue));
+    let bucket = format!("layerforge-{STACK_UUID}");
+    assert!(stack.allows(
+        fast,
+        "s3:PutObject",
+        &format!("arn:aws:s3:::{bucket}/.layerforge/builds/a/b.json")
+    ));
+    assert!(!stack.allows(
+        fast,
+        "s3:PutObject",
+        &format!("arn:aws:s3:::{bucket}/layers/a/python3.12-arm64/f.zip")
+    ));
+    assert!(!stack.allows(
+        fast,
+        "lambda:PublishLayerVersion",
+        &format!("arn:aws:lambda:{REGION}:{ACCOUNT}:layer:a")
+    ));
+
+    // Turned off: no name for submit-build, so every build goes to Batch.
+    let off = Stack::new(&[("FastBuilder", "false")]);
+    assert!(
+        off.function_config("SubmitBuildFunction")
+            .fast_builder
+            .is_none()
     );
 }
