@@ -129,6 +129,11 @@ pub fn command(spec: &InstallSpec) -> Result<Command, InstallError> {
                     }
                 }
                 PlatformMode::Cross => {
+                    // The interpreter to resolve with (any CPython 3 does; the runtime's own when known, for the
+                    // console scripts' shebangs); uv finds one on PATH without it.
+                    if let Some(interpreter) = &spec.interpreter {
+                        cmd.arg("--python").arg(&interpreter.path);
+                    }
                     cmd.arg("--python-platform")
                         .arg(platform::ceiling(spec.runtime).uv_platform(spec.architecture));
                     cmd.args(["--python-version", python_version, "--only-binary", ":all:"]);

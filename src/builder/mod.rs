@@ -245,6 +245,13 @@ pub async fn run_with(
         isolation::probe_program(&uv_program(), &sandbox).map_err(BuildError::Usage)?;
     }
     let build_uid = sandbox.user.map(|(uid, _)| uid);
+    // uv writes its interpreter's path into console scripts' shebangs (and their hashes into RECORD): a uv cross
+    // build resolves with the runtime's own interpreter when there is one, the one a native build uses, so that
+    // the fast builder and a Batch job write the same bytes (docs/fast-path.md).
+    let interpreter = match (installer, mode, interpreter) {
+        (install::Installer::Uv, PlatformMode::Cross, None) => compiler.clone(),
+        (_, _, interpreter) => interpreter,
+    };
     let spec = InstallSpec {
         installer,
         mode,

@@ -255,6 +255,13 @@ async fn start(root: &Path, dir: &Path, started: &mut Vec<Process>) -> Result<St
             .env("AWS_LAMBDA_FUNCTION_VERSION", "1")
             .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "512")
             .envs(fast_env.iter().map(|(k, v)| (k, v)));
+        if name == super::FAST_FUNCTION {
+            // The fast builder reaches the package index as this machine does (its CA bundle, its proxy): the
+            // variables the builder hands its installer (isolation::passes), as Lambda's network needs none.
+            command.envs(std::env::vars().filter(|(k, _)| {
+                k != "PATH" && crate::builder::isolation::passes(k)
+            }));
+        }
         started.push(spawn(
             name,
             name,
