@@ -85,9 +85,9 @@ impl std::fmt::Display for TargetKey {
 pub struct FastBuilder {
     /// `FAST_BUILDER_FUNCTION`: its name or ARN (invoked asynchronously).
     pub function: String,
-    /// `FAST_BUILDER_RUNTIMES` (comma separated, default `python3.12`): the runtimes whose bytecode it can
-    /// compile, i.e. the Python versions it has an interpreter of (its own managed runtime's). A request with
-    /// bytecode for another runtime goes to Batch.
+    /// `FAST_BUILDER_RUNTIMES` (comma separated, default `python3.12`; `none` for none): the runtimes whose
+    /// bytecode it can compile, i.e. the Python versions it has an interpreter of (its own managed runtime's). A
+    /// request with bytecode for another runtime goes to Batch.
     pub runtimes: Vec<Runtime>,
     /// `FAST_BUILDER_DEADLINE_SECONDS` (default 3,600: three attempts of at most 900 s and Lambda's retry delays):
     /// a fast build that neither produced its artifact nor was handed over by then is `failed`.
@@ -328,7 +328,7 @@ impl Config {
                     .unwrap_or_else(|| "python3.12".to_owned())
                     .split(',')
                     .map(str::trim)
-                    .filter(|r| !r.is_empty())
+                    .filter(|r| !r.is_empty() && *r != "none")
                     .map(|r| {
                         r.parse::<Runtime>()
                             .map_err(|rule| ConfigError::new("FAST_BUILDER_RUNTIMES", rule))

@@ -428,7 +428,7 @@ mod tests {
     fn build(args: &[&str]) -> BuildArgs {
         let cli = Cli::try_parse_from([&["layerforge", "build"], args].concat()).unwrap();
         match cli.command {
-            Command::Build(b) => b,
+            Command::Build(b) => *b,
             other => panic!("{other:?}"),
         }
     }

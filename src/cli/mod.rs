@@ -42,7 +42,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Ask for a layer: invokes submit-build; with --wait, follows the build until it is published.
-    Build(build::BuildArgs),
+    Build(Box<build::BuildArgs>),
     /// The state of a build, by job id or artifact (s3://BUCKET/KEY).
     Status(status::StatusArgs),
     /// Download a layer version, verify its CodeSha256 and unpack it (or into SAM CLI's layer cache).
@@ -71,7 +71,7 @@ pub enum LocalCommand {
 /// Runs one command; `Ok` carries the exit code of a command that ran (0, or 1 for a failed build).
 pub async fn run(cli: Cli) -> Result<u8, CliError> {
     match cli.command {
-        Command::Build(args) => build::run(&cli.target, args).await,
+        Command::Build(args) => build::run(&cli.target, *args).await,
         Command::Status(args) => status::run(&cli.target, args).await,
         Command::Fetch(args) => fetch::run(&cli.target, args).await,
         Command::Image(command) => image::run(&cli.target, command).await,

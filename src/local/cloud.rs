@@ -258,9 +258,10 @@ async fn start(root: &Path, dir: &Path, started: &mut Vec<Process>) -> Result<St
         if name == super::FAST_FUNCTION {
             // The fast builder reaches the package index as this machine does (its CA bundle, its proxy): the
             // variables the builder hands its installer (isolation::passes), as Lambda's network needs none.
-            command.envs(std::env::vars().filter(|(k, _)| {
-                k != "PATH" && crate::builder::isolation::passes(k)
-            }));
+            command.envs(
+                std::env::vars()
+                    .filter(|(k, _)| k != "PATH" && crate::builder::isolation::passes(k)),
+            );
         }
         started.push(spawn(
             name,
@@ -317,11 +318,16 @@ async fn start(root: &Path, dir: &Path, started: &mut Vec<Process>) -> Result<St
 /// invoked (the front); and the uv it runs, when the build user needs a copy ([`super::serve::uv_for_jobs`]).
 fn fast_builder_env(front_port: u16) -> Result<Vec<(String, String)>, LocalError> {
     let sandbox = crate::builder::isolation::Sandbox::from_env().map_err(LocalError::Setup)?;
-    let runtimes = crate::builder::python::find_default(None, &sandbox)
-        .ok()
-        .map(|i| format!("python{}", i.major_minor()))
-        .filter(|r| r.parse::<crate::request::Runtime>().is_ok())
-        .unwrap_or_default();
+    let runtimes: Vec<&str> = crate::request::Runtime::ALL
+        .into_iter()
+        .filter(|r| crate::builder::python::find(*r, None, true, &sandbox).is_ok())
+        .map(|r| r.as_str())
+        .collect();
+    let runtimes = if runtimes.is_empty() {
+        "none".to_owned()
+    } else {
+        runtimes.join(",")
+    };
     let mut env = vec![
         (
             "FAST_BUILDER_FUNCTION".to_owned(),
