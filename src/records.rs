@@ -92,6 +92,9 @@ pub struct RecordedRequest {
     pub slim: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_unzipped_mb: Option<u64>,
+    /// Who may use the versions it publishes (DESIGN section 14): publish-layer grants it on each.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub share: Option<crate::vocab::Share>,
 }
 
 impl From<&BuildRequest> for RecordedRequest {
@@ -112,6 +115,7 @@ impl From<&BuildRequest> for RecordedRequest {
             bytecode: Some(r.options.bytecode),
             slim: r.options.slim,
             max_unzipped_mb: Some(r.max_unzipped_bytes / crate::request::MIB),
+            share: r.share.clone(),
         }
     }
 }
@@ -649,6 +653,7 @@ mod completion_tests {
                 bytecode: Some(true),
                 slim: false,
                 max_unzipped_mb: Some(250),
+                share: None,
             },
             job_id: Some(job_id.into()),
             job_name: None,

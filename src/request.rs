@@ -15,7 +15,7 @@ pub use crate::{
     },
     vocab::{
         Architecture, BuilderChoice, Installer, InvalidRequest, LAMBDA_UNZIPPED_LIMIT, LayerName,
-        LayerOptions, MAX_BUDGET_MIB, MAX_LAYER_NAME, MIB, Runtime, S3Uri,
+        LayerOptions, MAX_BUDGET_MIB, MAX_LAYER_NAME, MIB, Runtime, S3Uri, Share,
     },
 };
 
@@ -39,6 +39,7 @@ pub const FIELDS: &[&str] = &[
     "vcpu",
     "memory_mib",
     "builder",
+    "share",
 ];
 
 /// Where the requirements of a draft come from.
@@ -71,6 +72,7 @@ pub struct RequestDraft {
     pub max_unzipped_bytes: u64,
     pub resources: Resources,
     pub builder: BuilderChoice,
+    pub share: Option<Share>,
 }
 
 /// A complete, valid build request.
@@ -95,6 +97,8 @@ pub struct BuildRequest {
     pub resources: Resources,
     /// Which path builds it (DESIGN section 12); not part of the fingerprint.
     pub builder: BuilderChoice,
+    /// Who may use the versions it publishes (DESIGN section 14); not part of the fingerprint.
+    pub share: Option<Share>,
 }
 
 impl RequestDraft {
@@ -270,6 +274,11 @@ impl RequestDraft {
             None => BuilderChoice::default(),
         };
 
+        let share = match present(map, "share") {
+            Some(value) => Some(Share::parse(value)?).filter(|s| !s.is_empty()),
+            None => None,
+        };
+
         Ok(Self {
             layer_name,
             requirements,
@@ -283,6 +292,7 @@ impl RequestDraft {
             max_unzipped_bytes,
             resources: Resources { vcpu, memory_mib },
             builder,
+            share,
         })
     }
 
@@ -302,6 +312,7 @@ impl RequestDraft {
             max_unzipped_bytes: self.max_unzipped_bytes,
             resources: self.resources,
             builder: self.builder,
+            share: self.share,
         }
     }
 }

@@ -218,6 +218,9 @@ pub struct StatusResponse {
     /// Why the fast builder handed it to Batch, when it did.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub handed_over: Option<String>,
+    /// Who may use its versions (the request's `share`, granted by publish-layer on each).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub share: Option<crate::vocab::Share>,
 }
 
 /// The handler: query -> the build's state.
@@ -305,6 +308,10 @@ pub async fn handle(state: &StatusState, event: Value) -> Result<StatusResponse,
             .as_ref()
             .and_then(|r| r.builder_reason.clone()),
         handed_over: observed.record.as_ref().and_then(|r| r.handed_over.clone()),
+        share: observed
+            .record
+            .as_ref()
+            .and_then(|r| r.request.share.clone()),
         job_status: observed.job.map(|j| j.status),
     })
 }
@@ -369,6 +376,7 @@ mod tests {
                 bytecode: Some(true),
                 slim: false,
                 max_unzipped_mb: None,
+                share: None,
             },
             job_id: job_id.map(str::to_owned),
             job_name: None,

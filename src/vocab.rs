@@ -246,6 +246,149 @@ impl FromStr for BuilderChoice {
     }
 }
 
+/// Who may use the layer versions a build publishes (DESIGN section 14): AddLayerVersionPermission grants
+/// `lambda:GetLayerVersion` per version, to an account, to every account of an organization (principal `*` with
+/// `OrganizationId`), or to everyone. Source: Lambda API reference, AddLayerVersionPermission (`Principal`: an
+/// account id, `*` or an account ARN; `OrganizationId`: `o-[a-z0-9]{10,32}`, only with principal `*`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default, Serialize, serde::Deserialize)]
+pub struct Share {
+    /// Twelve-digit account ids, sorted, without duplicates.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub accounts: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub organization_id: Option<String>,
+    #[serde(default)]
+    pub public: bool,
+}
+
+impl Share {
+    /// Most accounts one request may name (each is a statement of the version's policy, which Lambda caps at 20 KB).
+    pub const MAX_ACCOUNTS: usize = 50;
+
+    /// Whether it grants nothing.
+    pub fn is_empty(&self) -> bool {
+        self.accounts.is_empty() && self.organization_id.is_none() && !self.public
+    }
+
+    /// The request's `share` object, validated: `{"accounts": [...], "organization_id": "o-…", "public": bool}`.
+    pub fn parse(value: &serde_json::Value) -> Result<Self, InvalidRequest> {
+        let serde_json::Value::Object(map) = value else {
+            return Err(InvalidRequest::json(
+                "share",
+                "must be an object {\"accounts\": [...], \"organization_id\": \"o-...\", \"public\": false}",
+                value,
+            ));
+        };
+        if let Some(unknown) = map
+            .keys()
+            .find(|k| !["accounts", "organization_id", "public"].contains(&k.as_str()))
+        {
+            return Err(InvalidRequest::new(
+                &format!("share.{unknown}"),
+                "unknown field; expected accounts, organization_id or public",
+                unknown,
+            ));
+        }
+        let mut accounts = Vec::new();
+        match map.get("accounts") {
+            None | Some(serde_json::Value::Null) => {}
+            Some(serde_json::Value::Array(items)) => {
+                for (i, item) in items.iter().enumerate() {
+                    let id = item
+                        .as_str()
+                        .filter(|s| s.len() == 12 && s.bytes().all(|b| b.is_ascii_digit()));
+                    match id {
+                        Some(id) => accounts.push(id.to_owned()),
+                        None => {
+                            return Err(InvalidRequest::json(
+                                &format!("share.accounts[{i}]"),
+                                "must be a 12-digit AWS account id",
+                                item,
+                            ));
+                        }
+                    }
+                }
+            }
+            Some(other) => {
+                return Err(InvalidRequest::json(
+                    "share.accounts",
+                    "must be an array of 12-digit AWS account ids",
+                    other,
+                ));
+            }
+        }
+        accounts.sort();
+        accounts.dedup();
+        if accounts.len() > Self::MAX_ACCOUNTS {
+            return Err(InvalidRequest::new(
+                "share.accounts",
+                format!("at most {} accounts", Self::MAX_ACCOUNTS),
+                &accounts.len().to_string(),
+            ));
+        }
+        let organization_id = match map.get("organization_id") {
+            None | Some(serde_json::Value::Null) => None,
+            Some(v) => {
+                let ok = v.as_str().filter(|s| {
+                    s.strip_prefix("o-").is_some_and(|rest| {
+                        (10..=32).contains(&rest.len())
+                            && rest
+                                .bytes()
+                                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+                    })
+                });
+                match ok {
+                    Some(id) => Some(id.to_owned()),
+                    None => {
+                        return Err(InvalidRequest::json(
+                            "share.organization_id",
+                            "must be an AWS Organizations id, o- and 10 to 32 lowercase letters or digits",
+                            v,
+                        ));
+                    }
+                }
+            }
+        };
+        let public = match map.get("public") {
+            None | Some(serde_json::Value::Null) => false,
+            Some(serde_json::Value::Bool(b)) => *b,
+            Some(other) => {
+                return Err(InvalidRequest::json(
+                    "share.public",
+                    "must be true or false",
+                    other,
+                ));
+            }
+        };
+        Ok(Self {
+            accounts,
+            organization_id,
+            public,
+        })
+    }
+
+    /// The permission statements, each `(statement id, principal, organization id)`: stable ids, so that a
+    /// statement added once is recognised when a delivery comes again.
+    pub fn statements(&self) -> Vec<(String, String, Option<String>)> {
+        let mut out: Vec<(String, String, Option<String>)> = self
+            .accounts
+            .iter()
+            .map(|a| (format!("layerforge-account-{a}"), a.clone(), None))
+            .collect();
+        if let Some(org) = &self.organization_id {
+            out.push((
+                format!("layerforge-org-{org}"),
+                "*".to_owned(),
+                Some(org.clone()),
+            ));
+        }
+        if self.public {
+            out.push(("layerforge-public".to_owned(), "*".to_owned(), None));
+        }
+        out
+    }
+}
+
 /// Lambda's limit on a function's code and all its layers, unzipped: 250 MiB. PublishLayerVersion refuses a
 /// layer above it too ("Unzipped size must be smaller than 262144000 bytes"; see `../shared/facts`, section A3,
 /// and https://docs.aws.amazon.com/lambda/latest/dg/gettingstarted-limits.html).

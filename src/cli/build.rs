@@ -62,6 +62,15 @@ pub struct BuildArgs {
     /// function or batch.
     #[arg(long, value_parser = ["auto", "function", "batch"])]
     pub builder: Option<String>,
+    /// Grant this AWS account use of every version the build publishes (repeat for more).
+    #[arg(long = "share-account", value_name = "ACCOUNT_ID")]
+    pub share_accounts: Vec<String>,
+    /// Grant every account of this AWS organization (o-…) use of every version the build publishes.
+    #[arg(long, value_name = "ORG_ID")]
+    pub share_organization: Option<String>,
+    /// Grant everyone use of every version the build publishes.
+    #[arg(long)]
+    pub share_public: bool,
     /// Follow the build until it is published, rejected or failed; print the layer version ARN.
     #[arg(long)]
     pub wait: bool,
@@ -117,6 +126,20 @@ impl BuildArgs {
         }
         if let Some(mib) = self.max_unzipped_mb {
             request.insert("max_unzipped_mb".into(), json!(mib));
+        }
+        if !self.share_accounts.is_empty() || self.share_organization.is_some() || self.share_public
+        {
+            let mut share = Map::new();
+            if !self.share_accounts.is_empty() {
+                share.insert("accounts".into(), json!(self.share_accounts));
+            }
+            if let Some(org) = &self.share_organization {
+                share.insert("organization_id".into(), json!(org));
+            }
+            if self.share_public {
+                share.insert("public".into(), json!(true));
+            }
+            request.insert("share".into(), Value::Object(share));
         }
         Ok(Value::Object(request))
     }

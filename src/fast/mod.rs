@@ -237,6 +237,9 @@ pub fn request_event(request: &BuildRequest) -> Value {
             event[field] = json!(v);
         }
     }
+    if let Some(share) = &request.share {
+        event["share"] = json!(share);
+    }
     if let Some(v) = request.resources.vcpu {
         event["vcpu"] = json!(v);
     }

@@ -231,7 +231,12 @@ async fn check_and_publish(
             &[STATUS_TAG, REASON_TAG],
         )
         .await?;
-        // A redelivery (`duplicate`) updates the pointer too: it is how a fault here gets repaired.
+        // A redelivery (`duplicate`) grants and updates the pointer too: it is how a fault here gets repaired.
+        if let Some(share) =
+            super::share::of_build(state, &object.bucket, parsed_key.as_ref()).await?
+        {
+            super::share::grant(state, &layer.name, arn, &share).await?;
+        }
         latest::update(state, &object.bucket, &layer, arn).await?;
     }
     Ok(outcome)

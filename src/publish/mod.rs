@@ -36,6 +36,7 @@ pub mod flow;
 pub mod latest;
 pub mod outcome;
 pub mod s3;
+pub mod share;
 pub mod state;
 pub mod types;
 pub mod versions;

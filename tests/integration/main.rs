@@ -20,6 +20,7 @@ mod lifecycle;
 mod pipeline;
 mod publish;
 mod robustness;
+mod share;
 mod size;
 mod status;
 mod submit;
