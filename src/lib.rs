@@ -29,6 +29,7 @@ pub mod image;
 pub mod local;
 pub mod observe;
 pub mod plan;
+pub mod prune;
 pub mod publish;
 pub mod records;
 pub mod request;

@@ -20,6 +20,7 @@ pub mod error;
 pub mod fetch;
 pub mod image;
 pub mod latest;
+pub mod prune;
 pub mod status;
 
 use clap::{Parser, Subcommand};
@@ -49,6 +50,8 @@ pub enum Command {
     Fetch(fetch::FetchArgs),
     /// The newest layer version of a layer, runtime and architecture (the stack's latest pointer in SSM).
     Latest(latest::LatestArgs),
+    /// Delete old versions of a layer: never the latest, never one a function of this account references.
+    Prune(prune::PruneArgs),
     /// The builder images, built in the stack's CodeBuild projects (no Docker needed).
     #[command(subcommand)]
     Image(image::ImageCommand),
@@ -76,6 +79,7 @@ pub async fn run(cli: Cli) -> Result<u8, CliError> {
         Command::Fetch(args) => fetch::run(&cli.target, args).await,
         Command::Image(command) => image::run(&cli.target, command).await,
         Command::Latest(args) => latest::run(&cli.target, args).await,
+        Command::Prune(args) => prune::run(&cli.target, args).await,
         Command::Local(LocalCommand::Up) => {
             let root = local::project_root().ok_or_else(|| {
                 CliError::Aws(

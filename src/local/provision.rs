@@ -214,7 +214,7 @@ pub async fn bucket_with_events(
 }
 
 /// An IAM role's ARN, created in moto.
-async fn iam_role(moto: &Moto, name: &str, service: &str) -> Result<String, ProvisionError> {
+pub async fn iam_role(moto: &Moto, name: &str, service: &str) -> Result<String, ProvisionError> {
     let policy = serde_json::json!({
         "Version": "2012-10-17",
         "Statement": [{"Effect": "Allow", "Principal": {"Service": service}, "Action": "sts:AssumeRole"}],

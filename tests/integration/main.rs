@@ -18,6 +18,7 @@ mod latest;
 mod layout;
 mod lifecycle;
 mod pipeline;
+mod prune;
 mod publish;
 mod robustness;
 mod share;

@@ -34,6 +34,7 @@ const FUNCTIONS: &[(&str, &str)] = &[
     ("PublishLayerFunction", "publish-layer"),
     ("BuildStatusFunction", "build-status"),
     ("FastBuilderFunction", "fast-builder"),
+    ("PruneLayersFunction", "prune-layers"),
 ];
 
 /// The fast builder's variables besides [`ENV_VARS`]: the managed runtime's wrapper that starts the Rust binary,
@@ -669,6 +670,12 @@ fn each_function_environment_is_exactly_what_config_reads() {
                 wanted.insert(name);
             }
         }
+        if function == "PruneLayersFunction" {
+            // Its own settings, parsed as the function parses them.
+            wanted.extend(["PRUNE_KEEP", "PRUNE_OLDER_THAN_DAYS"]);
+            let policy = layerforge::prune::scheduled_policy(|k| env.get(k).cloned()).unwrap();
+            assert_eq!((policy.keep, policy.older_than_days), (5, Some(30)));
+        }
         assert_eq!(
             keys, wanted,
             "{function}: environment variables != layerforge::config::ENV_VARS"
@@ -1013,15 +1020,19 @@ fn functions_are_arm64_cargo_lambda_builds_of_this_packages_binaries() {
 #[test]
 fn iam_has_no_wildcard_actions_and_no_star_resources_where_arns_exist() {
     // Actions that have no resource-level permissions, and so may only be granted on "*".
-    const UNSCOPED: &[&str] = &["ecr:GetAuthorizationToken", "batch:DescribeJobs"];
+    const UNSCOPED: &[&str] = &[
+        "ecr:GetAuthorizationToken",
+        "batch:DescribeJobs",
+        "lambda:ListFunctions",
+    ];
     let stack = Stack::new(&[
         ("EnableX86SpotQueue", "true"),
         ("AllowedRequirementsBuckets", "reqs-a"),
     ]);
     let mut owners = stack.resources_of_type("AWS::IAM::Role");
     owners.extend(stack.resources_of_type("AWS::Serverless::Function"));
-    // Two roles (image builds, the job's execution) and four functions; the build job has no role.
-    assert_eq!(owners.len(), 6, "{owners:?}");
+    // Two roles (image builds, the job's execution) and five functions; the build job has no role.
+    assert_eq!(owners.len(), 7, "{owners:?}");
     let mut checked = 0;
     for owner in &owners {
         for st in stack.statements(owner) {
