@@ -77,7 +77,7 @@ impl Report {
 /// Which versions are kept (with why) and which are candidates (`None`), newest first.
 pub fn plan(versions: &[Version], policy: &Policy, now: i64) -> Vec<(Version, Option<String>)> {
     let mut sorted = versions.to_vec();
-    sorted.sort_by(|a, b| b.number.cmp(&a.number));
+    sorted.sort_by_key(|v| std::cmp::Reverse(v.number));
     let mut newest_of: BTreeMap<(String, String), i64> = BTreeMap::new();
     for v in &sorted {
         for runtime in &v.runtimes {
@@ -301,75 +301,6 @@ pub async fn prune(
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn v(number: i64, created: i64, runtimes: &[&str], archs: &[&str]) -> Version {
-        Version {
-            number,
-            arn: format!("arn:aws:lambda:us-east-1:123456789012:layer:l:{number}"),
-            created: Some(created),
-            runtimes: runtimes.iter().map(|s| (*s).to_owned()).collect(),
-            architectures: archs.iter().map(|s| (*s).to_owned()).collect(),
-        }
-    }
-
-    #[test]
-    fn the_newest_the_latest_of_each_target_and_keep_n_are_kept() {
-        let day = 86_400;
-        let now = 100 * day;
-        let versions = [
-            v(1, 10 * day, &["python3.12"], &["arm64"]),
-            v(2, 20 * day, &["python3.11"], &["x86_64"]),
-            v(3, 30 * day, &["python3.12"], &["arm64"]),
-            v(4, 98 * day, &["python3.12"], &["arm64"]),
-            v(5, 99 * day, &["python3.12"], &["arm64"]),
-        ];
-        let policy = |keep, older_than_days| Policy {
-            keep,
-            older_than_days,
-            include_shared: false,
-            dry_run: true,
-        };
-        let reasons = |p: &Policy| -> Vec<(i64, Option<String>)> {
-            plan(&versions, p, now)
-                .into_iter()
-                .map(|(v, r)| (v.number, r))
-                .collect()
-        };
-        let kept = |p: &Policy| -> Vec<i64> {
-            reasons(p)
-                .into_iter()
-                .filter(|(_, r)| r.is_some())
-                .map(|(n, _)| n)
-                .collect()
-        };
-        // keep 0 still keeps the newest; v2 is the latest python3.11 x86_64.
-        assert_eq!(kept(&policy(0, None)), [5, 2]);
-        assert_eq!(kept(&policy(2, None)), [5, 4, 2]);
-        // Only versions older than 5 days go: v4 (2 days old) stays.
-        assert_eq!(kept(&policy(1, Some(5))), [5, 4, 2]);
-        let all = reasons(&policy(1, None));
-        assert_eq!(all[0].1.as_deref(), Some("the newest version"));
-        assert_eq!(
-            all[3].1.as_deref(),
-            Some("the latest for python3.11 x86_64")
-        );
-    }
-
-    #[test]
-    fn created_dates_parse_as_lambda_writes_them() {
-        assert_eq!(parse_created("1970-01-01T00:00:00.000+0000"), Some(0));
-        assert_eq!(
-            parse_created("2023-11-14T22:13:20.123+0000"),
-            Some(1_700_000_000)
-        );
-        assert_eq!(parse_created("2000-02-29T00:00:00Z"), Some(951_782_400));
-        assert_eq!(parse_created("yesterday"), None);
-    }
-}
-
 /// The scheduled pruning's settings (`PruneLayersFunction`'s own variables): `PRUNE_KEEP` (default 5),
 /// `PRUNE_OLDER_THAN_DAYS` (default 30; 0: any age), `PRUNE_INCLUDE_SHARED` (`true`/`false`, default false).
 pub fn scheduled_policy(var: impl Fn(&str) -> Option<String>) -> Result<Policy, String> {
@@ -462,4 +393,73 @@ pub async fn scheduled(
         reports.push(report);
     }
     Ok(reports)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(number: i64, created: i64, runtimes: &[&str], archs: &[&str]) -> Version {
+        Version {
+            number,
+            arn: format!("arn:aws:lambda:us-east-1:123456789012:layer:l:{number}"),
+            created: Some(created),
+            runtimes: runtimes.iter().map(|s| (*s).to_owned()).collect(),
+            architectures: archs.iter().map(|s| (*s).to_owned()).collect(),
+        }
+    }
+
+    #[test]
+    fn the_newest_the_latest_of_each_target_and_keep_n_are_kept() {
+        let day = 86_400;
+        let now = 100 * day;
+        let versions = [
+            v(1, 10 * day, &["python3.12"], &["arm64"]),
+            v(2, 20 * day, &["python3.11"], &["x86_64"]),
+            v(3, 30 * day, &["python3.12"], &["arm64"]),
+            v(4, 98 * day, &["python3.12"], &["arm64"]),
+            v(5, 99 * day, &["python3.12"], &["arm64"]),
+        ];
+        let policy = |keep, older_than_days| Policy {
+            keep,
+            older_than_days,
+            include_shared: false,
+            dry_run: true,
+        };
+        let reasons = |p: &Policy| -> Vec<(i64, Option<String>)> {
+            plan(&versions, p, now)
+                .into_iter()
+                .map(|(v, r)| (v.number, r))
+                .collect()
+        };
+        let kept = |p: &Policy| -> Vec<i64> {
+            reasons(p)
+                .into_iter()
+                .filter(|(_, r)| r.is_some())
+                .map(|(n, _)| n)
+                .collect()
+        };
+        // keep 0 still keeps the newest; v2 is the latest python3.11 x86_64.
+        assert_eq!(kept(&policy(0, None)), [5, 2]);
+        assert_eq!(kept(&policy(2, None)), [5, 4, 2]);
+        // Only versions older than 5 days go: v4 (2 days old) stays.
+        assert_eq!(kept(&policy(1, Some(5))), [5, 4, 2]);
+        let all = reasons(&policy(1, None));
+        assert_eq!(all[0].1.as_deref(), Some("the newest version"));
+        assert_eq!(
+            all[3].1.as_deref(),
+            Some("the latest for python3.11 x86_64")
+        );
+    }
+
+    #[test]
+    fn created_dates_parse_as_lambda_writes_them() {
+        assert_eq!(parse_created("1970-01-01T00:00:00.000+0000"), Some(0));
+        assert_eq!(
+            parse_created("2023-11-14T22:13:20.123+0000"),
+            Some(1_700_000_000)
+        );
+        assert_eq!(parse_created("2000-02-29T00:00:00Z"), Some(951_782_400));
+        assert_eq!(parse_created("yesterday"), None);
+    }
 }

@@ -284,7 +284,7 @@ impl Share {
             .find(|k| !["accounts", "organization_id", "public"].contains(&k.as_str()))
         {
             return Err(InvalidRequest::new(
-                &format!("share.{unknown}"),
+                format!("share.{unknown}"),
                 "unknown field; expected accounts, organization_id or public",
                 unknown,
             ));

@@ -114,7 +114,7 @@ async fn prune_keeps_the_latest_a_used_and_a_shared_version_and_deletes_the_rest
     );
     assert_eq!(dry.versions[0].reason, "the newest version");
     assert!(dry.versions[2].reason.starts_with("shared"), "{dry:?}");
-    assert_eq!(dry.versions[3].functions, [function.clone()], "{dry:?}");
+    assert_eq!(dry.versions[3].functions, vec![function.clone()], "{dry:?}");
     assert_eq!(numbers(&lambda, &layer).await, [1, 2, 3, 4, 5]);
 
     // For real: versions 4 and 1 go, and only they.
@@ -166,7 +166,7 @@ async fn prune_keeps_the_latest_a_used_and_a_shared_version_and_deletes_the_rest
     let config = helpers::config(&bucket, "{}", &[]);
     assert_eq!(
         prune::stack_layers(&s3, &config).await.unwrap(),
-        [layer.clone()]
+        vec![layer.clone()]
     );
     let policy =
         prune::scheduled_policy(|k| (k == "PRUNE_OLDER_THAN_DAYS").then(|| "0".to_owned()))
