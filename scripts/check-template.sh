@@ -171,7 +171,7 @@ if [ $run_build = 1 ]; then
     status=ok
     [ $rc -eq 0 ] || { tail -40 "$log/build"; status=FAIL; }
     # The functions' bootstraps, and the fast builder's uv (UvLayer, unpacked from uv's aarch64 wheel by make).
-    for fn in SubmitBuildFunction PublishLayerFunction BuildStatusFunction FastBuilderFunction UvLayer; do
+    for fn in SubmitBuildFunction PublishLayerFunction BuildStatusFunction FastBuilderFunction PruneLayersFunction UvLayer; do
       bin=$repo/.aws-sam/build/$fn/bootstrap
       [ "$fn" = UvLayer ] && bin=$repo/.aws-sam/build/$fn/bin/uv
       if [ -f "$bin" ]; then

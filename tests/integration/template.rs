@@ -956,19 +956,35 @@ fn functions_are_arm64_cargo_lambda_builds_of_this_packages_binaries() {
             "{function}"
         );
         assert_eq!(str_of(at(&props, &["Handler"])), "bootstrap", "{function}");
-        assert_eq!(str_of(at(&props, &["CodeUri"])), ".", "{function}");
-
         let metadata = at(stack.resource(function), &["Metadata"]);
-        assert_eq!(
-            str_of(at(metadata, &["BuildMethod"])),
-            "rust-cargolambda",
-            "{function}"
-        );
-        assert_eq!(
-            str_of(at(metadata, &["BuildProperties", "Binary"])),
-            *binary,
-            "{function}"
-        );
+        if *function == "FastBuilderFunction" {
+            // A makefile build of the same binary (SAM's rust-cargolambda workflow can't build a python runtime's
+            // function): the Makefile runs cargo lambda for this binary and names it bootstrap.
+            assert_eq!(str_of(at(metadata, &["BuildMethod"])), "makefile");
+            let dir = str_of(at(&props, &["CodeUri"]));
+            let makefile =
+                std::fs::read_to_string(manifest_dir().join(dir).join("Makefile")).unwrap();
+            assert!(
+                makefile.contains(&format!("build-{function}:"))
+                    && makefile.contains(&format!(
+                        "cargo lambda build --release --arm64 --bin {binary}"
+                    ))
+                    && makefile.contains("$(ARTIFACTS_DIR)/bootstrap"),
+                "{makefile}"
+            );
+        } else {
+            assert_eq!(str_of(at(&props, &["CodeUri"])), ".", "{function}");
+            assert_eq!(
+                str_of(at(metadata, &["BuildMethod"])),
+                "rust-cargolambda",
+                "{function}"
+            );
+            assert_eq!(
+                str_of(at(metadata, &["BuildProperties", "Binary"])),
+                *binary,
+                "{function}"
+            );
+        }
         assert!(
             cargo_toml.contains(&format!("name = \"{binary}\"")),
             "{function}: Cargo.toml has no [[bin]] {binary}"
