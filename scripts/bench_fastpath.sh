@@ -19,7 +19,7 @@ arch=$(uname -m | sed 's/aarch64/arm64/')
 
 LAYERFORGE_SKIP_SAM=1 bash scripts/bootstrap.sh
 export PATH="$root/.tools/venv/bin:$PATH"
-cargo build --bins --quiet
+cargo build --all-targets --quiet   # the test build's binaries (scripts/test.sh builds them too)
 lf="$root/target/debug/layerforge"
 local_dir=$(mktemp -d)/local
 export LAYERFORGE_LOCAL_DIR="$local_dir"
