@@ -97,6 +97,28 @@ async fn wheel_sets_build_in_the_function_sdists_go_to_batch_and_both_give_the_s
         "progress names the path: {progress}"
     );
 
+    // `layerforge prune` through the CLI against the local cloud: the only version is the newest, kept.
+    let pruned = run(layerforge(&local_dir).args([
+        "--local",
+        "prune",
+        "fast-wheels",
+        "--keep",
+        "1",
+        "--dry-run",
+        "--json",
+    ]));
+    assert_eq!(pruned.status.code(), Some(0), "{}", text(&pruned.stderr));
+    let report = json_of(&pruned);
+    assert_eq!(report["versions"][0]["decision"], "kept", "{report}");
+    assert_eq!(
+        report["versions"][0]["reason"], "the newest version",
+        "{report}"
+    );
+    assert_eq!(
+        report["versions"][0]["layer_version_arn"], fast["layer_version_arn"],
+        "{report}"
+    );
+
     // 2. The same request forced to Batch (another layer name: the same fingerprint, another artifact).
     let (batch, _) = build(&local_dir, "batch-wheels", WHEELS, &["--builder", "batch"]);
     assert_eq!(batch["state"], "published", "{batch}");

@@ -193,6 +193,50 @@ async fn a_shared_build_has_its_grants_on_its_version_once() {
     }
     assert_eq!(statements(&f, &layer, version).await.len(), 3);
 
+    // A new build of the layer (other content, its own record with the same share): its version is granted too,
+    // as grants don't carry over from one version to the next.
+    let draft = RequestDraft::parse(
+        &json!({"layer_name": layer, "requirements": format!("six==1.15.0\n# {layer} v2"),
+                "share": {"accounts": ["111122223333", "444455556666"], "organization_id": "o-abcdefghij"}}),
+        &config,
+    )
+    .unwrap();
+    let layerforge::request::RequirementsInput::Inline(requirements) = draft.requirements.clone()
+    else {
+        panic!("inline")
+    };
+    let second = draft.into_request(requirements, None);
+    let plan2 = plan::plan_job(&second, &config).unwrap();
+    records::write_json(
+        &f.s3,
+        &f.bucket,
+        &records::record_key(&plan2.key),
+        &BuildRecord::claim(&second, &plan2.fingerprint, &plan2.key),
+        Some(Condition::Absent),
+    )
+    .await
+    .unwrap();
+    let key2 = plan2.key.to_string();
+    let zip2 = six_zip(&format!("{layer}-2"));
+    f.upload(
+        &key2,
+        zip2.clone(),
+        metadata(&layer, &zip2, plan2.fingerprint.short()),
+        None,
+    )
+    .await;
+    let event2 = f.event_for(&f.drain().await, &key2).await;
+    let published = publish::handle(&state, event2).await.unwrap();
+    let arn2 = published.records[0]
+        .outcome
+        .layer_version_arn()
+        .unwrap()
+        .to_owned();
+    let version2: i64 = arn2.rsplit(':').next().unwrap().parse().unwrap();
+    assert_eq!(version2, version + 1);
+    assert_eq!(statements(&f, &layer, version2).await.len(), 3);
+    assert_eq!(statements(&f, &layer, version).await.len(), 3);
+
     // build-status answers the share, from the record.
     let status_state = status::StatusState {
         config,
