@@ -216,36 +216,6 @@ pub async fn references(
     }
 }
 
-/// Whether the version's policy grants anyone anything (GetLayerVersionPolicy; none: not shared).
-async fn shared(
-    lambda: &aws_sdk_lambda::Client,
-    layer: &str,
-    version: i64,
-) -> Result<bool, AwsFault> {
-    match lambda
-        .get_layer_version_policy()
-        .layer_name(layer)
-        .version_number(version)
-        .send()
-        .await
-    {
-        Ok(out) => {
-            let policy: serde_json::Value =
-                serde_json::from_str(out.policy().unwrap_or("{}")).unwrap_or_default();
-            Ok(policy["Statement"]
-                .as_array()
-                .is_some_and(|s| !s.is_empty()))
-        }
-        Err(e)
-            if e.as_service_error()
-                .is_some_and(|s| s.is_resource_not_found_exception()) =>
-        {
-            Ok(false)
-        }
-        Err(e) => Err(AwsFault::from_sdk("GetLayerVersionPolicy", &e)),
-    }
-}
-
 /// Prunes `layer` by `policy` at `now` (epoch seconds): see the module docs.
 pub async fn prune(
     lambda: &aws_sdk_lambda::Client,
@@ -274,7 +244,11 @@ pub async fn prune(
         } else if let Some(functions) = used.get(&v.arn) {
             fate.reason = "a function of this account and region references it".to_owned();
             fate.functions = functions.iter().cloned().collect();
-        } else if !policy.include_shared && shared(lambda, layer, v.number).await? {
+        } else if !policy.include_shared
+            && !crate::publish::share::statement_ids(lambda, layer, v.number)
+                .await?
+                .is_empty()
+        {
             fate.reason =
                 "shared: its policy grants other accounts, whose functions can't be seen from here (--include-shared prunes it)"
                     .to_owned();

@@ -47,7 +47,7 @@ pub(super) async fn grant(
     let Some(version) = version_of(arn) else {
         return Ok(0);
     };
-    let present = statement_ids(state, layer, version).await?;
+    let present = statement_ids(&state.lambda, layer, version).await?;
     let mut added = 0;
     for (statement_id, principal, organization) in share.statements() {
         if present.contains(&statement_id) {
@@ -81,14 +81,14 @@ pub(super) async fn grant(
     Ok(added)
 }
 
-/// The statement ids of the version's policy (none when it has no policy).
-async fn statement_ids(
-    state: &PublishState,
+/// The statement ids of the version's policy, one per statement (empty for a statement without one; none when the
+/// version has no policy). Also what `layerforge prune` asks to tell a shared version.
+pub async fn statement_ids(
+    lambda: &aws_sdk_lambda::Client,
     layer: &str,
     version: i64,
 ) -> Result<Vec<String>, AwsFault> {
-    let out = match state
-        .lambda
+    let out = match lambda
         .get_layer_version_policy()
         .layer_name(layer)
         .version_number(version)
@@ -111,7 +111,7 @@ async fn statement_ids(
         .map(|statements| {
             statements
                 .iter()
-                .filter_map(|s| s["Sid"].as_str().map(str::to_owned))
+                .map(|s| s["Sid"].as_str().unwrap_or_default().to_owned())
                 .collect()
         })
         .unwrap_or_default())

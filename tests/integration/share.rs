@@ -105,46 +105,62 @@ fn share_is_validated_naming_the_field() {
     assert_eq!(share.statements().len(), 3);
 }
 
+/// A shared build of `layer` as the pipeline leaves it: submit-build's record of the request (the claim it writes
+/// before the job, with `share`), then the job's zip uploaded at its key. Returns the plan and moto's S3 event.
+async fn shared_build(
+    f: &Fixture,
+    config: &layerforge::config::Config,
+    layer: &str,
+    requirements: &str,
+    marker: &str,
+) -> (plan::JobPlan, Value) {
+    let draft = RequestDraft::parse(
+        &json!({"layer_name": layer, "requirements": requirements,
+                "share": {"accounts": ["111122223333", "444455556666"], "organization_id": "o-abcdefghij"}}),
+        config,
+    )
+    .unwrap();
+    let layerforge::request::RequirementsInput::Inline(parsed) = draft.requirements.clone() else {
+        panic!("inline")
+    };
+    let request = draft.into_request(parsed, None);
+    let plan = plan::plan_job(&request, config).unwrap();
+    records::write_json(
+        &f.s3,
+        &f.bucket,
+        &records::record_key(&plan.key),
+        &BuildRecord::claim(&request, &plan.fingerprint, &plan.key),
+        Some(Condition::Absent),
+    )
+    .await
+    .unwrap();
+    let key = plan.key.to_string();
+    let zip = six_zip(marker);
+    f.upload(
+        &key,
+        zip.clone(),
+        metadata(layer, &zip, plan.fingerprint.short()),
+        None,
+    )
+    .await;
+    let event = f.event_for(&f.drain().await, &key).await;
+    (plan, event)
+}
+
 #[tokio::test]
 async fn a_shared_build_has_its_grants_on_its_version_once() {
     let f = Fixture::new().await;
     let layer = unique("share").to_lowercase();
     let config = Arc::new(helpers::config(&f.bucket, TARGETS, &[]));
-    // submit-build's record of a request with `share` (the claim it writes before the job).
-    let draft = RequestDraft::parse(
-        &json!({"layer_name": layer, "requirements": format!("six==1.16.0\n# {layer}"),
-                "share": {"accounts": ["111122223333", "444455556666"], "organization_id": "o-abcdefghij"}}),
-        &config,
-    )
-    .unwrap();
-    let layerforge::request::RequirementsInput::Inline(requirements) = draft.requirements.clone()
-    else {
-        panic!("inline")
-    };
-    let request = draft.into_request(requirements, None);
-    let plan = plan::plan_job(&request, &config).unwrap();
-    let record = BuildRecord::claim(&request, &plan.fingerprint, &plan.key);
-    records::write_json(
-        &f.s3,
-        &f.bucket,
-        &records::record_key(&plan.key),
-        &record,
-        Some(Condition::Absent),
-    )
-    .await
-    .unwrap();
-
     // The job's zip arrives; publish-layer publishes it and grants the share.
-    let key = plan.key.to_string();
-    let zip = six_zip(&layer);
-    f.upload(
-        &key,
-        zip.clone(),
-        metadata(&layer, &zip, plan.fingerprint.short()),
-        None,
+    let (plan, event) = shared_build(
+        &f,
+        &config,
+        &layer,
+        &format!("six==1.16.0\n# {layer}"),
+        &layer,
     )
     .await;
-    let event = f.event_for(&f.drain().await, &key).await;
     let state = publish::PublishState::new(config.clone(), f.s3.clone(), f.lambda.clone());
     let first = publish::handle(&state, event.clone()).await.unwrap();
     let arn = first.records[0]
@@ -195,37 +211,14 @@ async fn a_shared_build_has_its_grants_on_its_version_once() {
 
     // A new build of the layer (other content, its own record with the same share): its version is granted too,
     // as grants don't carry over from one version to the next.
-    let draft = RequestDraft::parse(
-        &json!({"layer_name": layer, "requirements": format!("six==1.15.0\n# {layer} v2"),
-                "share": {"accounts": ["111122223333", "444455556666"], "organization_id": "o-abcdefghij"}}),
+    let (_, event2) = shared_build(
+        &f,
         &config,
-    )
-    .unwrap();
-    let layerforge::request::RequirementsInput::Inline(requirements) = draft.requirements.clone()
-    else {
-        panic!("inline")
-    };
-    let second = draft.into_request(requirements, None);
-    let plan2 = plan::plan_job(&second, &config).unwrap();
-    records::write_json(
-        &f.s3,
-        &f.bucket,
-        &records::record_key(&plan2.key),
-        &BuildRecord::claim(&second, &plan2.fingerprint, &plan2.key),
-        Some(Condition::Absent),
-    )
-    .await
-    .unwrap();
-    let key2 = plan2.key.to_string();
-    let zip2 = six_zip(&format!("{layer}-2"));
-    f.upload(
-        &key2,
-        zip2.clone(),
-        metadata(&layer, &zip2, plan2.fingerprint.short()),
-        None,
+        &layer,
+        &format!("six==1.15.0\n# {layer} v2"),
+        &format!("{layer}-2"),
     )
     .await;
-    let event2 = f.event_for(&f.drain().await, &key2).await;
     let published = publish::handle(&state, event2).await.unwrap();
     let arn2 = published.records[0]
         .outcome
