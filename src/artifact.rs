@@ -5,7 +5,9 @@ use std::{collections::HashMap, fmt};
 
 use sha2::{Digest, Sha256};
 
-use crate::request::{Architecture, Installer, LayerName, LayerOptions, Requirements, Runtime};
+use crate::request::{
+    Architecture, Installer, LayerName, LayerOptions, Requirements, Runtime, Targets,
+};
 
 /// The tag publish-layer puts on a published zip (the layer version's ARN); submit-build reads it for `cached`,
 /// build-status for `published`.
@@ -50,6 +52,15 @@ impl Fingerprint {
             hasher.update(&line.canonical);
             hasher.update("\n");
         }
+        Self(hex::encode(hasher.finalize()))
+    }
+
+    /// The fingerprint of a matrix's universal version (DESIGN section 15): this one (of the pair it is built
+    /// on) and every runtime and architecture it is published for. A single-target build's is unchanged.
+    pub fn universal(self, targets: Option<&Targets>) -> Self {
+        let Some(targets) = targets else { return self };
+        let mut hasher = Sha256::new();
+        hasher.update(format!("layerforge-universal\n{}\n{targets}\n", self.0));
         Self(hex::encode(hasher.finalize()))
     }
 

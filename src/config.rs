@@ -26,7 +26,11 @@ pub const ENV_VARS: &[&str] = &[
     "FAST_BUILDER_FUNCTION",
     "FAST_BUILDER_RUNTIMES",
     "FAST_BUILDER_DEADLINE_SECONDS",
+    "MAX_MATRIX_PAIRS",
 ];
+
+/// The most pairs a matrix can have: every Lambda Python runtime (5) on both architectures.
+pub const MATRIX_PAIRS_CEILING: usize = 10;
 
 /// Upper bounds for Fargate: 16 vCPU and 120 GiB are the largest task sizes Fargate offers.
 const FARGATE_MAX_VCPU: f64 = 16.0;
@@ -128,6 +132,9 @@ pub struct Config {
     pub stack_name: Option<String>,
     /// The fast builder, when the deployment has one (`FAST_BUILDER_FUNCTION` set).
     pub fast_builder: Option<FastBuilder>,
+    /// `MAX_MATRIX_PAIRS` (default and most [`MATRIX_PAIRS_CEILING`]): how many runtime/architecture pairs one
+    /// request may plan (DESIGN section 15).
+    pub max_matrix_pairs: usize,
 }
 
 /// `LAYER_NAME_PREFIX`: which layer names a deployment owns, matched by whole segments (DESIGN section 16).
@@ -345,7 +352,21 @@ impl Config {
             None => None,
         };
 
+        let max_matrix_pairs = match get("MAX_MATRIX_PAIRS") {
+            Some(v) => match v.parse::<usize>() {
+                Ok(n) if (1..=MATRIX_PAIRS_CEILING).contains(&n) => n,
+                _ => {
+                    return Err(ConfigError::new(
+                        "MAX_MATRIX_PAIRS",
+                        format!("must be a whole number in 1..={MATRIX_PAIRS_CEILING}, got {v:?}"),
+                    ));
+                }
+            },
+            None => MATRIX_PAIRS_CEILING,
+        };
+
         Ok(Self {
+            max_matrix_pairs,
             artifact_bucket,
             artifact_prefix,
             build_targets,

@@ -27,6 +27,7 @@ pub mod function_error;
 pub mod grant;
 pub mod image;
 pub mod local;
+pub mod matrix;
 pub mod observe;
 pub mod plan;
 pub mod prune;

@@ -71,7 +71,8 @@ pub fn plan_job(request: &BuildRequest, config: &Config) -> Result<JobPlan, Inva
         request.architecture,
         request.installer,
         request.options,
-    );
+    )
+    .universal(request.universal.as_ref());
     let key = ArtifactKey::new(
         &config.artifact_prefix,
         &request.layer_name,
@@ -80,12 +81,15 @@ pub fn plan_job(request: &BuildRequest, config: &Config) -> Result<JobPlan, Inva
         &fingerprint,
     );
 
-    let mut job_name = format!(
-        "layer-{}-{}-{}",
-        request.layer_name,
-        request.runtime.compact(),
-        request.architecture
-    );
+    let mut job_name = match &request.universal {
+        None => format!(
+            "layer-{}-{}-{}",
+            request.layer_name,
+            request.runtime.compact(),
+            request.architecture
+        ),
+        Some(_) => format!("layer-{}-universal", request.layer_name),
+    };
     job_name.truncate(MAX_JOB_NAME);
 
     // `--flag=value`, one element each: a value that begins with `-` (a layer name `-x`, a description
@@ -99,6 +103,9 @@ pub fn plan_job(request: &BuildRequest, config: &Config) -> Result<JobPlan, Inva
         format!("--bucket={}", config.artifact_bucket),
         format!("--key={key}"),
     ];
+    if let Some(targets) = &request.universal {
+        command.push(format!("--universal={targets}"));
+    }
     if !request.options.bytecode {
         command.push("--no-bytecode".to_owned());
     }
@@ -181,8 +188,14 @@ pub fn artifact_metadata(
             .join("|"),
         license: request.license.clone().filter(|l| !l.is_empty()),
         python_version: request.runtime.python_version().to_owned(),
-        compatible_runtimes: vec![request.runtime],
-        compatible_architectures: vec![request.architecture],
+        compatible_runtimes: match &request.universal {
+            Some(targets) => targets.runtimes.clone(),
+            None => vec![request.runtime],
+        },
+        compatible_architectures: match &request.universal {
+            Some(targets) => targets.architectures.clone(),
+            None => vec![request.architecture],
+        },
         create_date: crate::builder::create_date(now),
         fingerprint: Some(plan.fingerprint.short().to_owned()),
         content_sha256: None,

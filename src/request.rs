@@ -13,6 +13,7 @@ pub use crate::{
         MAX_REQUIREMENT_LINES, MAX_REQUIREMENTS_BYTES, MAX_REQUIREMENTS_OBJECT_BYTES,
         RequirementLine, Requirements,
     },
+    vocab::Targets,
     vocab::{
         Architecture, BuilderChoice, Installer, InvalidRequest, LAMBDA_UNZIPPED_LIMIT, LayerName,
         LayerOptions, MAX_BUDGET_MIB, MAX_LAYER_NAME, MIB, Runtime, S3Uri, Share,
@@ -40,7 +41,14 @@ pub const FIELDS: &[&str] = &[
     "memory_mib",
     "builder",
     "share",
+    "runtimes",
+    "architectures",
+    "universal",
 ];
+
+/// The fields of a matrix request (DESIGN section 15), read by [`crate::matrix::expand`] before a request is
+/// split into one per pair.
+pub const MATRIX_FIELDS: &[&str] = &["runtimes", "architectures", "universal"];
 
 /// Where the requirements of a draft come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,6 +107,10 @@ pub struct BuildRequest {
     pub builder: BuilderChoice,
     /// Who may use the versions it publishes (DESIGN section 14); not part of the fingerprint.
     pub share: Option<Share>,
+    /// A matrix's one universal version (DESIGN section 15): built on this request's runtime and architecture,
+    /// laid out under `python/`, published for all of these. Part of the fingerprint. Only submit-build sets it,
+    /// after its probe found the set pure; a caller can't.
+    pub universal: Option<Targets>,
 }
 
 impl RequestDraft {
@@ -116,6 +128,13 @@ impl RequestDraft {
                 unknown.as_str(),
                 format!("unknown field; expected one of {}", FIELDS.join(", ")),
                 unknown,
+            ));
+        }
+        if let Some(field) = MATRIX_FIELDS.iter().find(|f| map.contains_key(**f)) {
+            return Err(InvalidRequest::new(
+                *field,
+                "a matrix request is split into one request per pair before this point",
+                field,
             ));
         }
 
@@ -313,6 +332,7 @@ impl RequestDraft {
             resources: self.resources,
             builder: self.builder,
             share: self.share,
+            universal: None,
         }
     }
 }

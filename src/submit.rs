@@ -128,6 +128,15 @@ pub async fn handle(state: &SubmitState, event: Value) -> Result<SubmitResponse,
             draft.into_request(requirements, Some(uri))
         }
     };
+    submit_request(state, request).await
+}
+
+/// One validated request (a single-target request, or one pair of a matrix): the cache check, the claim, and the
+/// fast build's invoke or the Batch job.
+pub async fn submit_request(
+    state: &SubmitState,
+    request: BuildRequest,
+) -> Result<SubmitResponse, SubmitError> {
     let plan = plan_job(&request, &state.config)?;
     let mut route = fast::route(&request, &state.config)?;
     let artifact = plan.key.s3_uri(&state.config.artifact_bucket);
@@ -349,7 +358,20 @@ async fn hand_over(
     payload: fast::FastBuild,
     reason: &str,
 ) -> Result<SubmitResponse, SubmitError> {
-    let draft = RequestDraft::parse(&payload.request, &state.config)?;
+    // A matrix's universal build carries its targets beside the request fields (a caller can't set them).
+    let mut event = payload.request.clone();
+    let universal = match event
+        .as_object_mut()
+        .and_then(|m| m.remove(fast::UNIVERSAL_FIELD))
+    {
+        Some(Value::String(text)) => {
+            Some(crate::request::Targets::parse(&text).map_err(|rule| {
+                InvalidRequest::new("requestPayload.request.universal_targets", rule, &text)
+            })?)
+        }
+        _ => None,
+    };
+    let draft = RequestDraft::parse(&event, &state.config)?;
     let RequirementsInput::Inline(requirements) = draft.requirements.clone() else {
         return Err(InvalidRequest::new(
             "requestPayload.request.requirements",
@@ -358,7 +380,10 @@ async fn hand_over(
         )
         .into());
     };
-    let request = draft.into_request(requirements, None);
+    let request = crate::request::BuildRequest {
+        universal,
+        ..draft.into_request(requirements, None)
+    };
     let plan = plan_job(&request, &state.config)?;
     let bucket = state.config.artifact_bucket.as_str();
     let artifact = plan.key.s3_uri(bucket);
@@ -586,7 +611,7 @@ pub async fn submit_job(
 }
 
 /// Reads a requirements file named by `requirements_s3_uri`; a missing object is the caller's error.
-async fn read_requirements(
+pub async fn read_requirements(
     state: &SubmitState,
     uri: &crate::request::S3Uri,
 ) -> Result<String, SubmitError> {

@@ -113,7 +113,9 @@ impl FromStr for Runtime {
 }
 
 /// A Lambda instruction set architecture.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, serde::Deserialize,
+)]
 pub enum Architecture {
     #[serde(rename = "arm64")]
     Arm64,
@@ -162,6 +164,55 @@ impl FromStr for Architecture {
 }
 
 /// Which installer the builder runs (DESIGN section 1 `installer`, section 4 `--installer`).
+/// The runtimes and architectures one universal version is built for (DESIGN section 15): a pure-Python set, no
+/// ELF file and the same files for every pair, published once with all of them. Both lists are sorted and
+/// without duplicates.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Targets {
+    pub runtimes: Vec<Runtime>,
+    pub architectures: Vec<Architecture>,
+}
+
+impl Targets {
+    pub fn new(mut runtimes: Vec<Runtime>, mut architectures: Vec<Architecture>) -> Self {
+        runtimes.sort();
+        runtimes.dedup();
+        architectures.sort();
+        architectures.dedup();
+        Self {
+            runtimes,
+            architectures,
+        }
+    }
+
+    /// Reads the builder's `--universal=python3.11,python3.12/arm64,x86_64` back.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let (runtimes, architectures) = text
+            .split_once('/')
+            .ok_or_else(|| format!("expected RUNTIME,…/ARCH,…, got {text:?}"))?;
+        let runtimes = runtimes
+            .split(',')
+            .map(str::parse)
+            .collect::<Result<Vec<Runtime>, _>>()?;
+        let architectures = architectures
+            .split(',')
+            .map(str::parse)
+            .collect::<Result<Vec<Architecture>, _>>()?;
+        if runtimes.is_empty() || architectures.is_empty() {
+            return Err(format!("expected RUNTIME,…/ARCH,…, got {text:?}"));
+        }
+        Ok(Self::new(runtimes, architectures))
+    }
+}
+
+impl fmt::Display for Targets {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let runtimes: Vec<&str> = self.runtimes.iter().map(|r| r.as_str()).collect();
+        let architectures: Vec<&str> = self.architectures.iter().map(|a| a.as_str()).collect();
+        write!(f, "{}/{}", runtimes.join(","), architectures.join(","))
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Installer {

@@ -20,7 +20,7 @@ async fn main() -> Result<(), Error> {
     run(service_fn(move |event: LambdaEvent<Value>| {
         let state = state.clone();
         async move {
-            status::handle(&state, event.payload)
+            layerforge::matrix::status::handle(&state, event.payload)
                 .await
                 .map_err(FunctionError::from)
         }

@@ -4,7 +4,12 @@
 //! wrapper's arguments (the runtime's own bootstrap command) are ignored.
 
 use lambda_runtime::{Error, LambdaEvent, run, service_fn};
-use layerforge::{aws, config::Config, fast::function, function_error::FunctionError};
+use layerforge::{
+    aws,
+    config::Config,
+    fast::{function, probe},
+    function_error::FunctionError,
+};
 use serde_json::Value;
 
 #[tokio::main]
@@ -20,9 +25,24 @@ async fn main() -> Result<(), Error> {
     run(service_fn(move |event: LambdaEvent<Value>| {
         let state = state.clone();
         async move {
-            function::handle(&state, event.payload)
-                .await
-                .map_err(FunctionError::from)
+            // A matrix's probe (DESIGN section 15), answered synchronously; else a fast build.
+            let failed = |message: String| FunctionError {
+                error_type: "ProbeFailed".to_owned(),
+                error_message: message,
+            };
+            let answer = if probe::is_probe(&event.payload) {
+                tokio::task::spawn_blocking(move || probe::run(event.payload))
+                    .await
+                    .map_err(|e| failed(e.to_string()))?
+                    .map_err(failed)
+                    .map(|a| serde_json::to_value(a).unwrap_or_default())?
+            } else {
+                function::handle(&state, event.payload)
+                    .await
+                    .map(|o| serde_json::to_value(o).unwrap_or_default())
+                    .map_err(FunctionError::from)?
+            };
+            Ok::<Value, FunctionError>(answer)
         }
     }))
     .await

@@ -21,7 +21,7 @@ async fn main() -> Result<(), Error> {
     run(service_fn(move |event: LambdaEvent<Value>| {
         let state = state.clone();
         async move {
-            submit::handle(&state, event.payload)
+            layerforge::matrix::submit::handle(&state, event.payload)
                 .await
                 .map_err(FunctionError::from)
         }

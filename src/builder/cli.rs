@@ -133,6 +133,12 @@ pub struct Args {
     /// function and all its layers].
     #[arg(long, value_name = "MIB", value_parser = clap::value_parser!(u64).range(1..=crate::request::MAX_BUDGET_MIB))]
     pub max_unzipped_mb: Option<u64>,
+
+    /// A matrix's universal version (`python3.11,python3.12/arm64,x86_64`): the files go under `python/`, which
+    /// every Python runtime has on sys.path, and the build fails (exit 3) on any ELF file or a top-level `.pth`
+    /// file, which Lambda reads only in a site directory. Bytecode is the build runtime's.
+    #[arg(long, value_name = "RUNTIMES/ARCHS", value_parser = crate::request::Targets::parse)]
+    pub universal: Option<crate::request::Targets>,
 }
 
 /// `--platform-mode`: `auto` is resolved to native or cross before the install.

@@ -49,6 +49,12 @@ pub enum BuildError {
     },
     #[error("{0}")]
     UnsupportedInterpreter(String),
+    /// A matrix's universal build found what one copy for every runtime and architecture can't hold (DESIGN
+    /// section 15): nothing is uploaded, so no version claims a target it wasn't built for.
+    #[error(
+        "not universal: {0}; build one version per runtime and architecture (\"universal\": false)"
+    )]
+    NotUniversal(String),
     /// Over the request's budget (by default Lambda's limit): the report names the largest distributions.
     #[error("{}; nothing was uploaded", .0.budget_reason())]
     TooLarge(Box<SizeReport>),
@@ -88,6 +94,7 @@ impl BuildError {
             | BuildError::Bytecode { .. }
             | BuildError::Slim(_)
             | BuildError::WrongArchitecture { .. }
+            | BuildError::NotUniversal(_)
             | BuildError::AboveCeiling { .. } => 3,
             BuildError::TooLarge { .. } => 4,
             BuildError::Grant(crate::grant::GrantError::Expired { .. }) => 5,

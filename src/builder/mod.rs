@@ -170,7 +170,8 @@ pub async fn run_with(
         architecture,
         installer,
         args.options(),
-    );
+    )
+    .universal(args.universal.as_ref());
     info!(
         layer = %layer_name,
         %runtime,
@@ -224,7 +225,14 @@ pub async fn run_with(
         _ => runtime.python_version().to_owned(),
     };
     let tree = work.path().join("tree");
-    let target = install::site_packages(&tree, runtime);
+    // A universal version's files go where every Python runtime imports them (DESIGN section 15).
+    let (target, prefix) = match &args.universal {
+        Some(_) => (tree.join(UNIVERSAL_PREFIX), UNIVERSAL_PREFIX.to_owned()),
+        None => (
+            install::site_packages(&tree, runtime),
+            install::layout_prefix(runtime),
+        ),
+    };
     std::fs::create_dir_all(&target).map_err(BuildError::io("creating site-packages"))?;
     let home = work.path().join("home");
     std::fs::create_dir(&home).map_err(BuildError::io("creating the installer's home"))?;
@@ -283,7 +291,6 @@ pub async fn run_with(
     // must be real folders (a linked site-packages is refused, never followed).
     contain::take_back(&tree, build_uid).map_err(BuildError::io("taking the install tree back"))?;
     contain::open_dir_no_links(&target).map_err(BuildError::io("opening the install tree"))?;
-    let prefix = install::layout_prefix(runtime);
     let keep = tree::Keep {
         bytecode_tag: compiler.as_ref().map(|_| bytecode::cache_tag(runtime)),
         slim: options.slim,
@@ -324,6 +331,9 @@ pub async fn run_with(
     shape::check_budget(&size)?;
     let check_started = Instant::now();
     let elf_files = check_elf(&collected.files, architecture, runtime)?;
+    if args.universal.is_some() {
+        universal_check(&collected, &prefix, elf_files)?;
+    }
     let check_time = check_started.elapsed();
     info!(
         files = collected.files.len(),
@@ -445,8 +455,14 @@ pub async fn run_with(
                         .join("|"),
                     license: args.license.clone().filter(|l| !l.is_empty()),
                     python_version: outcome.python_version.clone(),
-                    compatible_runtimes: vec![runtime],
-                    compatible_architectures: vec![architecture],
+                    compatible_runtimes: match &args.universal {
+                        Some(t) => t.runtimes.clone(),
+                        None => vec![runtime],
+                    },
+                    compatible_architectures: match &args.universal {
+                        Some(t) => t.architectures.clone(),
+                        None => vec![architecture],
+                    },
                     create_date: create_date(SystemTime::now()),
                     fingerprint: Some(outcome.fingerprint.short().to_owned()),
                     content_sha256: Some(outcome.content_sha256()),
@@ -627,6 +643,36 @@ pub fn bench_zip_tree(args: &[OsString]) -> ExitCode {
 }
 
 /// `YYYYmmddHHMMSSmmm` in UTC, the original tool's `create-date` format.
+/// Where a universal version's files go: `python`, on sys.path for every Python runtime. Source: Lambda developer
+/// guide, "Packaging your layer content": for Python, `python` and `python/lib/python3.x/site-packages` (the
+/// latter listed as "site directories"), extracted under `/opt`; only the second names a version.
+pub const UNIVERSAL_PREFIX: &str = "python";
+
+/// What a universal version can't hold: an ELF file (native code, of one architecture and one Python ABI) or a
+/// top-level `.pth` file (Python reads those only in site directories, and `/opt/python` is not one).
+fn universal_check(
+    collected: &Collected,
+    prefix: &str,
+    elf_files: usize,
+) -> Result<(), BuildError> {
+    if elf_files > 0 {
+        return Err(BuildError::NotUniversal(format!(
+            "{elf_files} ELF file(s) (native code)"
+        )));
+    }
+    let top = format!("{prefix}/");
+    if let Some(pth) = collected.files.iter().find_map(|f| {
+        f.name
+            .strip_prefix(&top)
+            .filter(|rest| !rest.contains('/') && rest.ends_with(".pth"))
+    }) {
+        return Err(BuildError::NotUniversal(format!(
+            "{pth} is a .pth file, which Python reads only in a site directory (python/lib/python3.x/site-packages)"
+        )));
+    }
+    Ok(())
+}
+
 pub fn create_date(at: SystemTime) -> String {
     let since = at.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = since.as_secs();

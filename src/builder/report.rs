@@ -32,6 +32,7 @@ pub fn stage(err: &BuildError) -> &'static str {
         BuildError::Bytecode { .. } => "bytecode",
         BuildError::Slim(_) => "slim",
         BuildError::WrongArchitecture { .. }
+        | BuildError::NotUniversal(_)
         | BuildError::AboveCeiling { .. }
         | BuildError::TooLarge(_) => "check",
         BuildError::Upload { .. } | BuildError::Grant(crate::grant::GrantError::Expired { .. }) => {

@@ -13,6 +13,7 @@
 //! - [`function`]: the fast builder's handler.
 
 pub mod function;
+pub mod probe;
 
 use std::collections::BTreeMap;
 
@@ -216,6 +217,10 @@ impl FastBuild {
     }
 }
 
+/// The field of a fast build's request that carries a universal build's targets ([`BuildRequest::universal`]):
+/// not a request field, so a caller can't set it.
+pub const UNIVERSAL_FIELD: &str = "universal_targets";
+
 /// `request` as a submit-build event that validates to the same request (requirements inline), for Batch.
 pub fn request_event(request: &BuildRequest) -> Value {
     let mut event = json!({
@@ -239,6 +244,9 @@ pub fn request_event(request: &BuildRequest) -> Value {
     }
     if let Some(share) = &request.share {
         event["share"] = json!(share);
+    }
+    if let Some(targets) = &request.universal {
+        event[UNIVERSAL_FIELD] = json!(targets.to_string());
     }
     if let Some(v) = request.resources.vcpu {
         event["vcpu"] = json!(v);

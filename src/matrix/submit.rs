@@ -1,0 +1,255 @@
+//! submit-build's entry point: a single-target request goes to [`crate::submit::handle`]; a matrix is validated
+//! pair by pair (nothing is submitted unless every pair is valid), probed for a universal version, recorded, then
+//! submitted pair by pair (or once, universal) with the single-target path's own cache check, claim and job.
+
+use serde::Serialize;
+use serde_json::Value;
+use tracing::{info, warn};
+
+use super::{MatrixRecord, PairRecord, expand, matrix_id, record_key};
+use crate::{
+    fast::{self, probe},
+    records,
+    request::{
+        Architecture, BuildRequest, Installer, InvalidRequest, RequestDraft, Requirements,
+        RequirementsInput, Runtime, S3Uri, Targets,
+    },
+    submit::{
+        self, Status, SubmitError, SubmitResponse, SubmitState, plan_job, read_requirements,
+        submit_request,
+    },
+};
+
+/// One pair's answer: its target and what became of its build (DESIGN section 2's fields).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PairResponse {
+    pub runtime: Runtime,
+    pub architecture: Architecture,
+    #[serde(flatten)]
+    pub answer: SubmitResponse,
+}
+
+/// submit-build's answer to a matrix.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MatrixResponse {
+    /// `rejected` if a pair is, else `submitted` if a pair is, else `building` if one is, else `cached`.
+    pub status: Status,
+    pub matrix_id: String,
+    pub layer_name: String,
+    /// One universal version serves every pair.
+    pub universal: bool,
+    pub universal_reason: String,
+    pub pairs: Vec<PairResponse>,
+}
+
+/// The handler of submit-build: a single-target answer (DESIGN section 2) or a matrix answer.
+pub async fn handle(state: &SubmitState, event: Value) -> Result<Value, SubmitError> {
+    let Some(matrix) = expand(&event, &state.config)? else {
+        return Ok(to_value(&submit::handle(state, event).await?));
+    };
+    // Every pair is validated (and its job planned) before anything is written or submitted.
+    let mut requests: Vec<BuildRequest> = Vec::with_capacity(matrix.pairs.len());
+    let mut fetched: Option<(S3Uri, Requirements)> = None;
+    for (&pair, event) in matrix.pairs.iter().zip(&matrix.events) {
+        let draft = RequestDraft::parse(event, &state.config).map_err(|e| in_pair(e, pair))?;
+        let request = match draft.requirements.clone() {
+            RequirementsInput::Inline(requirements) => draft.into_request(requirements, None),
+            RequirementsInput::S3(uri) => {
+                let requirements = match &fetched {
+                    Some((u, r)) if *u == uri => r.clone(),
+                    _ => {
+                        let text = read_requirements(state, &uri).await?;
+                        let parsed = Requirements::parse(&text)?;
+                        fetched = Some((uri.clone(), parsed.clone()));
+                        parsed
+                    }
+                };
+                draft.into_request(requirements, Some(uri))
+            }
+        };
+        plan_job(&request, &state.config).map_err(|e| in_pair(e, pair))?;
+        fast::route(&request, &state.config).map_err(|e| in_pair(e, pair))?;
+        requests.push(request);
+    }
+    let layer_name = requests[0].layer_name.to_string();
+    let keys: Vec<_> = requests
+        .iter()
+        .map(|r| plan_job(r, &state.config).map(|p| p.key))
+        .collect::<Result<_, _>>()?;
+    let fingerprints: Vec<&str> = keys.iter().map(|k| k.fingerprint.as_str()).collect();
+    let id = matrix_id(&layer_name, &fingerprints);
+
+    let (universal, universal_reason) = decide(state, matrix.universal, &requests).await;
+    let universal_request = universal.then(|| universal_request(state, &requests));
+    let universal_key = match &universal_request {
+        Some(r) => Some(plan_job(r, &state.config)?.key.to_string()),
+        None => None,
+    };
+    info!(
+        matrix_id = id,
+        layer_name,
+        pairs = requests.len(),
+        universal,
+        universal_reason,
+        "matrix planned"
+    );
+    let bucket = state.config.artifact_bucket.as_str();
+    // The record first: whatever happens to a submission below, build-status can follow every pair.
+    let record = MatrixRecord {
+        matrix_id: id.clone(),
+        layer_name: layer_name.clone(),
+        created_at: records::now_millis(),
+        universal,
+        universal_reason: universal_reason.clone(),
+        pairs: requests
+            .iter()
+            .zip(&keys)
+            .map(|(r, k)| PairRecord {
+                runtime: r.runtime,
+                architecture: r.architecture,
+                artifact_key: universal_key.clone().unwrap_or_else(|| k.to_string()),
+            })
+            .collect(),
+    };
+    records::write_json(&state.s3, bucket, &record_key(&id), &record, None)
+        .await
+        .map_err(|e| match e {
+            records::WriteError::Aws(fault) => SubmitError::Aws(fault),
+            records::WriteError::Conflict => SubmitError::Aws(crate::aws::AwsFault {
+                operation: "PutObject",
+                kind: crate::aws::FaultKind::Transient,
+                code: "Conflict".to_owned(),
+                message: "an unconditional write conflicted".to_owned(),
+                http_status: None,
+            }),
+        })?;
+
+    let mut pairs = Vec::with_capacity(requests.len());
+    match universal_request {
+        Some(request) => {
+            let answer = submit_request(state, request).await?;
+            for r in &requests {
+                pairs.push(PairResponse {
+                    runtime: r.runtime,
+                    architecture: r.architecture,
+                    answer: answer.clone(),
+                });
+            }
+        }
+        None => {
+            for request in requests {
+                let (runtime, architecture) = (request.runtime, request.architecture);
+                let answer = submit_request(state, request).await?;
+                pairs.push(PairResponse {
+                    runtime,
+                    architecture,
+                    answer,
+                });
+            }
+        }
+    }
+    let statuses: Vec<Status> = pairs.iter().map(|p| p.answer.status).collect();
+    let status = [Status::Rejected, Status::Submitted, Status::Building]
+        .into_iter()
+        .find(|s| statuses.contains(s))
+        .unwrap_or(Status::Cached);
+    Ok(to_value(&MatrixResponse {
+        status,
+        matrix_id: id,
+        layer_name,
+        universal,
+        universal_reason,
+        pairs,
+    }))
+}
+
+fn to_value<T: Serialize>(answer: &T) -> Value {
+    serde_json::to_value(answer).unwrap_or_default()
+}
+
+/// A pair's error, naming the pair.
+fn in_pair(
+    err: InvalidRequest,
+    (runtime, architecture): (Runtime, Architecture),
+) -> InvalidRequest {
+    InvalidRequest {
+        rule: format!("{} (pair {runtime}/{architecture})", err.rule),
+        ..err
+    }
+}
+
+/// Whether the matrix is one universal version, and why (not). Only the fast builder's probe says yes; any
+/// doubt (no probe possible, the probe failing) builds per pair, which is never wrong.
+async fn decide(state: &SubmitState, wanted: bool, requests: &[BuildRequest]) -> (bool, String) {
+    let first = &requests[0];
+    let no = |why: &str| (false, why.to_owned());
+    if !wanted {
+        return no("the request says \"universal\": false");
+    }
+    if requests.len() < 2 {
+        return no("one pair");
+    }
+    if first.installer != Installer::Uv {
+        return no("the probe installs with uv; a pip request is built per pair");
+    }
+    if first.options.slim {
+        return no("slim checks imports with each runtime's interpreter: built per pair");
+    }
+    let (Some(fast), Some(invoke)) = (&state.config.fast_builder, &state.invoke) else {
+        return no("this deployment has no fast builder to probe the set with (FastBuilder)");
+    };
+    let payload = probe::Probe {
+        layerforge_probe: probe::PROBE_FORMAT,
+        requirements: first.requirements.to_text(),
+        targets: requests
+            .iter()
+            .map(|r| (r.runtime, r.architecture))
+            .collect(),
+    };
+    match probe::invoke(invoke, &fast.function, &payload).await {
+        Ok(answer) => {
+            info!(
+                universal = answer.universal,
+                reason = answer.reason,
+                millis = answer.millis,
+                "probe answered"
+            );
+            (answer.universal, answer.reason)
+        }
+        Err(fault) => {
+            warn!(error = %fault, "the probe failed; building per pair");
+            (false, format!("the probe failed ({fault}): built per pair"))
+        }
+    }
+}
+
+/// The one build of a universal matrix: on the first runtime whose bytecode the fast builder compiles (so it can
+/// build it), else the first runtime; on arm64 when asked for, else the first architecture. Its version lists
+/// every runtime and architecture of the matrix.
+fn universal_request(state: &SubmitState, requests: &[BuildRequest]) -> BuildRequest {
+    let fast_runtimes: &[Runtime] = state
+        .config
+        .fast_builder
+        .as_ref()
+        .map_or(&[], |f| &f.runtimes);
+    let runtimes: Vec<Runtime> = requests.iter().map(|r| r.runtime).collect();
+    let architectures: Vec<Architecture> = requests.iter().map(|r| r.architecture).collect();
+    let runtime = runtimes
+        .iter()
+        .copied()
+        .find(|r| fast_runtimes.contains(r))
+        .unwrap_or(runtimes[0]);
+    let architecture = if architectures.contains(&Architecture::Arm64) {
+        Architecture::Arm64
+    } else {
+        architectures[0]
+    };
+    let base = requests
+        .iter()
+        .find(|r| r.runtime == runtime && r.architecture == architecture)
+        .unwrap_or(&requests[0]);
+    BuildRequest {
+        universal: Some(Targets::new(runtimes, architectures)),
+        ..base.clone()
+    }
+}
