@@ -34,12 +34,17 @@ pub struct BuildArgs {
     /// A requirements file in S3 (s3://BUCKET/KEY) that submit-build reads.
     #[arg(long, value_name = "URI")]
     pub requirements_s3_uri: Option<String>,
-    /// Lambda Python runtime (default: the deployment's, python3.12).
+    /// Lambda Python runtime (default: the deployment's, python3.12). Repeat for a matrix: one build per runtime
+    /// and architecture.
     #[arg(long)]
-    pub runtime: Option<String>,
-    /// arm64 or x86_64 (default: the deployment's, arm64).
+    pub runtime: Vec<String>,
+    /// arm64 or x86_64 (default: the deployment's, arm64). Repeat for a matrix.
     #[arg(long)]
-    pub architecture: Option<String>,
+    pub architecture: Vec<String>,
+    /// A matrix: one version per pair even when the set is pure Python (by default such a set publishes one
+    /// version for every pair).
+    #[arg(long)]
+    pub no_universal: bool,
     #[arg(long, allow_hyphen_values = true)]
     pub description: Option<String>,
     #[arg(long, allow_hyphen_values = true)]
@@ -102,9 +107,34 @@ impl BuildArgs {
         if let Some(uri) = &self.requirements_s3_uri {
             request.insert("requirements_s3_uri".into(), json!(uri));
         }
+        // More than one of either makes a matrix (DESIGN section 15): both go as lists.
+        if self.runtime.len() > 1 || self.architecture.len() > 1 {
+            for (field, values) in [
+                ("runtimes", &self.runtime),
+                ("architectures", &self.architecture),
+            ] {
+                if !values.is_empty() {
+                    request.insert(field.into(), json!(values));
+                }
+            }
+            if self.no_universal {
+                request.insert("universal".into(), json!(false));
+            }
+        } else if self.no_universal {
+            return Err(CliError::Invalid(
+                "--no-universal: only for a matrix (repeated --runtime or --architecture)".into(),
+            ));
+        } else {
+            for (field, value) in [
+                ("runtime", self.runtime.first()),
+                ("architecture", self.architecture.first()),
+            ] {
+                if let Some(v) = value {
+                    request.insert(field.into(), json!(v));
+                }
+            }
+        }
         for (field, value) in [
-            ("runtime", &self.runtime),
-            ("architecture", &self.architecture),
             ("description", &self.description),
             ("license", &self.license),
             ("installer", &self.installer),
@@ -156,6 +186,15 @@ pub async fn run(target: &Target, args: BuildArgs) -> Result<u8, CliError> {
     let ctx = Context::new(target).await?;
     let submit = ctx.submit_function().await?;
     let response = ctx.invoke(&submit, &request).await?;
+    if response.get("matrix_id").is_some() {
+        let follow = super::matrix::Follow {
+            wait: args.wait,
+            json: args.json,
+            timeout: Duration::from_secs(args.timeout),
+            poll_interval: Duration::from_secs_f64(args.poll_interval.max(0.1)),
+        };
+        return super::matrix::run(&ctx, response, follow).await;
+    }
     let status = text(&response, "status").unwrap_or("?").to_owned();
 
     if status == "rejected" {

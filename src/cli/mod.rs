@@ -20,6 +20,7 @@ pub mod error;
 pub mod fetch;
 pub mod image;
 pub mod latest;
+pub mod matrix;
 pub mod prune;
 pub mod status;
 

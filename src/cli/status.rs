@@ -1,4 +1,4 @@
-//! `layerforge status JOB_ID|s3://BUCKET/KEY`: one build-status query (DESIGN section 9).
+//! `layerforge status JOB_ID|s3://BUCKET/KEY|MATRIX_ID`: one build-status query (DESIGN sections 9 and 15).
 
 use clap::Args;
 use serde::Deserialize as _;
@@ -11,7 +11,7 @@ use crate::size::{SizeReport, TOP};
 #[derive(Debug, Args)]
 pub struct StatusArgs {
     /// A job id (from `layerforge build`) or an artifact (s3://BUCKET/KEY).
-    #[arg(value_name = "JOB_ID|s3://BUCKET/KEY")]
+    #[arg(value_name = "JOB_ID|s3://BUCKET/KEY|MATRIX_ID")]
     pub build: String,
     /// Print build-status's JSON answer on stdout.
     #[arg(long)]
@@ -22,6 +22,8 @@ pub struct StatusArgs {
 pub fn query(build: &str) -> Value {
     if build.starts_with("s3://") {
         json!({"artifact": build})
+    } else if crate::matrix::valid_id(build) {
+        json!({"matrix_id": build})
     } else {
         json!({"job_id": build})
     }
@@ -81,6 +83,23 @@ pub async fn run(target: &Target, args: StatusArgs) -> Result<u8, CliError> {
     let state = answer.get("state").and_then(Value::as_str).unwrap_or("?");
     if args.json {
         print_json(&answer);
+    } else if let Some(pairs) = answer.get("pairs").and_then(Value::as_array) {
+        // A matrix: its state, then one line per pair.
+        println!("state: {state}");
+        for p in pairs {
+            let field = |f: &str| p.get(f).and_then(Value::as_str).unwrap_or("");
+            let detail = match field("state") {
+                "published" => field("layer_version_arn"),
+                "failed" | "rejected" => field("reason"),
+                _ => field("artifact"),
+            };
+            println!(
+                "{}/{}: {} {detail}",
+                field("runtime"),
+                field("architecture"),
+                field("state")
+            );
+        }
     } else {
         for line in human(&answer) {
             println!("{line}");

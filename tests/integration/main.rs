@@ -17,6 +17,7 @@ mod isolation;
 mod latest;
 mod layout;
 mod lifecycle;
+mod matrix;
 mod pipeline;
 mod prune;
 mod publish;
