@@ -227,7 +227,10 @@ pub async fn run_with(
     let tree = work.path().join("tree");
     // A universal version's files go where every Python runtime imports them (DESIGN section 15).
     let (target, prefix) = match &args.universal {
-        Some(_) => (tree.join(UNIVERSAL_PREFIX), UNIVERSAL_PREFIX.to_owned()),
+        Some(_) => (
+            tree.join(shape::UNIVERSAL_PREFIX),
+            shape::UNIVERSAL_PREFIX.to_owned(),
+        ),
         None => (
             install::site_packages(&tree, runtime),
             install::layout_prefix(runtime),
@@ -332,7 +335,7 @@ pub async fn run_with(
     let check_started = Instant::now();
     let elf_files = check_elf(&collected.files, architecture, runtime)?;
     if args.universal.is_some() {
-        universal_check(&collected, &prefix, elf_files)?;
+        shape::universal_check(&collected, &prefix, elf_files)?;
     }
     let check_time = check_started.elapsed();
     info!(
@@ -643,36 +646,6 @@ pub fn bench_zip_tree(args: &[OsString]) -> ExitCode {
 }
 
 /// `YYYYmmddHHMMSSmmm` in UTC, the original tool's `create-date` format.
-/// Where a universal version's files go: `python`, on sys.path for every Python runtime. Source: Lambda developer
-/// guide, "Packaging your layer content": for Python, `python` and `python/lib/python3.x/site-packages` (the
-/// latter listed as "site directories"), extracted under `/opt`; only the second names a version.
-pub const UNIVERSAL_PREFIX: &str = "python";
-
-/// What a universal version can't hold: an ELF file (native code, of one architecture and one Python ABI) or a
-/// top-level `.pth` file (Python reads those only in site directories, and `/opt/python` is not one).
-fn universal_check(
-    collected: &Collected,
-    prefix: &str,
-    elf_files: usize,
-) -> Result<(), BuildError> {
-    if elf_files > 0 {
-        return Err(BuildError::NotUniversal(format!(
-            "{elf_files} ELF file(s) (native code)"
-        )));
-    }
-    let top = format!("{prefix}/");
-    if let Some(pth) = collected.files.iter().find_map(|f| {
-        f.name
-            .strip_prefix(&top)
-            .filter(|rest| !rest.contains('/') && rest.ends_with(".pth"))
-    }) {
-        return Err(BuildError::NotUniversal(format!(
-            "{pth} is a .pth file, which Python reads only in a site directory (python/lib/python3.x/site-packages)"
-        )));
-    }
-    Ok(())
-}
-
 pub fn create_date(at: SystemTime) -> String {
     let since = at.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = since.as_secs();

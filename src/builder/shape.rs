@@ -159,3 +159,33 @@ pub fn check_budget(report: &SizeReport) -> Result<(), BuildError> {
     }
     Ok(())
 }
+
+/// Where a universal version's files go: `python`, on sys.path for every Python runtime. Source: Lambda developer
+/// guide, "Packaging your layer content": for Python, `python` and `python/lib/python3.x/site-packages` (the
+/// latter listed as "site directories"), extracted under `/opt`; only the second names a version.
+pub const UNIVERSAL_PREFIX: &str = "python";
+
+/// What a universal version can't hold: an ELF file (native code, of one architecture and one Python ABI) or a
+/// top-level `.pth` file (Python reads those only in site directories, and `/opt/python` is not one).
+pub fn universal_check(
+    collected: &Collected,
+    prefix: &str,
+    elf_files: usize,
+) -> Result<(), BuildError> {
+    if elf_files > 0 {
+        return Err(BuildError::NotUniversal(format!(
+            "{elf_files} ELF file(s) (native code)"
+        )));
+    }
+    let top = format!("{prefix}/");
+    if let Some(pth) = collected.files.iter().find_map(|f| {
+        f.name
+            .strip_prefix(&top)
+            .filter(|rest| !rest.contains('/') && rest.ends_with(".pth"))
+    }) {
+        return Err(BuildError::NotUniversal(format!(
+            "{pth} is a .pth file, which Python reads only in a site directory (python/lib/python3.x/site-packages)"
+        )));
+    }
+    Ok(())
+}

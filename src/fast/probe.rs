@@ -82,7 +82,7 @@ pub fn run(event: Value) -> Result<ProbeAnswer, String> {
         .map_err(|e| format!("writing requirements.txt: {e}"))?;
     let home = work.path().join("home");
     std::fs::create_dir(&home).map_err(|e| format!("creating the installer's home: {e}"))?;
-    let mut trees: Vec<((Runtime, Architecture), BTreeMap<String, String>)> = Vec::new();
+    let mut trees: Vec<Tree> = Vec::new();
     for (i, &(runtime, architecture)) in probe.targets.iter().enumerate() {
         let target = work.path().join(format!("t{i}"));
         std::fs::create_dir(&target).map_err(|e| format!("creating {}: {e}", target.display()))?;
@@ -133,8 +133,11 @@ fn answer(started: Instant, universal: bool, reason: String) -> ProbeAnswer {
     }
 }
 
+/// One pair's installed tree: path -> digest.
+pub type Tree = ((Runtime, Architecture), BTreeMap<String, String>);
+
 /// The verdict over the installed trees (path -> digest, where an ELF file's digest starts with `elf:`).
-pub fn compare(trees: &[((Runtime, Architecture), BTreeMap<String, String>)]) -> (bool, String) {
+pub fn compare(trees: &[Tree]) -> (bool, String) {
     let Some(((r0, a0), first)) = trees.first() else {
         return (false, "no targets".to_owned());
     };

@@ -1017,3 +1017,75 @@ fn auto_mode_builds_a_foreign_architecture_in_cross_mode() {
     assert!(!elves.is_empty());
     assert!(elves.iter().all(|(_, m)| *m == expected), "{elves:?}");
 }
+
+/// A universal build (a matrix's one version for every pair, DESIGN section 15) of a set with native code fails
+/// and writes no zip: no version can claim an architecture or runtime its ELF files weren't built for, even when
+/// the builder is told the set is universal. A pure set builds, with its files under `python/`.
+#[test]
+fn a_universal_build_refuses_native_code_and_lays_a_pure_set_out_under_python() {
+    let dir = tempfile::tempdir().unwrap();
+    let zip = dir.path().join("u.zip");
+    let zip_arg = zip.to_str().unwrap();
+    let universal = "--universal=python3.11,python3.12/arm64,x86_64";
+    let output = builder(
+        &[
+            "--name",
+            "u",
+            "--requirements",
+            "charset-normalizer==3.4.0",
+            "--runtime",
+            "python3.11",
+            "--architecture",
+            "x86_64",
+            "--platform-mode",
+            "cross",
+            "--no-bytecode",
+            universal,
+            "--out",
+            zip_arg,
+        ],
+        &[],
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains("not universal:") && stderr.contains("ELF file(s) (native code)"),
+        "{stderr}"
+    );
+    assert!(!zip.exists(), "no zip for a native set");
+
+    let output = builder(
+        &[
+            "--name",
+            "u",
+            "--requirements",
+            "six==1.16.0",
+            "--runtime",
+            "python3.11",
+            "--architecture",
+            "x86_64",
+            "--platform-mode",
+            "cross",
+            "--no-bytecode",
+            universal,
+            "--out",
+            zip_arg,
+        ],
+        &[],
+    );
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let mut archive = zip::ZipArchive::new(std::fs::File::open(&zip).unwrap()).unwrap();
+    let names: Vec<String> = (0..archive.len())
+        .map(|i| archive.by_index(i).unwrap().name().to_owned())
+        .collect();
+    assert!(names.contains(&"python/six.py".to_owned()), "{names:?}");
+    assert!(
+        names.iter().all(|n| !n.starts_with("python/lib/")),
+        "{names:?}"
+    );
+}
