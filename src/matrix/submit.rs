@@ -79,7 +79,18 @@ pub async fn handle(state: &SubmitState, event: Value) -> Result<Value, SubmitEr
     let fingerprints: Vec<&str> = keys.iter().map(|k| k.fingerprint.as_str()).collect();
     let id = matrix_id(&layer_name, &fingerprints);
 
-    let (universal, universal_reason) = decide(state, matrix.universal, &requests).await;
+    let bucket = state.config.artifact_bucket.as_str();
+    // The same matrix again: its first decision stands (no second probe), unless `force` or `universal: false`.
+    let earlier = match (matrix.universal, requests[0].force) {
+        (true, false) => records::read_json::<MatrixRecord>(&state.s3, bucket, &record_key(&id))
+            .await?
+            .and_then(|s| s.value),
+        _ => None,
+    };
+    let (universal, universal_reason) = match earlier {
+        Some(record) => (record.universal, record.universal_reason),
+        None => decide(state, matrix.universal, &requests).await,
+    };
     let universal_request = universal.then(|| universal_request(state, &requests));
     let universal_key = match &universal_request {
         Some(r) => Some(plan_job(r, &state.config)?.key.to_string()),
@@ -93,7 +104,6 @@ pub async fn handle(state: &SubmitState, event: Value) -> Result<Value, SubmitEr
         universal_reason,
         "matrix planned"
     );
-    let bucket = state.config.artifact_bucket.as_str();
     // The record first: whatever happens to a submission below, build-status can follow every pair.
     let record = MatrixRecord {
         matrix_id: id.clone(),
@@ -178,6 +188,10 @@ fn in_pair(
     }
 }
 
+/// How long submit-build waits for the probe (its own timeout is 90 s): a cold fast builder and the wheels'
+/// downloads for every pair take seconds; a probe that hangs must not hold the request.
+const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(45);
+
 /// Whether the matrix is one universal version, and why (not). Only the fast builder's probe says yes; any
 /// doubt (no probe possible, the probe failing) builds per pair, which is never wrong.
 async fn decide(state: &SubmitState, wanted: bool, requests: &[BuildRequest]) -> (bool, String) {
@@ -206,8 +220,22 @@ async fn decide(state: &SubmitState, wanted: bool, requests: &[BuildRequest]) ->
             .map(|r| (r.runtime, r.architecture))
             .collect(),
     };
-    match probe::invoke(invoke, &fast.function, &payload).await {
-        Ok(answer) => {
+    let asked = probe::invoke(invoke, &fast.function, &payload);
+    match tokio::time::timeout(PROBE_TIMEOUT, asked).await {
+        Err(_) => {
+            warn!(
+                seconds = PROBE_TIMEOUT.as_secs(),
+                "the probe did not answer in time; building per pair"
+            );
+            (
+                false,
+                format!(
+                    "the probe did not answer within {} s: built per pair",
+                    PROBE_TIMEOUT.as_secs()
+                ),
+            )
+        }
+        Ok(Ok(answer)) => {
             info!(
                 universal = answer.universal,
                 reason = answer.reason,
@@ -216,7 +244,7 @@ async fn decide(state: &SubmitState, wanted: bool, requests: &[BuildRequest]) ->
             );
             (answer.universal, answer.reason)
         }
-        Err(fault) => {
+        Ok(Err(fault)) => {
             warn!(error = %fault, "the probe failed; building per pair");
             (false, format!("the probe failed ({fault}): built per pair"))
         }
@@ -251,5 +279,134 @@ fn universal_request(state: &SubmitState, requests: &[BuildRequest]) -> BuildReq
     BuildRequest {
         universal: Some(Targets::new(runtimes, architectures)),
         ..base.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use aws_sdk_lambda::operation::invoke::{InvokeError, InvokeOutput};
+    use aws_smithy_mocks::{RuleMode, mock, mock_client};
+    use aws_smithy_types::Blob;
+    use serde_json::json;
+
+    use super::*;
+    use crate::config::Config;
+
+    fn config() -> Arc<Config> {
+        let vars = [
+            ("ARTIFACT_BUCKET", "b"),
+            (
+                "BUILD_TARGETS",
+                r#"{"arm64": {"job_queue": "q", "job_definition": "d"}, "x86_64": {"job_queue": "q", "job_definition": "d"}}"#,
+            ),
+            ("FAST_BUILDER_FUNCTION", "fast"),
+        ];
+        Arc::new(
+            Config::from_lookup(|k| {
+                vars.iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| (*v).to_owned())
+            })
+            .unwrap(),
+        )
+    }
+
+    fn requests(config: &Config) -> Vec<BuildRequest> {
+        ["arm64", "x86_64"]
+            .iter()
+            .map(|a| {
+                let event =
+                    json!({"layer_name": "a", "requirements": "six==1.16.0", "architecture": a});
+                let draft = RequestDraft::parse(&event, config).unwrap();
+                let RequirementsInput::Inline(r) = draft.requirements.clone() else {
+                    panic!("inline")
+                };
+                draft.into_request(r, None)
+            })
+            .collect()
+    }
+
+    fn state(invoke: aws_sdk_lambda::Client) -> SubmitState {
+        SubmitState {
+            config: config(),
+            s3: mock_client!(aws_sdk_s3, RuleMode::MatchAny, []),
+            batch: mock_client!(aws_sdk_batch, RuleMode::MatchAny, []),
+            lambda: None,
+            invoke: Some(invoke),
+        }
+    }
+
+    fn lambda(rule: &aws_smithy_mocks::Rule) -> aws_sdk_lambda::Client {
+        mock_client!(aws_sdk_lambda, RuleMode::Sequential, [rule], |c| c
+            .retry_config(aws_sdk_lambda::config::retry::RetryConfig::disabled()))
+    }
+
+    #[tokio::test]
+    async fn only_a_probe_that_answers_universal_makes_one_version() {
+        let yes = mock!(aws_sdk_lambda::Client::invoke).then_output(|| {
+            InvokeOutput::builder()
+                .status_code(200)
+                .payload(Blob::new(
+                    json!({"universal": true, "reason": "the same 9 files", "millis": 800})
+                        .to_string(),
+                ))
+                .build()
+        });
+        let state = state(lambda(&yes));
+        let reqs = requests(&state.config);
+        assert_eq!(
+            decide(&state, true, &reqs).await,
+            (true, "the same 9 files".to_owned())
+        );
+        assert_eq!(yes.num_calls(), 1);
+        let universal = universal_request(&state, &reqs);
+        assert_eq!(universal.architecture, Architecture::Arm64);
+        assert_eq!(
+            universal.universal.unwrap().to_string(),
+            "python3.12/arm64,x86_64"
+        );
+
+        // The function failed (a crash, a bad payload): per pair.
+        let crashed = mock!(aws_sdk_lambda::Client::invoke).then_output(|| {
+            InvokeOutput::builder()
+                .status_code(200)
+                .function_error("Unhandled")
+                .payload(Blob::new(
+                    r#"{"errorType":"ProbeFailed","errorMessage":"no uv"}"#,
+                ))
+                .build()
+        });
+        let state = super::tests::state(lambda(&crashed));
+        let (universal, reason) = decide(&state, true, &reqs).await;
+        assert!(!universal);
+        assert!(
+            reason.contains("the probe failed") && reason.contains("no uv"),
+            "{reason}"
+        );
+
+        // Lambda throttled the invoke: per pair, nothing waits for a retry.
+        let throttled = mock!(aws_sdk_lambda::Client::invoke).then_error(|| {
+            InvokeError::TooManyRequestsException(
+                aws_sdk_lambda::types::error::TooManyRequestsException::builder()
+                    .message("Rate exceeded")
+                    .build(),
+            )
+        });
+        let state = super::tests::state(lambda(&throttled));
+        let (universal, reason) = decide(&state, true, &reqs).await;
+        assert!(
+            !universal && reason.contains("the probe failed"),
+            "{reason}"
+        );
+
+        // No probe at all: universal false, one pair, pip.
+        assert_eq!(
+            decide(&state, false, &reqs).await.1,
+            "the request says \"universal\": false"
+        );
+        assert_eq!(decide(&state, true, &reqs[..1]).await.1, "one pair");
+        assert_eq!(throttled.num_calls(), 1, "no probe for those");
     }
 }

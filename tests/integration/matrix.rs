@@ -349,7 +349,11 @@ async fn a_matrix_publishes_a_version_per_pair_for_native_code_and_one_universal
         std::fs::write(&path, data).unwrap();
     }
     let site = opt.path().join("python");
-    let pythons = pythons();
+    // Each requested runtime whose Python this machine has (python3.11 always; pyenv's others when installed).
+    let pythons: Vec<_> = pythons()
+        .into_iter()
+        .filter(|(n, _)| runtimes.contains(&n.as_str()))
+        .collect();
     assert!(
         pythons.iter().any(|(n, _)| n == "python3.11"),
         "python3.11 is this machine's Python: {pythons:?}"
@@ -378,6 +382,27 @@ async fn a_matrix_publishes_a_version_per_pair_for_native_code_and_one_universal
             python.display()
         );
     }
+
+    // The same request again: the matrix's first decision stands, every pair is cached, nothing is published.
+    let again = invoke
+        .invoke()
+        .function_name(local::SUBMIT_FUNCTION)
+        .payload(Blob::new(request.to_string()))
+        .send()
+        .await
+        .unwrap();
+    let again: Value = serde_json::from_slice(again.payload().unwrap().as_ref()).unwrap();
+    assert_eq!(again["matrix_id"], id, "{again}");
+    assert_eq!(
+        again["universal_reason"], answer["universal_reason"],
+        "{again}"
+    );
+    assert_eq!(again["status"], "cached", "{again}");
+    for p in again["pairs"].as_array().unwrap() {
+        assert_eq!(p["status"], "cached", "{p}");
+        assert_eq!(p["layer_version_arn"], arn.as_str(), "{p}");
+    }
+    assert_eq!(versions_of(&state, "pure-matrix").await, 1);
 
     // 5. The universal build on the Batch path gives the same bytes.
     let out = run(layerforge(&local_dir)
