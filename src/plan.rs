@@ -177,6 +177,11 @@ pub fn artifact_metadata(
     plan: &JobPlan,
     now: std::time::SystemTime,
 ) -> ArtifactMetadata {
+    let (compatible_runtimes, compatible_architectures) = crate::request::Targets::compatible(
+        request.universal.as_ref(),
+        request.runtime,
+        request.architecture,
+    );
     ArtifactMetadata {
         layer_name: request.layer_name.to_string(),
         requirements: request
@@ -188,14 +193,8 @@ pub fn artifact_metadata(
             .join("|"),
         license: request.license.clone().filter(|l| !l.is_empty()),
         python_version: request.runtime.python_version().to_owned(),
-        compatible_runtimes: match &request.universal {
-            Some(targets) => targets.runtimes.clone(),
-            None => vec![request.runtime],
-        },
-        compatible_architectures: match &request.universal {
-            Some(targets) => targets.architectures.clone(),
-            None => vec![request.architecture],
-        },
+        compatible_runtimes,
+        compatible_architectures,
         create_date: crate::builder::create_date(now),
         fingerprint: Some(plan.fingerprint.short().to_owned()),
         content_sha256: None,

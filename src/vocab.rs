@@ -185,6 +185,18 @@ impl Targets {
         }
     }
 
+    /// What a version lists: every target of a universal one, else its own runtime and architecture.
+    pub fn compatible(
+        universal: Option<&Self>,
+        runtime: Runtime,
+        architecture: Architecture,
+    ) -> (Vec<Runtime>, Vec<Architecture>) {
+        match universal {
+            Some(t) => (t.runtimes.clone(), t.architectures.clone()),
+            None => (vec![runtime], vec![architecture]),
+        }
+    }
+
     /// Reads the builder's `--universal=python3.11,python3.12/arm64,x86_64` back.
     pub fn parse(text: &str) -> Result<Self, String> {
         let (runtimes, architectures) = text

@@ -448,6 +448,12 @@ pub async fn run_with(
                 .await
             }
             (None, Some(s3)) => {
+                let (compatible_runtimes, compatible_architectures) =
+                    crate::request::Targets::compatible(
+                        args.universal.as_ref(),
+                        runtime,
+                        architecture,
+                    );
                 let metadata = ArtifactMetadata {
                     layer_name: layer_name.to_string(),
                     requirements: requirements
@@ -458,14 +464,8 @@ pub async fn run_with(
                         .join("|"),
                     license: args.license.clone().filter(|l| !l.is_empty()),
                     python_version: outcome.python_version.clone(),
-                    compatible_runtimes: match &args.universal {
-                        Some(t) => t.runtimes.clone(),
-                        None => vec![runtime],
-                    },
-                    compatible_architectures: match &args.universal {
-                        Some(t) => t.architectures.clone(),
-                        None => vec![architecture],
-                    },
+                    compatible_runtimes,
+                    compatible_architectures,
                     create_date: create_date(SystemTime::now()),
                     fingerprint: Some(outcome.fingerprint.short().to_owned()),
                     content_sha256: Some(outcome.content_sha256()),

@@ -1026,26 +1026,28 @@ fn a_universal_build_refuses_native_code_and_lays_a_pure_set_out_under_python() 
     let dir = tempfile::tempdir().unwrap();
     let zip = dir.path().join("u.zip");
     let zip_arg = zip.to_str().unwrap();
-    let universal = "--universal=python3.11,python3.12/arm64,x86_64";
-    let output = builder(
-        &[
-            "--name",
-            "u",
-            "--requirements",
-            "charset-normalizer==3.4.0",
-            "--runtime",
-            "python3.11",
-            "--architecture",
-            "x86_64",
-            "--platform-mode",
-            "cross",
-            "--no-bytecode",
-            universal,
-            "--out",
-            zip_arg,
-        ],
-        &[],
-    );
+    let universal_build = |requirements: &str| {
+        builder(
+            &[
+                "--name",
+                "u",
+                "--requirements",
+                requirements,
+                "--runtime",
+                "python3.11",
+                "--architecture",
+                "x86_64",
+                "--platform-mode",
+                "cross",
+                "--no-bytecode",
+                "--universal=python3.11,python3.12/arm64,x86_64",
+                "--out",
+                zip_arg,
+            ],
+            &[],
+        )
+    };
+    let output = universal_build("charset-normalizer==3.4.0");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(3), "{stderr}");
     assert!(
@@ -1054,25 +1056,7 @@ fn a_universal_build_refuses_native_code_and_lays_a_pure_set_out_under_python() 
     );
     assert!(!zip.exists(), "no zip for a native set");
 
-    let output = builder(
-        &[
-            "--name",
-            "u",
-            "--requirements",
-            "six==1.16.0",
-            "--runtime",
-            "python3.11",
-            "--architecture",
-            "x86_64",
-            "--platform-mode",
-            "cross",
-            "--no-bytecode",
-            universal,
-            "--out",
-            zip_arg,
-        ],
-        &[],
-    );
+    let output = universal_build("six==1.16.0");
     assert_eq!(
         output.status.code(),
         Some(0),

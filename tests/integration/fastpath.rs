@@ -6,7 +6,6 @@
 
 use std::collections::BTreeMap;
 
-use aws_smithy_types::Blob;
 use layerforge::{
     fast::{FastBuild, JobSpec, PAYLOAD_FORMAT},
     local::{self, State},
@@ -22,7 +21,7 @@ const WHEELS: &str =
 /// A requirement with no wheel at all (docopt 0.6.2 is published as an sdist only).
 const SDIST_ONLY: &str = "docopt==0.6.2";
 
-fn json_of(out: &std::process::Output) -> Value {
+pub(crate) fn json_of(out: &std::process::Output) -> Value {
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
         panic!(
             "stdout is not JSON ({e}): {}\nstderr: {}",
@@ -51,19 +50,7 @@ fn build(
 
 /// CodeSha256 of a layer version in moto.
 async fn code_sha256(state: &State, arn: &str) -> String {
-    let parts: Vec<&str> = arn.split(':').collect();
-    let lambda = aws_sdk_lambda::Client::new(&local::sdk_for(&state.moto_endpoint).await);
-    let got = lambda
-        .get_layer_version()
-        .layer_name(parts[6])
-        .version_number(parts[7].parse().unwrap())
-        .send()
-        .await
-        .unwrap();
-    got.content()
-        .and_then(|c| c.code_sha256())
-        .unwrap_or_default()
-        .to_owned()
+    crate::matrix::version_of(state, arn).await.2
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -186,16 +173,7 @@ async fn wheel_sets_build_in_the_function_sdists_go_to_batch_and_both_give_the_s
         "responseContext": {"statusCode": 200, "executedVersion": "$LATEST", "functionError": "Unhandled"},
         "responsePayload": {"errorType": "Runtime.ExitError", "errorMessage": "signal: killed"}
     });
-    let invoke = aws_sdk_lambda::Client::new(&local::sdk_for(&state.lambda_endpoint).await);
-    let out = invoke
-        .invoke()
-        .function_name(local::SUBMIT_FUNCTION)
-        .payload(Blob::new(record.to_string()))
-        .send()
-        .await
-        .unwrap();
-    let answer: Value = serde_json::from_slice(out.payload().unwrap().as_ref()).unwrap();
-    assert!(out.function_error().is_none(), "{answer}");
+    let answer = crate::matrix::submit(&state, &record).await;
     assert_eq!(answer["status"], "submitted", "{answer}");
     assert!(answer["job_id"].is_string(), "{answer}");
     let status = run(layerforge(&local_dir).args([
@@ -214,14 +192,7 @@ async fn wheel_sets_build_in_the_function_sdists_go_to_batch_and_both_give_the_s
         "{status}"
     );
     // The same record delivered again submits nothing more (the record names the job).
-    let again = invoke
-        .invoke()
-        .function_name(local::SUBMIT_FUNCTION)
-        .payload(Blob::new(record.to_string()))
-        .send()
-        .await
-        .unwrap();
-    let again: Value = serde_json::from_slice(again.payload().unwrap().as_ref()).unwrap();
+    let again = crate::matrix::submit(&state, &record).await;
     assert_eq!(again["status"], "building", "{again}");
     assert_eq!(again["job_id"], answer["job_id"], "{again}");
 

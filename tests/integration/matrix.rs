@@ -11,6 +11,7 @@ use layerforge::local::{self, State};
 use serde_json::{Value, json};
 
 use crate::cli::{Cloud, job_names, layerforge, run, text};
+use crate::fastpath::json_of;
 
 /// The Batch jobs submitted so far (the CLI tests' helper runs its own runtime: here on a blocking thread).
 async fn jobs(state: &State) -> Vec<String> {
@@ -25,18 +26,8 @@ const COMPILED: &str = "charset-normalizer==3.4.0";
 /// Pure Python: py3-none-any (or py2.py3) wheels, no markers.
 const PURE: &str = "six==1.16.0|idna==3.10";
 
-fn json_of(out: &std::process::Output) -> Value {
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "stdout is not JSON ({e}): {}\nstderr: {}",
-            text(&out.stdout),
-            text(&out.stderr)
-        )
-    })
-}
-
 /// (CompatibleRuntimes, CompatibleArchitectures, CodeSha256) of a layer version in moto.
-async fn version_of(state: &State, arn: &str) -> (Vec<String>, Vec<String>, String) {
+pub(crate) async fn version_of(state: &State, arn: &str) -> (Vec<String>, Vec<String>, String) {
     let parts: Vec<&str> = arn.split(':').collect();
     let lambda = aws_sdk_lambda::Client::new(&local::sdk_for(&state.moto_endpoint).await);
     let got = lambda
@@ -60,6 +51,21 @@ async fn version_of(state: &State, arn: &str) -> (Vec<String>, Vec<String>, Stri
             .unwrap_or_default()
             .to_owned(),
     )
+}
+
+/// Invokes submit-build directly (not through the CLI) and returns its answer.
+pub(crate) async fn submit(state: &State, request: &Value) -> Value {
+    let invoke = aws_sdk_lambda::Client::new(&local::sdk_for(&state.lambda_endpoint).await);
+    let out = invoke
+        .invoke()
+        .function_name(local::SUBMIT_FUNCTION)
+        .payload(Blob::new(request.to_string()))
+        .send()
+        .await
+        .unwrap();
+    let answer: Value = serde_json::from_slice(out.payload().unwrap().as_ref()).unwrap();
+    assert!(out.function_error().is_none(), "{answer}");
+    answer
 }
 
 async fn versions_of(state: &State, layer: &str) -> usize {
@@ -252,18 +258,9 @@ async fn a_matrix_publishes_a_version_per_pair_for_native_code_and_one_universal
     assert_eq!(jobs(&state).await.len(), 2, "{:?}", jobs(&state).await);
 
     // 4. A pure set by direct invoke of submit-build: one universal build for all six pairs.
-    let invoke = aws_sdk_lambda::Client::new(&local::sdk_for(&state.lambda_endpoint).await);
     let request = json!({"layer_name": "pure-matrix", "requirements": PURE,
         "runtimes": runtimes, "architectures": architectures});
-    let out = invoke
-        .invoke()
-        .function_name(local::SUBMIT_FUNCTION)
-        .payload(Blob::new(request.to_string()))
-        .send()
-        .await
-        .unwrap();
-    let answer: Value = serde_json::from_slice(out.payload().unwrap().as_ref()).unwrap();
-    assert!(out.function_error().is_none(), "{answer}");
+    let answer = submit(&state, &request).await;
     assert_eq!(answer["universal"], true, "{answer}");
     assert!(
         answer["universal_reason"]
@@ -384,14 +381,7 @@ async fn a_matrix_publishes_a_version_per_pair_for_native_code_and_one_universal
     }
 
     // The same request again: the matrix's first decision stands, every pair is cached, nothing is published.
-    let again = invoke
-        .invoke()
-        .function_name(local::SUBMIT_FUNCTION)
-        .payload(Blob::new(request.to_string()))
-        .send()
-        .await
-        .unwrap();
-    let again: Value = serde_json::from_slice(again.payload().unwrap().as_ref()).unwrap();
+    let again = submit(&state, &request).await;
     assert_eq!(again["matrix_id"], id, "{again}");
     assert_eq!(
         again["universal_reason"], answer["universal_reason"],
