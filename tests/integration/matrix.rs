@@ -2,7 +2,7 @@
 //! through the CLI publishes six versions, each claiming only its own runtime and architecture (fast path), and
 //! the same on the Batch path; a pure set, by direct invoke, publishes one universal version for every pair,
 //! whose files import under each Python of this machine, and the Batch path gives it the same bytes; a bad pair
-//! submits nothing.
+//! submits nothing; a pair that fails fails the whole, by name, and the others still publish.
 
 use std::{collections::BTreeSet, io::Read, path::PathBuf};
 
@@ -432,4 +432,59 @@ async fn a_matrix_publishes_a_version_per_pair_for_native_code_and_one_universal
     );
     assert_eq!(versions_of(&state, "pure-batch").await, 1);
     assert_eq!(jobs(&state).await.len(), 3, "{:?}", jobs(&state).await);
+
+    // 6. One pair fails: the whole is failed, naming the pair; the other pair's version is published and printed;
+    //    exit 1. Django 6.0 (pure Python) requires Python >= 3.12, so python3.11 has no installable version; the
+    //    probe's install fails for that pair too, so the matrix is built per pair.
+    let out = run(layerforge(&local_dir)
+        .args([
+            "--local",
+            "build",
+            "half-matrix",
+            "-r",
+            "django==6.0",
+            "--no-bytecode",
+        ])
+        .args(["--runtime", "python3.11", "--runtime", "python3.12"])
+        .args([
+            "--architecture",
+            "x86_64",
+            "--wait",
+            "--poll-interval",
+            "0.5",
+        ]));
+    let stdout = text(&out.stdout);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr
+            .contains("one version per pair (the wheels-only install for python3.11/x86_64 failed"),
+        "{stderr}"
+    );
+    let printed: Vec<&str> = stdout.lines().collect();
+    assert_eq!(printed.len(), 1, "{stdout}");
+    assert!(
+        printed[0].starts_with("python3.12/x86_64\tarn:"),
+        "{stdout}"
+    );
+    assert!(stderr.contains("python3.11/x86_64: failed: "), "{stderr}");
+    let id = stderr
+        .split_whitespace()
+        .find(|w| w.starts_with("m-"))
+        .unwrap()
+        .trim_end_matches(':');
+    let status = json_of(&run(
+        layerforge(&local_dir).args(["--local", "status", id, "--json"])
+    ));
+    assert_eq!(status["state"], "failed", "{status}");
+    let failed = status["failed"].as_array().unwrap();
+    assert_eq!(failed.len(), 1, "{status}");
+    assert!(
+        failed[0]
+            .as_str()
+            .unwrap()
+            .starts_with("python3.11/x86_64: "),
+        "{status}"
+    );
+    assert_eq!(versions_of(&state, "half-matrix").await, 1);
 }
