@@ -360,17 +360,7 @@ async fn hand_over(
 ) -> Result<SubmitResponse, SubmitError> {
     // A matrix's universal build carries its targets beside the request fields (a caller can't set them).
     let mut event = payload.request.clone();
-    let universal = match event
-        .as_object_mut()
-        .and_then(|m| m.remove(fast::UNIVERSAL_FIELD))
-    {
-        Some(Value::String(text)) => {
-            Some(crate::request::Targets::parse(&text).map_err(|rule| {
-                InvalidRequest::new("requestPayload.request.universal_targets", rule, &text)
-            })?)
-        }
-        _ => None,
-    };
+    let universal = crate::matrix::record::take_universal(&mut event)?;
     let draft = RequestDraft::parse(&event, &state.config)?;
     let RequirementsInput::Inline(requirements) = draft.requirements.clone() else {
         return Err(InvalidRequest::new(
@@ -384,6 +374,7 @@ async fn hand_over(
         universal,
         ..draft.into_request(requirements, None)
     };
+    crate::matrix::record::refuse_undecided(&state.s3, &state.config, &request).await??;
     let plan = plan_job(&request, &state.config)?;
     let bucket = state.config.artifact_bucket.as_str();
     let artifact = plan.key.s3_uri(bucket);

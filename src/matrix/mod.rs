@@ -9,20 +9,18 @@
 //! for every pair, no ELF file and no top-level `.pth` file, the matrix is one universal build whose version lists
 //! every runtime and architecture, with its files in `python/` (on sys.path for every Python runtime).
 
+pub mod record;
 pub mod status;
 pub mod submit;
 
-use serde::{Deserialize, Serialize};
+pub use record::{MATRIX_PREFIX, MatrixRecord, PairRecord, matrix_id, record_key, valid_id};
+
 use serde_json::{Map, Value};
-use sha2::{Digest, Sha256};
 
 use crate::{
     config::Config,
     request::{Architecture, InvalidRequest, MATRIX_FIELDS, Runtime},
 };
-
-/// Where matrix records live in the artifact bucket (outside the artifact prefix; the build job can't write).
-pub const MATRIX_PREFIX: &str = ".layerforge/matrices";
 
 /// A matrix request, split: its pairs (runtimes × architectures, in order) and one request per pair.
 #[derive(Debug, Clone, PartialEq)]
@@ -172,52 +170,6 @@ where
     out.sort();
     out.dedup();
     Ok(out)
-}
-
-/// The matrix id: the layer name and every pair's fingerprint, so the same request names the same matrix.
-pub fn matrix_id(layer_name: &str, fingerprints: &[&str]) -> String {
-    let mut hasher = Sha256::new();
-    hasher.update(format!("layerforge-matrix\n{layer_name}\n"));
-    for fp in fingerprints {
-        hasher.update(format!("{fp}\n"));
-    }
-    format!("m-{}", &hex::encode(hasher.finalize())[..16])
-}
-
-/// Whether `id` has the form [`matrix_id`] gives (so it can't name another key).
-pub fn valid_id(id: &str) -> bool {
-    id.len() == 18
-        && id.starts_with("m-")
-        && id[2..]
-            .chars()
-            .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c))
-}
-
-/// The matrix record's key.
-pub fn record_key(id: &str) -> String {
-    format!("{MATRIX_PREFIX}/{id}.json")
-}
-
-/// One pair of a matrix record: which artifact serves it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PairRecord {
-    pub runtime: Runtime,
-    pub architecture: Architecture,
-    /// The artifact's key (the universal one for every pair of a universal matrix).
-    pub artifact_key: String,
-}
-
-/// `.layerforge/matrices/<id>.json`, written by submit-build.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MatrixRecord {
-    pub matrix_id: String,
-    pub layer_name: String,
-    pub created_at: i64,
-    /// Whether one universal version serves every pair.
-    pub universal: bool,
-    /// Why (the probe's answer, or why there was no probe).
-    pub universal_reason: String,
-    pub pairs: Vec<PairRecord>,
 }
 
 /// The state of a whole matrix from its pairs' states (build-status's words): `published` when every pair is,

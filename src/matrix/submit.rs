@@ -87,10 +87,15 @@ pub async fn handle(state: &SubmitState, event: Value) -> Result<Value, SubmitEr
             .and_then(|s| s.value),
         _ => None,
     };
-    let (universal, universal_reason) = match earlier {
-        Some(record) => (record.universal, record.universal_reason),
+    let decision = match earlier.filter(|r| r.probed) {
+        Some(record) => Decision {
+            universal: record.universal,
+            reason: record.universal_reason,
+            probed: true,
+        },
         None => decide(state, matrix.universal, &requests).await,
     };
+    let (universal, universal_reason) = (decision.universal, decision.reason);
     let universal_request = universal.then(|| universal_request(state, &requests));
     let universal_key = match &universal_request {
         Some(r) => Some(plan_job(r, &state.config)?.key.to_string()),
@@ -111,6 +116,7 @@ pub async fn handle(state: &SubmitState, event: Value) -> Result<Value, SubmitEr
         created_at: records::now_millis(),
         universal,
         universal_reason: universal_reason.clone(),
+        probed: decision.probed,
         pairs: requests
             .iter()
             .zip(&keys)
@@ -192,11 +198,23 @@ fn in_pair(
 /// downloads for every pair take seconds; a probe that hangs must not hold the request.
 const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(45);
 
+/// Whether the matrix is one universal version, why (not), and whether the probe said so.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Decision {
+    universal: bool,
+    reason: String,
+    probed: bool,
+}
+
 /// Whether the matrix is one universal version, and why (not). Only the fast builder's probe says yes; any
 /// doubt (no probe possible, the probe failing) builds per pair, which is never wrong.
-async fn decide(state: &SubmitState, wanted: bool, requests: &[BuildRequest]) -> (bool, String) {
+async fn decide(state: &SubmitState, wanted: bool, requests: &[BuildRequest]) -> Decision {
     let first = &requests[0];
-    let no = |why: &str| (false, why.to_owned());
+    let no = |why: &str| Decision {
+        universal: false,
+        reason: why.to_owned(),
+        probed: false,
+    };
     if !wanted {
         return no("the request says \"universal\": false");
     }
@@ -227,13 +245,10 @@ async fn decide(state: &SubmitState, wanted: bool, requests: &[BuildRequest]) ->
                 seconds = PROBE_TIMEOUT.as_secs(),
                 "the probe did not answer in time; building per pair"
             );
-            (
-                false,
-                format!(
-                    "the probe did not answer within {} s: built per pair",
-                    PROBE_TIMEOUT.as_secs()
-                ),
-            )
+            no(&format!(
+                "the probe did not answer within {} s: built per pair",
+                PROBE_TIMEOUT.as_secs()
+            ))
         }
         Ok(Ok(answer)) => {
             info!(
@@ -242,11 +257,15 @@ async fn decide(state: &SubmitState, wanted: bool, requests: &[BuildRequest]) ->
                 millis = answer.millis,
                 "probe answered"
             );
-            (answer.universal, answer.reason)
+            Decision {
+                universal: answer.universal,
+                reason: answer.reason,
+                probed: true,
+            }
         }
         Ok(Err(fault)) => {
             warn!(error = %fault, "the probe failed; building per pair");
-            (false, format!("the probe failed ({fault}): built per pair"))
+            no(&format!("the probe failed ({fault}): built per pair"))
         }
     }
 }
@@ -358,7 +377,11 @@ mod tests {
         let reqs = requests(&state.config);
         assert_eq!(
             decide(&state, true, &reqs).await,
-            (true, "the same 9 files".to_owned())
+            Decision {
+                universal: true,
+                reason: "the same 9 files".to_owned(),
+                probed: true
+            }
         );
         assert_eq!(yes.num_calls(), 1);
         let universal = universal_request(&state, &reqs);
@@ -379,11 +402,15 @@ mod tests {
                 .build()
         });
         let state = super::tests::state(lambda(&crashed));
-        let (universal, reason) = decide(&state, true, &reqs).await;
-        assert!(!universal);
+        let d = decide(&state, true, &reqs).await;
         assert!(
-            reason.contains("the probe failed") && reason.contains("no uv"),
-            "{reason}"
+            !d.universal && !d.probed,
+            "a failed probe decides nothing for good"
+        );
+        assert!(
+            d.reason.contains("the probe failed") && d.reason.contains("no uv"),
+            "{}",
+            d.reason
         );
 
         // Lambda throttled the invoke: per pair, nothing waits for a retry.
@@ -395,18 +422,19 @@ mod tests {
             )
         });
         let state = super::tests::state(lambda(&throttled));
-        let (universal, reason) = decide(&state, true, &reqs).await;
+        let d = decide(&state, true, &reqs).await;
         assert!(
-            !universal && reason.contains("the probe failed"),
-            "{reason}"
+            !d.universal && d.reason.contains("the probe failed"),
+            "{}",
+            d.reason
         );
 
         // No probe at all: universal false, one pair, pip.
         assert_eq!(
-            decide(&state, false, &reqs).await.1,
+            decide(&state, false, &reqs).await.reason,
             "the request says \"universal\": false"
         );
-        assert_eq!(decide(&state, true, &reqs[..1]).await.1, "one pair");
+        assert_eq!(decide(&state, true, &reqs[..1]).await.reason, "one pair");
         assert_eq!(throttled.num_calls(), 1, "no probe for those");
     }
 }

@@ -4,10 +4,17 @@
 //! whose files import under each Python of this machine, and the Batch path gives it the same bytes; a bad pair
 //! submits nothing; a pair that fails fails the whole, by name, and the others still publish.
 
-use std::{collections::BTreeSet, io::Read, path::PathBuf};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    io::Read,
+    path::PathBuf,
+};
 
 use aws_smithy_types::Blob;
-use layerforge::local::{self, State};
+use layerforge::{
+    fast::{FastBuild, JobSpec, PAYLOAD_FORMAT},
+    local::{self, State},
+};
 use serde_json::{Value, json};
 
 use crate::cli::{Cloud, job_names, layerforge, run, text};
@@ -53,18 +60,51 @@ pub(crate) async fn version_of(state: &State, arn: &str) -> (Vec<String>, Vec<St
     )
 }
 
-/// Invokes submit-build directly (not through the CLI) and returns its answer.
-pub(crate) async fn submit(state: &State, request: &Value) -> Value {
+/// Lambda's on-failure destination record of a fast build of `request` (what submit-build hands to Batch).
+fn destination(request: Value, bucket: &str) -> Value {
+    let payload = FastBuild {
+        layerforge_fast_build: PAYLOAD_FORMAT,
+        request,
+        job: JobSpec {
+            job_name: "unused".into(),
+            job_queue: "unused".into(),
+            job_definition: "unused".into(),
+            command: vec![],
+            resources: vec![],
+            tags: BTreeMap::new(),
+        },
+        environment: BTreeMap::new(),
+        bucket: bucket.to_owned(),
+        artifact_key: String::new(),
+    };
+    json!({
+        "version": "1.0", "timestamp": "2026-12-03T05:00:00.000Z",
+        "requestContext": {"requestId": "r-9", "condition": "RetriesExhausted", "approximateInvokeCount": 2,
+                           "functionArn": "arn:aws:lambda:us-east-1:123456789012:function:fast-builder:$LATEST"},
+        "requestPayload": serde_json::to_value(&payload).unwrap(),
+        "responseContext": {"statusCode": 200, "executedVersion": "$LATEST", "functionError": "Unhandled"},
+        "responsePayload": {"errorType": "Runtime.ExitError", "errorMessage": "signal: killed"}
+    })
+}
+
+/// Invokes submit-build directly: (the function error, if any; the answer or the error document).
+async fn invoke_raw(state: &State, event: &Value) -> (Option<String>, Value) {
     let invoke = aws_sdk_lambda::Client::new(&local::sdk_for(&state.lambda_endpoint).await);
     let out = invoke
         .invoke()
         .function_name(local::SUBMIT_FUNCTION)
-        .payload(Blob::new(request.to_string()))
+        .payload(Blob::new(event.to_string()))
         .send()
         .await
         .unwrap();
-    let answer: Value = serde_json::from_slice(out.payload().unwrap().as_ref()).unwrap();
-    assert!(out.function_error().is_none(), "{answer}");
+    let body: Value = serde_json::from_slice(out.payload().unwrap().as_ref()).unwrap();
+    (out.function_error().map(str::to_owned), body)
+}
+
+/// Invokes submit-build directly (not through the CLI) and returns its answer.
+pub(crate) async fn submit(state: &State, request: &Value) -> Value {
+    let (error, answer) = invoke_raw(state, request).await;
+    assert!(error.is_none(), "{answer}");
     answer
 }
 
@@ -393,6 +433,38 @@ async fn a_matrix_publishes_a_version_per_pair_for_native_code_and_one_universal
         assert_eq!(p["layer_version_arn"], arn.as_str(), "{p}");
     }
     assert_eq!(versions_of(&state, "pure-matrix").await, 1);
+
+    // A universal build comes back to submit-build only as its own fast build's destination record; one whose
+    // targets no probe decided (a forged record: anyio needs exceptiongroup on python3.10 only) is refused, and
+    // the genuine one (this matrix's) goes through: its artifact exists, so nothing is submitted.
+    let targets = "python3.11,python3.12,python3.13/arm64,x86_64";
+    let forged = destination(
+        json!({"layer_name": "forged", "requirements": "anyio==4.6.2\n", "runtime": "python3.11",
+            "architecture": "arm64", "universal_targets": "python3.10,python3.11/arm64,x86_64"}),
+        &bucket,
+    );
+    let (error, body) = invoke_raw(&state, &forged).await;
+    assert_eq!(error.as_deref(), Some("Unhandled"), "{body}");
+    assert_eq!(body["errorType"], "InvalidRequest", "{body}");
+    assert!(
+        body["errorMessage"]
+            .as_str()
+            .unwrap()
+            .contains("universal_targets"),
+        "{body}"
+    );
+    let genuine = destination(
+        json!({"layer_name": "pure-matrix", "requirements": PURE.replace('|', "\n"), "runtime": "python3.11",
+            "architecture": "arm64", "universal_targets": targets}),
+        &bucket,
+    );
+    let answer = submit(&state, &genuine).await;
+    assert_eq!(answer["status"], "building", "{answer}");
+    assert_eq!(answer["artifact"], artifact.as_str(), "{answer}");
+    assert!(
+        jobs(&state).await.len() == 2,
+        "nothing submitted for either"
+    );
 
     // 5. The universal build on the Batch path gives the same bytes.
     let out = run(layerforge(&local_dir)
