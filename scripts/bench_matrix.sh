@@ -3,7 +3,7 @@
 # machine, one pure-Python set requested for 3 runtimes x 2 architectures, alternating:
 #   universal:   the default: the probe finds the same files everywhere, one build, one version for all six pairs;
 #   per-pair:    --no-universal: six builds, six versions.
-# For each: request -> every ARN (`layerforge --local build … --wait`, wall time), versions published, and the bytes
+# Both without bytecode (the build user here has no python3.12/3.13 to compile theirs with). For each: request -> every ARN (`layerforge --local build … --wait`, wall time), versions published, and the bytes
 # stored in S3 (the artifacts: Lambda keeps a copy of each version too). Then what a function pays on import: the
 # universal zip carries its build runtime's bytecode only, so a function of another runtime compiles those modules
 # on every cold start. scripts/bench_import.py imports the universal layer with this machine's python3.11 (its
@@ -42,26 +42,28 @@ universal_json=
 for i in $(seq 1 "$runs"); do
   for mode in universal per-pair; do
     name="bench-$mode-$stamp-$i"
-    flags=()
-    if [ "$mode" = per-pair ]; then flags=(--no-universal); fi
+    # Without bytecode: this machine's build user has no python3.12/3.13 to compile theirs with (per pair).
+    flags=(--no-bytecode)
+    if [ "$mode" = per-pair ]; then flags+=(--no-universal); fi
     t0=$(now)
     out=$("$lf" --local build "$name" -r "$set_" --runtime python3.11 --runtime python3.12 --runtime python3.13 \
       --architecture arm64 --architecture x86_64 "${flags[@]}" --wait --json --poll-interval 0.2 2>/dev/null)
     t1=$(now)
     took=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }')
     times[$mode]="${times[$mode]:-} $took"
-    if [ "$mode" = universal ]; then universal_json=$out; fi
     python3 - "$mode" "$i" "$took" "$out" <<'EOF'
-import json, os, sys, urllib.request
+import json, os, sys
+import boto3
 mode, i, took, out = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
 state = json.load(open(os.path.join(os.environ["LAYERFORGE_LOCAL_DIR"], "state.json")))
 arns = sorted({p["layer_version_arn"] for p in out["pairs"]})
 artifacts = sorted({p["artifact"] for p in out["pairs"]})
+s3 = boto3.client("s3", endpoint_url=state["moto_endpoint"], region_name="us-east-1",
+                  aws_access_key_id="testing", aws_secret_access_key="testing")
 stored = 0
 for a in artifacts:
     bucket, key = a[len("s3://"):].split("/", 1)
-    req = urllib.request.Request(f"{state['moto_endpoint']}/{bucket}/{key}", method="HEAD")
-    stored += int(urllib.request.urlopen(req).headers["Content-Length"])
+    stored += s3.head_object(Bucket=bucket, Key=key)["ContentLength"]
 print(f"  {mode:<9} run {i}: {float(took):6.2f} s  state={out['state']} versions={len(arns)} artifacts={len(artifacts)} "
       f"stored={stored} B  builders={sorted({p.get('builder', '?') for p in out['pairs']})}")
 EOF
@@ -76,9 +78,18 @@ grep -h 'probe answered' "$local_dir/submit-build.log" | tail -n 1 | sed 's/^/  
 
 # What a function imports: the universal layer with its bytecode (python3.11, the build runtime) and without it
 # (what the other runtimes find: no cpython-312/313 .pyc), unpacked read-only.
-artifact=$(python3 -c 'import json, sys; print(json.loads(sys.argv[1])["pairs"][0]["artifact"])' "$universal_json")
-state_moto=$(python3 -c 'import json, os; print(json.load(open(os.path.join(os.environ["LAYERFORGE_LOCAL_DIR"], "state.json")))["moto_endpoint"])')
-curl -sf "$state_moto/${artifact#s3://}" -o "$work/universal.zip"
+universal_json=$("$lf" --local build "bench-bytecode-$stamp" -r "$set_" --runtime python3.11 --runtime python3.12 \
+  --runtime python3.13 --architecture arm64 --architecture x86_64 --wait --json --poll-interval 0.2 2>/dev/null)
+python3 - "$universal_json" "$work/universal.zip" <<'EOF'
+import json, os, sys
+import boto3
+artifact = json.loads(sys.argv[1])["pairs"][0]["artifact"]
+state = json.load(open(os.path.join(os.environ["LAYERFORGE_LOCAL_DIR"], "state.json")))
+s3 = boto3.client("s3", endpoint_url=state["moto_endpoint"], region_name="us-east-1",
+                  aws_access_key_id="testing", aws_secret_access_key="testing")
+bucket, key = artifact[len("s3://"):].split("/", 1)
+s3.download_file(bucket, key, sys.argv[2])
+EOF
 cp "$work/universal.zip" "$work/no-pyc.zip"
 zip -q -d "$work/no-pyc.zip" '*.pyc' >/dev/null
 for name in universal no-pyc; do

@@ -67,9 +67,12 @@ use crate::{
 /// Where claim objects live, relative to the artifact bucket's root.
 pub const CLAIM_PREFIX: &str = ".layerforge/claims";
 
-/// The claim object's key for a content: the same for every object version with these bytes.
-pub fn claim_key(bucket: &str, layer_name: &str, code_sha256: &str) -> String {
-    let digest = Sha256::digest(format!("{bucket}\n{layer_name}\n{code_sha256}"));
+/// The claim object's key for a content and the targets it is published for ([`LayerSpec::targets`]): the same for
+/// every object version with these bytes. The targets are part of it because two artifacts can hold the same bytes
+/// for different targets (a pure-Python set without bytecode, built per pair for arm64 and for x86_64): each gets
+/// the version that lists its own target, never the other's.
+pub fn claim_key(bucket: &str, layer_name: &str, code_sha256: &str, targets: &str) -> String {
+    let digest = Sha256::digest(format!("{bucket}\n{layer_name}\n{code_sha256}\n{targets}"));
     format!("{CLAIM_PREFIX}/{}.json", hex::encode(digest))
 }
 
@@ -197,7 +200,7 @@ pub(super) async fn publish_once(
     code_sha256: &str,
     deadline_ms: Option<u64>,
 ) -> Result<Outcome, RecordError> {
-    let key = claim_key(&object.bucket, &layer.name, code_sha256);
+    let key = claim_key(&object.bucket, &layer.name, code_sha256, &layer.targets());
     let owner = new_owner();
     let guard = state.guard;
     let started = now_millis();
@@ -419,7 +422,7 @@ async fn adopt_or_publish(
     let mut backoff = guard.publish_backoff;
     let mut attempt = 1;
     loop {
-        if let Some(arn) = versions::existing_version(state, &layer.name, code_sha256).await? {
+        if let Some(arn) = versions::existing_version(state, layer, code_sha256).await? {
             info!(
                 layer = layer.name,
                 layer_version_arn = arn,
@@ -457,10 +460,12 @@ mod tests {
 
     #[test]
     fn claim_keys_identify_content_and_stay_outside_the_prefix() {
-        let a = claim_key("b", "six", "c2l4");
-        assert_eq!(a, claim_key("b", "six", "c2l4"));
-        assert_ne!(a, claim_key("b", "six", "c2l5"));
-        assert_ne!(a, claim_key("b", "seven", "c2l4"));
+        let t = "python3.12/arm64";
+        let a = claim_key("b", "six", "c2l4", t);
+        assert_eq!(a, claim_key("b", "six", "c2l4", t));
+        assert_ne!(a, claim_key("b", "six", "c2l5", t));
+        assert_ne!(a, claim_key("b", "seven", "c2l4", t));
+        assert_ne!(a, claim_key("b", "six", "c2l4", "python3.12/x86_64"));
         assert!(a.starts_with(".layerforge/claims/") && a.ends_with(".json"));
     }
 

@@ -49,7 +49,7 @@ pub use latest::{LATEST_PREFIX, parameter_name, pointer_key};
 pub use outcome::{Outcome, PublishError, PublishResponse, RecordError, RecordResult, Rejection};
 pub use s3::S3Range;
 pub use state::{FUNCTION_TIMEOUT, Guard, PublishState};
-pub use types::{LayerSpec, ObjectRef};
+pub use types::{LayerSpec, ObjectRef, targets_id};
 pub use versions::ADOPTION_WINDOW;
 
 #[cfg(test)]

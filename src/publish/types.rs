@@ -25,7 +25,23 @@ pub struct LayerSpec {
     pub description: String,
 }
 
+/// The canonical targets of a version: sorted runtimes, `/`, sorted architectures (`python3.11,python3.12/arm64`).
+pub fn targets_id(runtimes: &[&str], architectures: &[&str]) -> String {
+    let (mut r, mut a) = (runtimes.to_vec(), architectures.to_vec());
+    r.sort_unstable();
+    a.sort_unstable();
+    format!("{}/{}", r.join(","), a.join(","))
+}
+
 impl LayerSpec {
+    /// The targets this version is published for, canonical ([`targets_id`]): with the CodeSha256, what makes a
+    /// version this artifact's.
+    pub fn targets(&self) -> String {
+        let runtimes: Vec<&str> = self.runtimes.iter().map(|r| r.as_str()).collect();
+        let architectures: Vec<&str> = self.architectures.iter().map(|a| a.as_str()).collect();
+        targets_id(&runtimes, &architectures)
+    }
+
     pub fn new(metadata: &ArtifactMetadata, key: Option<&ArtifactKey>, object: &ObjectRef) -> Self {
         let mut architectures: Vec<_> = metadata
             .compatible_architectures

@@ -43,12 +43,15 @@ use crate::aws::{AwsFault, FaultKind};
 /// whole Fargate build), and keeps a new content's look-up, which must read them all, at 21 calls.
 pub const ADOPTION_WINDOW: i32 = 20;
 
-/// The newest of the layer's newest [`ADOPTION_WINDOW`] versions whose CodeSha256 is `sha`.
+/// The newest of the layer's newest [`ADOPTION_WINDOW`] versions whose CodeSha256 is `sha` and whose compatible
+/// runtimes and architectures are `layer`'s: the same bytes published for other targets are another version.
 pub(super) async fn existing_version(
     state: &PublishState,
-    layer_name: &str,
+    layer: &LayerSpec,
     sha: &str,
 ) -> Result<Option<String>, AwsFault> {
+    let layer_name = layer.name.as_str();
+    let targets = layer.targets();
     let page = state
         .lambda
         .list_layer_versions()
@@ -79,7 +82,18 @@ pub(super) async fn existing_version(
             }
             Err(e) => return Err(AwsFault::from_sdk("GetLayerVersion", &e)),
         };
+        let runtimes: Vec<&str> = got
+            .compatible_runtimes()
+            .iter()
+            .map(|r| r.as_str())
+            .collect();
+        let architectures: Vec<&str> = got
+            .compatible_architectures()
+            .iter()
+            .map(|a| a.as_str())
+            .collect();
         if got.content().and_then(|c| c.code_sha256()) == Some(sha)
+            && super::types::targets_id(&runtimes, &architectures) == targets
             && let Some(arn) = got.layer_version_arn()
         {
             return Ok(Some(arn.to_owned()));
@@ -330,12 +344,19 @@ mod tests {
         let get = mock!(aws_sdk_lambda::Client::get_layer_version).then_compute_output(|r| {
             let v = r.version_number().unwrap_or_default();
             let sha = match v {
-                6 => "match",
+                6 | 7 => "match",
                 5 => "beyond",
                 _ => "other",
             };
+            // Version 7 holds the same bytes for another architecture: not this artifact's version.
+            let architecture = if v == 7 {
+                aws_sdk_lambda::types::Architecture::X8664
+            } else {
+                aws_sdk_lambda::types::Architecture::Arm64
+            };
             GetLayerVersionOutput::builder()
                 .version(v)
+                .compatible_architectures(architecture)
                 .layer_version_arn(format!("arn:aws:lambda:us-east-1:1:layer:six:{v}"))
                 .content(
                     LayerVersionContentOutput::builder()
@@ -345,18 +366,25 @@ mod tests {
                 .build()
         });
         let state = state(&[&list, &get]);
-        let found = existing_version(&state, "six", "match").await.unwrap();
+        let layer = LayerSpec {
+            name: "six".into(),
+            runtimes: vec![],
+            architectures: vec![aws_sdk_lambda::types::Architecture::Arm64],
+            license: None,
+            description: String::new(),
+        };
+        let found = existing_version(&state, &layer, "match").await.unwrap();
         assert_eq!(
             found.as_deref(),
             Some("arn:aws:lambda:us-east-1:1:layer:six:6")
         );
-        // Newest first: the whole window was read (6 is its oldest), nothing older.
+        // Newest first: version 7 (the bytes for x86_64) passed over, the whole window read (6 is its oldest).
         let window = usize::try_from(ADOPTION_WINDOW).unwrap();
         assert_eq!(get.num_calls(), window);
         assert_eq!(list.num_calls(), 1, "one page, never the next");
 
         // Content only in version 5, beyond the window: not found (what the bound gives up), in a bounded cost.
-        let none = existing_version(&state, "six", "beyond").await.unwrap();
+        let none = existing_version(&state, &layer, "beyond").await.unwrap();
         assert_eq!(none, None);
         assert_eq!(get.num_calls(), 2 * window);
         assert_eq!(list.num_calls(), 2);

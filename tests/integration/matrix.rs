@@ -505,6 +505,41 @@ async fn a_matrix_publishes_a_version_per_pair_for_native_code_and_one_universal
     assert_eq!(versions_of(&state, "pure-batch").await, 1);
     assert_eq!(jobs(&state).await.len(), 3, "{:?}", jobs(&state).await);
 
+    // 5b. The same pure set per pair without bytecode: both architectures' zips hold the same bytes, and each
+    //     still gets its own version, listing its own architecture (the exactly-once identity is the bytes and
+    //     the targets, not the bytes alone).
+    let out = run(layerforge(&local_dir)
+        .args([
+            "--local",
+            "build",
+            "pure-per-pair",
+            "-r",
+            PURE,
+            "--no-bytecode",
+            "--no-universal",
+        ])
+        .args([
+            "--runtime",
+            "python3.11",
+            "--architecture",
+            "arm64",
+            "--architecture",
+            "x86_64",
+        ])
+        .args(["--wait", "--json", "--poll-interval", "0.5"]));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let per_pair = json_of(&out);
+    assert_eq!(per_pair["universal"], false, "{per_pair}");
+    let mut shas = BTreeSet::new();
+    for p in per_pair["pairs"].as_array().unwrap() {
+        let (rts, archs, sha) = version_of(&state, p["layer_version_arn"].as_str().unwrap()).await;
+        assert_eq!(rts, vec!["python3.11"], "{p}");
+        assert_eq!(archs, vec![p["architecture"].as_str().unwrap()], "{p}");
+        shas.insert(sha);
+    }
+    assert_eq!(shas.len(), 1, "the same bytes for both: {shas:?}");
+    assert_eq!(versions_of(&state, "pure-per-pair").await, 2);
+
     // 6. One pair fails: the whole is failed, naming the pair; the other pair's version is published and printed;
     //    exit 1. Django 6.0 (pure Python) requires Python >= 3.12, so python3.11 has no installable version; the
     //    probe's install fails for that pair too, so the matrix is built per pair.

@@ -607,7 +607,7 @@ async fn a_stale_claim_is_taken_over_and_a_live_one_waited_for() {
     let bodies = f.drain().await;
     let event = f.event_for(&bodies, &key).await;
     // The claim names the content (layer name + CodeSha256), whichever object version delivers it.
-    let claim_key = publish::claim_key(&f.bucket, &layer, &sha256_b64(&zip));
+    let claim_key = publish::claim_key(&f.bucket, &layer, &sha256_b64(&zip), TARGETS);
     let put_claim = |lease_until: u64| {
         let body = serde_json::json!({
             "layer_name": layer, "code_sha256": sha256_b64(&zip), "bucket": f.bucket, "key": key,
@@ -774,9 +774,12 @@ async fn a_large_zip_is_checked_with_a_constant_number_of_bytes() {
     );
 }
 
+/// The targets of [`metadata`]'s artifacts, as a claim names them.
+const TARGETS: &str = "python3.12,python3.13/arm64";
+
 /// The claim object of (layer, CodeSha256): its bytes, or `None` when there is none.
 async fn claim_bytes(f: &Fixture, layer: &str, code_sha256: &str) -> Option<Vec<u8>> {
-    let key = publish::claim_key(&f.bucket, layer, code_sha256);
+    let key = publish::claim_key(&f.bucket, layer, code_sha256, TARGETS);
     match f.s3.get_object().bucket(&f.bucket).key(&key).send().await {
         Ok(out) => Some(out.body.collect().await.unwrap().into_bytes().to_vec()),
         Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => None,

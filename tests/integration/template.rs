@@ -894,8 +894,13 @@ fn the_s3_event_filter_matches_artifact_keys_and_never_claims() {
         let bucket = config.artifact_bucket.as_str();
         for not_an_artifact in [
             // The claim publish-layer writes for this very artifact, for a versioned and an unversioned bucket.
-            publish::claim_key(bucket, &key, "3HL4kqtJlcpXroDTDmJ.rSt1kQnIFIcwt"),
-            publish::claim_key(bucket, &key, ""),
+            publish::claim_key(
+                bucket,
+                &key,
+                "3HL4kqtJlcpXroDTDmJ.rSt1kQnIFIcwt",
+                "python3.12/arm64",
+            ),
+            publish::claim_key(bucket, &key, "", ""),
             format!("{CLAIM_PREFIX}/{key}"),
             // The build record and the builder's failure report of this artifact.
             layerforge::records::record_key(&sample_key(prefix)),
@@ -1091,7 +1096,10 @@ fn each_role_may_do_its_job_and_nothing_next_to_it() {
     let bucket = config.artifact_bucket.as_str();
     let artifact = object(bucket, &sample_key(&config.artifact_prefix).to_string());
     let artifact_key = sample_key(&config.artifact_prefix).to_string();
-    let claim = object(bucket, &publish::claim_key(bucket, &artifact_key, "v1"));
+    let claim = object(
+        bucket,
+        &publish::claim_key(bucket, &artifact_key, "v1", "python3.12/arm64"),
+    );
     let elsewhere = object(bucket, "other/file.zip");
     let record = object(
         bucket,
