@@ -70,11 +70,14 @@ pub async fn run(ctx: &Context, response: Value, follow: Follow) -> Result<u8, C
                 "" => String::new(),
                 job => format!(" job {job}"),
             };
+            let builder = match text(p, "builder") {
+                "" => String::new(),
+                b => format!(" [{b}]"),
+            };
             eprintln!(
-                "  {}: {}{job} [{}] {}",
+                "  {}: {}{job}{builder} {}",
                 pair(p),
                 text(p, "status"),
-                text(p, "builder"),
                 text(p, "artifact")
             );
         }
