@@ -13,7 +13,7 @@ use crate::{
 /// The handler of build-status.
 pub async fn handle(state: &StatusState, event: Value) -> Result<Value, StatusError> {
     let Some(id) = matrix_query(&event)? else {
-        let answer = status::handle(state, event).await?;
+        let answer = Box::pin(status::handle(state, event)).await?;
         return Ok(serde_json::to_value(answer).unwrap_or_default());
     };
     let bucket = state.config.artifact_bucket.as_str();
@@ -32,7 +32,8 @@ pub async fn handle(state: &StatusState, event: Value) -> Result<Value, StatusEr
             Some((_, v)) => v.clone(),
             None => {
                 let artifact = format!("s3://{bucket}/{}", pair.artifact_key);
-                let v = match status::handle(state, json!({ "artifact": artifact })).await {
+                let v = match Box::pin(status::handle(state, json!({ "artifact": artifact }))).await
+                {
                     Ok(answer) => serde_json::to_value(answer).unwrap_or_default(),
                     // The matrix was recorded but this pair's build never claimed (its submission failed).
                     Err(StatusError::NotFound { .. }) => json!({

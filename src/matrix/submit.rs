@@ -45,7 +45,9 @@ pub struct MatrixResponse {
 /// The handler of submit-build: a single-target answer (DESIGN section 2) or a matrix answer.
 pub async fn handle(state: &SubmitState, event: Value) -> Result<Value, SubmitError> {
     let Some(matrix) = expand(&event, &state.config)? else {
-        return Ok(to_value(&submit::handle(state, event).await?));
+        // Boxed: the single path's future inside this one's is deeper than the compiler's layout query allows in
+        // a release build of submit-build ("queries overflow the depth limit").
+        return Ok(to_value(&Box::pin(submit::handle(state, event)).await?));
     };
     // Every pair is validated (and its job planned) before anything is written or submitted.
     let mut requests: Vec<BuildRequest> = Vec::with_capacity(matrix.pairs.len());
@@ -143,7 +145,7 @@ pub async fn handle(state: &SubmitState, event: Value) -> Result<Value, SubmitEr
     let mut pairs = Vec::with_capacity(requests.len());
     match universal_request {
         Some(request) => {
-            let answer = submit_request(state, request).await?;
+            let answer = Box::pin(submit_request(state, request)).await?;
             for r in &requests {
                 pairs.push(PairResponse {
                     runtime: r.runtime,
@@ -155,7 +157,7 @@ pub async fn handle(state: &SubmitState, event: Value) -> Result<Value, SubmitEr
         None => {
             for request in requests {
                 let (runtime, architecture) = (request.runtime, request.architecture);
-                let answer = submit_request(state, request).await?;
+                let answer = Box::pin(submit_request(state, request)).await?;
                 pairs.push(PairResponse {
                     runtime,
                     architecture,
