@@ -164,6 +164,14 @@ if [ $run_build = 1 ]; then
     if command -v rustup >/dev/null && ! rustup target list --installed | grep -qx aarch64-unknown-linux-gnu; then
       rustup target add aarch64-unknown-linux-gnu
     fi
+    # The five functions' binaries in one cargo invocation first: the same command sam runs for each (release,
+    # --arm64), so sam's own per-function builds find them fresh. Built together, cargo links the five fat-LTO
+    # binaries two at a time on two cores instead of one after another (sam build: 1419 s before, see
+    # docs/testing.md).
+    bins=(submit-build publish-layer build-status fast-builder prune-layers)
+    (cd "$repo" && PATH="$sam_venv:$PATH" cargo lambda build --release --arm64 "${bins[@]/#/--bin=}") \
+      >"$log/prebuild" 2>&1 || tail -40 "$log/prebuild"
+    echo "prebuild of ${bins[*]}: $((SECONDS - start)) s"
     PATH="$sam_venv:$PATH" "$sam_venv/sam" build --template "$template" >"$log/build" 2>&1
     rc=$?
     grep -E 'Building codeuri|Running RustCargoLambdaBuilder|Build Succeeded|Build Failed|Error' "$log/build"
