@@ -166,8 +166,7 @@ if [ $run_build = 1 ]; then
     fi
     # The five functions' binaries in one cargo invocation first: the same command sam runs for each (release,
     # --arm64), so sam's own per-function builds find them fresh. Built together, cargo links the five fat-LTO
-    # binaries two at a time on two cores instead of one after another (sam build: 1419 s before, see
-    # docs/testing.md).
+    # binaries two at a time on two cores instead of one after another (docs/testing.md).
     bins=(submit-build publish-layer build-status fast-builder prune-layers)
     (cd "$repo" && PATH="$sam_venv:$PATH" cargo lambda build --release --arm64 "${bins[@]/#/--bin=}") \
       >"$log/prebuild" 2>&1 || tail -40 "$log/prebuild"
