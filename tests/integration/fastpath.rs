@@ -4,12 +4,7 @@
 //! paths give the same CodeSha256; a fast build that failed on every attempt comes back to submit-build as its
 //! on-failure destination record and goes to Batch.
 
-use std::collections::BTreeMap;
-
-use layerforge::{
-    fast::{FastBuild, JobSpec, PAYLOAD_FORMAT},
-    local::{self, State},
-};
+use layerforge::local::{self, State};
 use serde_json::{Value, json};
 
 use crate::cli::{Cloud, job_names, layerforge, run, text};
@@ -150,29 +145,7 @@ async fn wheel_sets_build_in_the_function_sdists_go_to_batch_and_both_give_the_s
     //    submits the same build to Batch.
     let request = json!({"layer_name": "fast-crashed", "requirements": "six==1.16.0\n",
         "runtime": "python3.11", "architecture": "x86_64", "builder": "batch"});
-    let payload = FastBuild {
-        layerforge_fast_build: PAYLOAD_FORMAT,
-        request,
-        job: JobSpec {
-            job_name: "unused".into(),
-            job_queue: "unused".into(),
-            job_definition: "unused".into(),
-            command: vec![],
-            resources: vec![],
-            tags: BTreeMap::new(),
-        },
-        environment: BTreeMap::new(),
-        bucket: state.stack.bucket.clone(),
-        artifact_key: String::new(),
-    };
-    let record = json!({
-        "version": "1.0", "timestamp": "2026-12-03T05:00:00.000Z",
-        "requestContext": {"requestId": "r-1", "condition": "RetriesExhausted", "approximateInvokeCount": 2,
-                           "functionArn": "arn:aws:lambda:us-east-1:123456789012:function:fast-builder:$LATEST"},
-        "requestPayload": serde_json::to_value(&payload).unwrap(),
-        "responseContext": {"statusCode": 200, "executedVersion": "$LATEST", "functionError": "Unhandled"},
-        "responsePayload": {"errorType": "Runtime.ExitError", "errorMessage": "signal: killed"}
-    });
+    let record = crate::matrix::destination(request, &state.stack.bucket);
     let answer = crate::matrix::submit(&state, &record).await;
     assert_eq!(answer["status"], "submitted", "{answer}");
     assert!(answer["job_id"].is_string(), "{answer}");

@@ -61,7 +61,7 @@ pub(crate) async fn version_of(state: &State, arn: &str) -> (Vec<String>, Vec<St
 }
 
 /// Lambda's on-failure destination record of a fast build of `request` (what submit-build hands to Batch).
-fn destination(request: Value, bucket: &str) -> Value {
+pub(crate) fn destination(request: Value, bucket: &str) -> Value {
     let payload = FastBuild {
         layerforge_fast_build: PAYLOAD_FORMAT,
         request,
